@@ -1,0 +1,436 @@
+"""Evaluation helpers: binary metrics, ROC data, plots, atomic JSON and markdown tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+PERCENT_METRICS = frozenset({"accuracy", "balanced_accuracy", "precision", "recall", "f1"})
+INT_METRICS = frozenset({"n", "positives"})
+MISSING = "–"
+
+
+def _arrays(y_true: Sequence[int], prob: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert labels / probabilities to 1-D numpy arrays."""
+    y = np.asarray(y_true, dtype=np.int64).ravel()
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y_true and prob differ in length: {y.size} vs {p.size}")
+    if y.size == 0:
+        raise ValueError("cannot evaluate an empty set")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must contain only 0/1 labels")
+    return y, p
+
+
+def _two_classes(y: np.ndarray) -> bool:
+    return np.unique(y).size == 2
+
+
+def compute_metrics(
+    y_true: Sequence[int], prob: Sequence[float], threshold: float = 0.5
+) -> dict[str, Any]:
+    """Binary metrics of P(positive) ``prob`` thresholded at ``threshold`` (pred = prob >= t).
+
+    Returns plain Python floats/ints: n, accuracy, balanced_accuracy, precision, recall, f1,
+    roc_auc (None with only one class present), confusion [[tn, fp], [fn, tp]], positives,
+    threshold. Precision/recall/f1 are 0.0 when undefined.
+    """
+    y, p = _arrays(y_true, prob)
+    pred = (p >= threshold).astype(np.int64)
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    if _two_classes(y):
+        bal = float(balanced_accuracy_score(y, pred))
+        auc: float | None = float(roc_auc_score(y, p))
+    else:  # balanced accuracy degenerates to recall of the single present class
+        bal = float(accuracy_score(y, pred))
+        auc = None
+    return {
+        "n": int(y.size),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": bal,
+        "precision": float(precision_score(y, pred, labels=[0, 1], zero_division=0)),
+        "recall": float(recall_score(y, pred, labels=[0, 1], zero_division=0)),
+        "f1": float(f1_score(y, pred, labels=[0, 1], zero_division=0)),
+        "roc_auc": auc,
+        "confusion": [[int(v) for v in row] for row in cm],
+        "positives": int(y.sum()),
+        "threshold": float(threshold),
+    }
+
+
+def roc_points(
+    y_true: Sequence[int], prob: Sequence[float], max_points: int = 200
+) -> dict[str, list[float]]:
+    """ROC curve as {"fpr": [...], "tpr": [...]}, at most ``max_points`` points (ends kept).
+
+    Empty lists when only one class is present (ROC undefined).
+    """
+    if max_points < 2:
+        raise ValueError("max_points must be >= 2")
+    y, p = _arrays(y_true, prob)
+    if not _two_classes(y):
+        return {"fpr": [], "tpr": []}
+    fpr, tpr, _ = roc_curve(y, p)
+    if fpr.size > max_points:
+        idx = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(np.int64))
+        fpr, tpr = fpr[idx], tpr[idx]
+    return {
+        "fpr": [round(float(v), 6) for v in fpr],
+        "tpr": [round(float(v), 6) for v in tpr],
+    }
+
+
+def plot_roc(
+    curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path, title: str
+) -> None:
+    """Write one PNG with a ROC curve per name (``name (AUC 0.973)``) plus the chance diagonal."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    try:
+        for name, (y_true, prob) in curves.items():
+            y, p = _arrays(y_true, prob)
+            if not _two_classes(y):
+                ax.plot([], [], label=f"{name} (AUC n/a)")
+                continue
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
+        ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="chance")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate",
+               ylabel="True positive rate", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:
+    """Write a 2x2 confusion heatmap (rows true, cols predicted) with counts and row-%."""
+    cm = np.asarray(confusion, dtype=np.int64)
+    if cm.shape != (2, 2):
+        raise ValueError(f"confusion must be 2x2, got shape {cm.shape}")
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = ["negative", "positive"]
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    try:
+        im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, f"{cm[i, j]}\n({100 * frac[i, j]:.1f}%)", ha="center",
+                        va="center", color="white" if frac[i, j] > 0.5 else "black")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=labels, yticklabels=labels,
+               xlabel="Predicted", ylabel="True", title=title)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="row fraction")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _json_default(obj: Any) -> Any:
+    """Make numpy scalars/arrays and paths json-serialisable."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as JSON (indent=2, sorted keys) via a temp file + os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _round(value: float, scale: int, places: int) -> str:
+    """Half-up rounding of the shortest decimal repr (so 0.92345 * 100 -> '92.35')."""
+    d = Decimal(repr(float(value))).scaleb(scale)
+    return str(d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def _fmt(column: str, value: Any) -> str:
+    """Format one table cell: % for rate metrics, 4 decimals for roc_auc, int for counts."""
+    if value is None:
+        return MISSING
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return MISSING
+    if column in PERCENT_METRICS:
+        return _round(value, 2, 2)
+    if column in INT_METRICS:
+        return str(int(value))
+    if column == "roc_auc" or isinstance(value, (float, np.floating)):
+        return _round(value, 0, 4)
+    return str(value)
+
+
+def metrics_table(
+    rows: list[tuple[str, dict]],
+    columns: Sequence[str] = (
+        "n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
+    ),
+    name_header: str = "model",
+) -> str:
+    """Markdown table, one row per (name, metrics); rates in % (2 dp), roc_auc 4 dp, missing '–'."""
+    header = "| " + " | ".join([name_header, *columns]) + " |"
+    sep = "|" + "|".join(["---", *(["---:"] * len(columns))]) + "|"
+    lines = [header, sep]
+    for name, metrics in rows:
+        cells = [_fmt(c, metrics.get(c)) for c in columns]
+        lines.append("| " + " | ".join([str(name), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- stage-level evaluation and the report ------------------------------------------------------
+
+def load_heldout(heldout: Path | None) -> dict[str, list[tuple[str, int]]]:
+    """Each readable file in the held-out folder as a named labelled set (name = file stem)."""
+    from pipeline.data import iter_reviews
+
+    if heldout is None:
+        return {}
+    files = sorted(p for p in Path(heldout).iterdir()
+                   if p.is_file() and not p.name.startswith(".") and not p.name.startswith("README"))
+    return {p.name.split(".")[0]: list(iter_reviews(p)) for p in files}
+
+
+def eval_sets(data_dir: Path, heldout: Path | None = None) -> dict[str, list[tuple[str, int]]]:
+    """The labelled sets every model is scored on: ``test`` and ``heldout/NAME`` for each file."""
+    from pipeline.data import read_jsonl
+
+    sets = {"test": read_jsonl(Path(data_dir) / "test.jsonl")}
+    sets.update({f"heldout/{k}": v for k, v in load_heldout(heldout).items()})
+    return sets
+
+
+def evaluate_predictor(
+    predict: Callable[[Sequence[str]], np.ndarray], sets: dict[str, list[tuple[str, int]]],
+) -> dict:
+    """Metrics (+ ROC points, host ms per review) on each set of :func:`eval_sets`."""
+    out: dict[str, Any] = {"heldout": {}}
+    for name, rows in sets.items():
+        t0 = time.perf_counter()
+        prob = np.asarray(predict([t for t, _ in rows]))
+        ms = 1000 * (time.perf_counter() - t0) / max(len(rows), 1)
+        y = [int(lab) for _, lab in rows]
+        m = compute_metrics(y, prob)
+        m["roc"] = roc_points(y, prob)
+        m["host_ms_per_review"] = round(ms, 4)
+        if name == "test":
+            out["test"] = m
+        else:
+            out["heldout"][name.split("/", 1)[1]] = m
+    return out
+
+
+def evaluate_model_dir(
+    model_dir: Path, data_dir: Path, out_dir: Path, heldout: Path | None, runtime: str,
+) -> dict:
+    """Stage: evaluate a model directory with one runtime; writes metrics.json and PNG plots."""
+    from pipeline.predict import load_predictor
+
+    info = json.loads((Path(model_dir) / "model.json").read_text())
+    metrics = evaluate_predictor(load_predictor(model_dir, runtime), eval_sets(data_dir, heldout))
+    metrics.update(runtime=runtime, model=info, model_files_bytes={
+        r: (Path(model_dir) / f).stat().st_size for r, f in info["runtimes"].items()})
+    write_json(Path(out_dir) / "metrics.json", metrics)
+    test = metrics["test"]
+    plot_confusion(test["confusion"], Path(out_dir) / "confusion.png",
+                   f"{info.get('kind', 'model')} ({runtime}) — test split")
+    return {"test_accuracy": test["accuracy"], "test_roc_auc": test["roc_auc"]}
+
+
+def _plot_roc_points(curves: dict[str, dict], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, m in curves.items():
+        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{name} (AUC {m['roc_auc']:.4f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def write_report(run_dir: Path, command: str) -> Path:
+    """Assemble ``report.md`` and ``roc.png`` from the finished stages' outputs in ``run_dir``."""
+    run_dir = Path(run_dir)
+
+    def load(rel: str) -> dict | None:
+        p = run_dir / rel
+        return json.loads(p.read_text()) if p.exists() else None
+
+    data_stats = load("data/stats.json") or {}
+    tok_stats = load("tokenizer/stats.json") or {}
+    teacher = load("teacher_eval/metrics.json")
+    history = load("teacher/history.json")
+    peer = load("peer_tfidf/metrics.json")
+    cfg = load("config.json") or {}
+    models: list[tuple[str, dict, dict]] = []  # (name, eval metrics, extra)
+    if teacher:
+        size = sum(teacher["model_files_bytes"].values())
+        models.append(("BiGRU teacher (float32, Keras)", teacher,
+                       {"size": size, "params": teacher["model"].get("params")}))
+    if peer:
+        kept = peer["stopwords_kept"]
+        models.append((f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
+                       {"size": kept["size_bytes"], "params": kept["features"]}))
+    lines = [
+        "# Results",
+        "",
+        f"Command: `{command}`  ",
+        f"Preset: `{cfg.get('preset', '?')}` · written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "## Data",
+        "",
+    ]
+    if data_stats:
+        splits = data_stats.get("splits", {})
+        lines += [
+            "| split | reviews | positive |",
+            "|---|---:|---:|",
+            *[f"| {k} | {v['n']} | {v['positives']} |" for k, v in splits.items()],
+            "",
+            f"Split rule: md5 of the review string (test = bucket 0, validation = 1). "
+            f"Config: `{json.dumps(cfg.get('data', {}), sort_keys=True)}`.",
+            "",
+        ]
+    if tok_stats:
+        p = tok_stats["val_tokens_per_review"]
+        lines += [
+            f"Tokenizer: SentencePiece BPE, vocabulary {tok_stats['vocab_size']}, "
+            f"{cfg.get('tokenizer', {}).get('seq_len', '?')} tokens max "
+            f"({100 * tok_stats['val_truncated_share']:.1f}% of validation reviews truncated; "
+            f"tokens per review p50 {p['p50']:.0f}, p90 {p['p90']:.0f}, p99 {p['p99']:.0f}).",
+            "",
+        ]
+    lines += ["## Test split", ""]
+    cols = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
+    lines.append("| model | " + " | ".join(cols) + " | size | params / features | host ms/review |")
+    lines.append("|---|" + "---:|" * (len(cols) + 3))
+    for name, m, extra in models:
+        t = m["test"]
+        cells = [_fmt(c, t.get(c)) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {_human_bytes(extra['size'])} | {extra['params'] or MISSING} |"
+                     f" {t['host_ms_per_review']:.3f} |")
+    lines += ["", "Size: bytes of the saved model file(s) (the peer: its pickle). "
+              "Host ms/review: batched prediction on this machine's CPU, test split.", ""]
+    if teacher:
+        tn, fp = teacher["test"]["confusion"][0]
+        fn, tp = teacher["test"]["confusion"][1]
+        lines += [f"Teacher confusion on test (rows true neg/pos): [[{tn}, {fp}], [{fn}, {tp}]] "
+                  "— `teacher_eval/confusion.png`; ROC curves: `roc.png`.", ""]
+    names = sorted({k for _, m, _ in models for k in m.get("heldout", {})})
+    if names:
+        lines += ["## Held-out sets (accuracy / balanced accuracy / F1, %)", "",
+                  "| set | n | " + " | ".join(n for n, _, _ in models) + " |",
+                  "|---|---:|" + "---|" * len(models)]
+        for s in names:
+            cells, n = [], MISSING
+            for _, m, _ in models:
+                h = m.get("heldout", {}).get(s)
+                if h is None:
+                    cells.append(MISSING)
+                    continue
+                n = str(h["n"])
+                cells.append(" / ".join(_fmt(k, h[k]) for k in ("accuracy", "balanced_accuracy",
+                                                                  "f1")))
+            lines.append(f"| {s} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if peer:
+        a, b = peer["stopwords_kept"]["test"], peer["stopwords_removed"]["test"]
+        lines += ["## Stopword removal (measured once, with the TF-IDF peer)", "",
+                  "Same split, same normalization, same C; negations are never removed.", "",
+                  metrics_table([("stopwords kept (default)", a), ("stopwords removed", b)],
+                                name_header="TF-IDF + LR"), ""]
+    if history:
+        lines += ["## Teacher training", "", "| epoch | loss | acc | val loss | val acc | s |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for h in history["history"]:
+            mark = " (best)" if h["epoch"] == history["best_epoch"] else ""
+            lines.append(f"| {h['epoch']}{mark} | {h['loss']:.4f} | {100 * h['accuracy']:.2f} | "
+                         f"{h['val_loss']:.4f} | {100 * h['val_accuracy']:.2f} | "
+                         f"{h['seconds']:.0f} |")
+        total = sum(h["seconds"] for h in history["history"])
+        lines += ["", f"Training time: {total / 60:.1f} min on this machine.", ""]
+    if models:
+        _plot_roc_points({n.split(" (")[0]: m["test"] for n, m, _ in models}, run_dir / "roc.png",
+                         "ROC — test split")
+    report = run_dir / "report.md"
+    tmp = report.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(report)
+    return report
+
+
+PUBLISHED = ("report.md", "config.json", "*.png", "*/metrics.json", "*/stats.json",
+             "*/history.json", "*/stage.json", "*/*.png")
+
+
+def publish_report(run_dir: Path, dest: Path) -> list[Path]:
+    """Copy the report, metrics, stats and plots (never data or model files) to ``dest``."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    copied = []
+    for pattern in PUBLISHED:
+        for src in sorted(run_dir.glob(pattern)):
+            if src.parent.name.startswith(".") or src.parent.name == "data" and src.name != "stats.json":
+                continue
+            target = dest / src.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            copied.append(target)
+    return copied

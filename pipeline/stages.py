@@ -1,0 +1,87 @@
+"""Stage bookkeeping: atomic outputs, reuse when inputs are unchanged, resumable work folders.
+
+A stage ``name`` under ``root`` writes into ``root/.name.tmp`` and is published by renaming it to
+``root/name`` together with ``stage.json`` (its key and summary). The key hashes the stage's config
+and its inputs' keys, so a change upstream re-runs everything below it. State that must survive a
+kill (training checkpoints) lives in ``root/.name.work-KEY`` and is deleted once the stage is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot fingerprint {type(obj).__name__}")
+
+
+def fingerprint(inputs: Any) -> str:
+    """Stable short hash of json-able inputs (dataclasses and paths allowed)."""
+    blob = json.dumps(inputs, sort_keys=True, default=_plain)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def files_fingerprint(path: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of every file under ``path``: cheap change detection for raw data."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+def stage_key(root: Path, name: str) -> str | None:
+    """Key of a finished stage, or None."""
+    f = Path(root) / name / STAGE_FILE
+    return json.loads(f.read_text())["key"] if f.exists() else None
+
+
+def run_stage(
+    root: Path, name: str, inputs: Any, fn: Callable[[Path, Path], dict | None]
+) -> tuple[Path, str]:
+    """Run ``fn(out_tmp, work_dir)`` unless ``root/name`` already holds this key's outputs.
+
+    Returns the published folder and the stage key.
+    """
+    root = Path(root)
+    key = fingerprint({"stage": name, "inputs": inputs})
+    final = root / name
+    if stage_key(root, name) == key:
+        log.info("[%s] up to date (key %s), reused", name, key)
+        return final, key
+    tmp = root / f".{name}.tmp"
+    work = root / f".{name}.work-{key}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for stale in root.glob(f".{name}.work-*"):
+        if stale != work:
+            shutil.rmtree(stale, ignore_errors=True)
+    log.info("[%s] running (key %s)%s", name, key, ", resuming" if work.exists() else "")
+    t0 = time.monotonic()
+    summary = fn(tmp, work) or {}
+    record = {"key": key, "stage": name, "seconds": round(time.monotonic() - t0, 1),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
+    (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=_plain))
+    old = root / f".{name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.replace(old)
+    tmp.replace(final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("[%s] done in %.0fs", name, record["seconds"])
+    return final, key

@@ -1,0 +1,248 @@
+"""Text normalization and SentencePiece BPE tokenization.
+
+Normalization spec (version 1), written so that a C implementation can be bit-exact
+-----------------------------------------------------------------------------------
+Input is a sequence of Unicode code points (from UTF-8; in C every byte that does not start a
+valid, shortest-form UTF-8 sequence decodes to U+FFFD). Each code point ``c`` is mapped in order:
+
+1. ``A``-``Z`` (U+0041-U+005A) and Latin-1 capitals U+00C0-U+00DE except U+00D7 -> ``c + 0x20``.
+2. Punctuation folding: U+2018 U+2019 U+201A U+201B U+2032 U+00B4 U+0060 -> ``'``;
+   U+201C U+201D U+201E U+201F U+2033 U+00AB U+00BB -> ``"``;
+   U+2010-U+2015 U+2212 -> ``-``; U+2026 -> ``...`` (three code points).
+3. Whitespace: U+0009-U+000D, U+0020, U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
+   U+202F, U+205F, U+3000 are separators.
+4. Removed: other code points below U+0020, U+007F-U+009F, U+200B-U+200D, U+2060, U+FEFF.
+5. Every other code point is kept as it is (no Unicode case folding beyond rule 1).
+
+Separators are then collapsed: runs of separators become a single U+0020 and leading/trailing
+separators are dropped. Removed code points do not split words (``a\\u200bb`` -> ``ab``).
+
+Optional stopword removal (off by default) runs after normalization: words (maximal runs of
+non-space characters) found in :data:`STOPWORDS` are dropped. Negations are never stopwords.
+
+Tokenization: SentencePiece BPE with an identity normalization rule (all normalization is the spec
+above), a dummy ``▁`` prefix, id 0 = ``<pad>``, id 1 = ``<unk>``, no BOS/EOS.
+
+Truncation policy: sequences longer than ``seq_len`` keep their first ``seq_len`` ids
+(``truncate="head"``, the default: titles and openings carry the verdict) or their last ones
+(``truncate="tail"``). Shorter sequences are right-padded with 0 and masked by the models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+NORMALIZATION_VERSION = 1
+PAD_ID = 0
+UNK_ID = 1
+
+_SEPARATORS = (
+    set(range(0x09, 0x0E))
+    | {0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000}
+    | set(range(0x2000, 0x200B))
+)
+_REMOVED = (
+    set(range(0x00, 0x20)) | set(range(0x7F, 0xA0)) | {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF}
+) - _SEPARATORS
+
+
+def _build_table() -> dict[int, str | None]:
+    table: dict[int, str | None] = {}
+    for c in range(0x41, 0x5B):
+        table[c] = chr(c + 0x20)
+    for c in range(0xC0, 0xDF):
+        if c != 0xD7:
+            table[c] = chr(c + 0x20)
+    for c in (0x2018, 0x2019, 0x201A, 0x201B, 0x2032, 0xB4, 0x60):
+        table[c] = "'"
+    for c in (0x201C, 0x201D, 0x201E, 0x201F, 0x2033, 0xAB, 0xBB):
+        table[c] = '"'
+    for c in (*range(0x2010, 0x2016), 0x2212):
+        table[c] = "-"
+    table[0x2026] = "..."
+    for c in _SEPARATORS:
+        table[c] = " "
+    for c in _REMOVED:
+        table[c] = None
+    return table
+
+
+CHAR_MAP: dict[int, str | None] = _build_table()
+"""Rules 1-4 of the spec as one code point -> replacement table (None = removed)."""
+
+_SPACES = re.compile(" +")
+
+NEGATIONS = frozenset(
+    "not no nor never none nothing nobody nowhere neither cannot without n't".split()
+)
+STOPWORDS = frozenset(
+    """a an the and or but if then so than too very just also of at by for with about into onto
+    to from in on up down out over under again further once here there when where why how all any
+    both each few more most other some such own same this that these those i me my myself we our
+    ours you your yours he him his she her hers it its itself they them their theirs what which who
+    whom am is are was were be been being have has had having do does did doing would should could
+    ought i'm you're he's she's it's we're they're i've you've we've they've i'd you'd he'd she'd
+    we'd they'd i'll you'll he'll she'll we'll they'll 's 're 've 'd 'll 'm as until while because
+    s t""".split()
+)
+assert not STOPWORDS & NEGATIONS and not any(w.endswith("n't") for w in STOPWORDS)
+
+
+def normalize(text: str) -> str:
+    """Apply normalization spec v1 (see module docstring)."""
+    return _SPACES.sub(" ", text.translate(CHAR_MAP)).strip(" ")
+
+
+def remove_stopwords(text: str) -> str:
+    """Drop stopwords from normalized text; negations are always kept."""
+    return " ".join(w for w in text.split(" ") if w not in STOPWORDS)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """How text becomes fixed-length id sequences."""
+
+    vocab_size: int = 16000
+    seq_len: int = 256
+    truncate: str = "head"  # "head" keeps the first seq_len ids, "tail" the last ones
+    stopwords: bool = False
+    character_coverage: float = 0.9995
+    max_train_sentences: int = 2_000_000
+    seed: int = 13
+
+
+class Tokenizer:
+    """Normalization + SentencePiece BPE + truncation/padding, loaded from a model directory."""
+
+    MODEL_FILE = "tokenizer.model"
+    CONFIG_FILE = "tokenizer.json"
+
+    def __init__(self, model_proto: bytes, cfg: TokenizerConfig) -> None:
+        import sentencepiece as spm
+
+        self.cfg = cfg
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def preprocess(self, text: str) -> str:
+        """Normalized (and optionally stopword-free) text, exactly what BPE sees."""
+        t = normalize(text)
+        return remove_stopwords(t) if self.cfg.stopwords else t
+
+    def encode(self, text: str) -> list[int]:
+        """Untruncated ids for one text."""
+        return self.sp.encode(self.preprocess(text))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.sp.encode([self.preprocess(t) for t in texts])
+
+    def truncate(self, ids: Sequence[int]) -> list[int]:
+        """Apply the truncation policy: at most ``seq_len`` ids."""
+        L = self.cfg.seq_len
+        return list(ids[:L] if self.cfg.truncate == "head" else ids[-L:])
+
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Truncated, unpadded ids per text (what the models consume)."""
+        return [self.truncate(r) for r in self.encode_batch(texts)]
+
+    def to_array(self, texts: Sequence[str]) -> np.ndarray:
+        """Truncated ids right-padded with PAD_ID into an int32 ``[n, seq_len]`` array."""
+        out = np.zeros((len(texts), self.cfg.seq_len), dtype=np.int32)
+        for i, r in enumerate(self.ids(texts)):
+            out[i, : len(r)] = r
+        return out
+
+    def save(self, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / self.MODEL_FILE).write_bytes(self.model_proto)
+        meta = {"normalization_version": NORMALIZATION_VERSION, **asdict(self.cfg)}
+        (out_dir / self.CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Tokenizer:
+        model_dir = Path(model_dir)
+        meta = json.loads((model_dir / cls.CONFIG_FILE).read_text())
+        version = meta.pop("normalization_version")
+        if version != NORMALIZATION_VERSION:
+            raise ValueError(
+                f"{model_dir}: tokenizer uses normalization v{version}, this code implements "
+                f"v{NORMALIZATION_VERSION}; retrain the tokenizer stage"
+            )
+        known = TokenizerConfig.__dataclass_fields__
+        cfg = TokenizerConfig(**{k: v for k, v in meta.items() if k in known})
+        return cls((model_dir / cls.MODEL_FILE).read_bytes(), cfg)
+
+
+def train_tokenizer(texts: Sequence[str], cfg: TokenizerConfig) -> Tokenizer:
+    """Train SentencePiece BPE on (normalized) training texts only."""
+    import io
+
+    import sentencepiece as spm
+
+    spm.set_random_generator_seed(cfg.seed)
+    pre = Tokenizer.__new__(Tokenizer)
+    pre.cfg = cfg
+    sentences = [s for s in (pre.preprocess(t) for t in texts) if s]
+    if not sentences:
+        raise ValueError("no non-empty training text for the tokenizer")
+    log.info("training BPE tokenizer: vocab=%d on %d texts", cfg.vocab_size, len(sentences))
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=buf,
+        model_type="bpe",
+        vocab_size=cfg.vocab_size,
+        character_coverage=cfg.character_coverage,
+        input_sentence_size=cfg.max_train_sentences,
+        shuffle_input_sentence=True,
+        max_sentence_length=1 << 16,
+        normalization_rule_name="identity",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=-1,
+        eos_id=-1,
+        hard_vocab_limit=False,
+        num_threads=2,
+        minloglevel=2,
+    )
+    return Tokenizer(buf.getvalue(), cfg)
+
+
+def build_tokenizer(data_dir: Path, out_dir: Path, cfg: TokenizerConfig) -> dict:
+    """Stage: train the tokenizer on ``data_dir/train.jsonl``; write it and length stats."""
+    from pipeline.data import read_jsonl
+
+    train_texts = [t for t, _ in read_jsonl(Path(data_dir) / "train.jsonl")]
+    tok = train_tokenizer(train_texts, cfg)
+    tok.save(out_dir)
+    val_ids = tok.encode_batch([t for t, _ in read_jsonl(Path(data_dir) / "val.jsonl")])
+    lengths = np.array([len(r) for r in val_ids])
+    flat = np.concatenate([np.asarray(r) for r in val_ids]) if val_ids else np.zeros(0)
+    stats = {
+        "vocab_size": tok.vocab_size,
+        "val_tokens_per_review": {f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 99)},
+        "val_mean_tokens": float(lengths.mean()),
+        "val_truncated_share": float(np.mean(lengths > cfg.seq_len)),
+        "val_unk_rate": float(np.mean(flat == UNK_ID)) if flat.size else 0.0,
+    }
+    (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2))
+    log.info("tokenizer: vocab %d, val tokens p50 %.0f p90 %.0f, %.1f%% truncated at %d",
+             stats["vocab_size"], stats["val_tokens_per_review"]["p50"],
+             stats["val_tokens_per_review"]["p90"], 100 * stats["val_truncated_share"],
+             cfg.seq_len)
+    return stats

@@ -1,0 +1,217 @@
+"""Teacher training: length-bucketed batches, early stopping, a resumable checkpoint every epoch.
+
+Batches group reviews of similar length and are trimmed to the longest review in the batch (rounded
+up to 16), so short reviews do not pay for padding. Everything random derives from ``seed`` and the
+epoch number, so an uninterrupted run is deterministic, and a resumed run replays the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import pipeline  # noqa: F401
+from pipeline.models import TeacherConfig
+
+log = logging.getLogger(__name__)
+
+PAD_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by the training stages."""
+
+    batch_size: int = 128
+    max_epochs: int = 10
+    patience: int = 2
+    learning_rate: float = 2e-3
+    lr_decay_on_plateau: float = 0.5
+    clipnorm: float = 1.0
+    bucket_batches: int = 32
+    seed: int = 13
+
+
+def set_determinism(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def pad_batch(rows: Sequence[Sequence[int]], multiple: int = PAD_MULTIPLE) -> np.ndarray:
+    """Right-pad id rows with 0 to the longest row, rounded up to ``multiple``."""
+    width = max(1, max((len(r) for r in rows), default=1))
+    width = int(math.ceil(width / multiple) * multiple)
+    out = np.zeros((len(rows), width), dtype=np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator, bucket_batches: int
+) -> list[np.ndarray]:
+    """Index batches: shuffle, sort chunks of ``bucket_batches`` batches by length, shuffle batches."""
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * bucket_batches
+    batches: list[np.ndarray] = []
+    lengths = np.asarray(lengths)
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def predict_proba(
+    model: keras.Model, ids: Sequence[Sequence[int]], batch_size: int = 256
+) -> np.ndarray:
+    """P(positive) for variable-length id rows, batched by length for speed; input order kept."""
+    order = np.argsort([len(r) for r in ids], kind="stable")
+    out = np.zeros(len(ids), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        x = pad_batch([ids[i] for i in idx])
+        out[idx] = model(x, training=False).numpy().reshape(-1)
+    return out
+
+
+class _Progress:
+    """Logs a progress line at most every ``every`` seconds."""
+
+    def __init__(self, total: int, label: str, every: float = 15.0) -> None:
+        self.total, self.label, self.every = total, label, every
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int, items: int, extra: str) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and done < self.total:
+            return
+        self.last = now
+        rate = items / max(now - self.start, 1e-9)
+        eta = (now - self.start) / max(done, 1) * (self.total - done)
+        log.info("%s %d/%d batches  %s  %.0f reviews/s  eta %.0fs", self.label, done,
+                 self.total, extra, rate, eta)
+
+
+def _bce(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def fit(
+    model: keras.Model,
+    train: tuple[Sequence[Sequence[int]], np.ndarray],
+    val: tuple[Sequence[Sequence[int]], np.ndarray],
+    cfg: TrainConfig,
+    work_dir: Path,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> dict:
+    """Train ``model`` with early stopping on validation loss; resumes from ``work_dir``.
+
+    ``work_dir`` holds ``ckpt-N`` (model + optimizer after the last finished epoch), ``best.weights.h5``
+    and ``state.json``. On return the model holds the best epoch's weights; the history is returned.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = train
+    x_val, y_val = val
+    y_train = np.asarray(y_train, dtype=np.float32)
+    y_val = np.asarray(y_val, dtype=np.float32)
+    optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
+    model.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    state_path = work_dir / "state.json"
+    best_path = work_dir / "best.weights.h5"
+    state = {"epoch": 0, "best_loss": None, "best_epoch": 0, "wait": 0,
+             "lr": cfg.learning_rate, "history": []}
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        ckpt.read(str(work_dir / f"ckpt-{state['epoch']}")).expect_partial()
+        log.info("resuming training after epoch %d (best epoch %d)", state["epoch"],
+                 state["best_epoch"])
+    lengths = [len(r) for r in x_train]
+    while state["epoch"] < cfg.max_epochs and state["wait"] < cfg.patience:
+        epoch = state["epoch"] + 1
+        optimizer.learning_rate.assign(state["lr"])
+        rng = np.random.default_rng([cfg.seed, epoch])
+        batches = bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches)
+        progress = _Progress(len(batches), f"epoch {epoch}/{cfg.max_epochs}")
+        t0, seen = time.monotonic(), 0
+        for i, idx in enumerate(batches):
+            loss, acc = model.train_on_batch(
+                pad_batch([x_train[j] for j in idx]), y_train[idx], reset_metrics=(i == 0)
+            )
+            seen += len(idx)
+            progress.update(i + 1, seen, f"loss {loss:.4f} acc {acc:.4f}")
+        p_val = predict_proba(model, x_val)
+        val_loss = _bce(y_val, p_val)
+        val_acc = float(np.mean((p_val >= 0.5) == (y_val >= 0.5)))
+        record = {"epoch": epoch, "loss": float(loss), "accuracy": float(acc),
+                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": state["lr"],
+                  "seconds": time.monotonic() - t0}
+        state["history"].append(record)
+        if state["best_loss"] is None or val_loss < state["best_loss"]:
+            state.update(best_loss=val_loss, best_epoch=epoch, wait=0)
+            tmp_best = work_dir / "best.tmp.weights.h5"
+            model.save_weights(str(tmp_best))
+            tmp_best.replace(best_path)
+        else:
+            state["wait"] += 1
+            state["lr"] *= cfg.lr_decay_on_plateau
+        state["epoch"] = epoch
+        ckpt.write(str(work_dir / f"ckpt-{epoch}"))
+        tmp_state = work_dir / "state.json.tmp"
+        tmp_state.write_text(json.dumps(state, indent=2))
+        tmp_state.replace(state_path)
+        for old in work_dir.glob(f"ckpt-{epoch - 1}.*"):
+            old.unlink()
+        log.info("epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.0fs%s", epoch,
+                 record["loss"], record["accuracy"], val_loss, val_acc, record["seconds"],
+                 "  (best)" if state["best_epoch"] == epoch else "")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    model.load_weights(str(best_path))
+    log.info("training done: best epoch %d, val_loss %.4f", state["best_epoch"], state["best_loss"])
+    return state
+
+
+def train_teacher(
+    data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
+    model_cfg: TeacherConfig, cfg: TrainConfig,
+) -> dict:
+    """Stage: train the BiGRU teacher; ``out_dir`` becomes a self-contained model directory."""
+    from pipeline.data import read_jsonl
+    from pipeline.models import build_teacher, save_model
+    from pipeline.tokenizer import Tokenizer
+
+    set_determinism(cfg.seed)
+    tok = Tokenizer.load(tok_dir)
+    splits = {}
+    for name in ("train", "val"):
+        rows = read_jsonl(Path(data_dir) / f"{name}.jsonl")
+        splits[name] = (tok.ids([t for t, _ in rows]), np.array([y for _, y in rows], np.float32))
+    log.info("teacher: %d train / %d val reviews", len(splits["train"][1]), len(splits["val"][1]))
+    model = build_teacher(tok.vocab_size, model_cfg)
+    state = fit(model, splits["train"], splits["val"], cfg, work_dir)
+    out_dir = Path(out_dir)
+    tok.save(out_dir)
+    save_model(model, out_dir / "model.keras")
+    write_model_info(out_dir, {"keras": "model.keras"}, kind="teacher",
+                     params=int(model.count_params()))
+    (out_dir / "history.json").write_text(json.dumps(state, indent=2))
+    return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
+            "params": int(model.count_params())}
+
+
+def write_model_info(model_dir: Path, runtimes: dict[str, str], **extra) -> None:
+    """``model.json``: which runtimes a model directory serves and from which files."""
+    info = {"runtimes": runtimes, **extra}
+    (Path(model_dir) / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True))

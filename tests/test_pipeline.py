@@ -1,0 +1,131 @@
+"""End to end on a slice of real reviews: the smoke preset, reuse, resume, and the predict CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import all as pipeline_all
+from pipeline import predict
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(real_slice, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    rc = pipeline_all.main(["--data", str(real_slice["amazon"]), "--heldout",
+                            str(real_slice["heldout"]), "--preset", "smoke", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
+    for stage in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf"):
+        assert json.loads((smoke_run / stage / "stage.json").read_text())["stage"] == stage
+    metrics = json.loads((smoke_run / "teacher_eval" / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["n"] > 300
+    # A few thousand reviews and three epochs: the teacher must beat chance clearly.
+    assert test["roc_auc"] > 0.75 and test["accuracy"] > 0.65
+    assert set(metrics["heldout"]) == {"uci_amazon_cells", "li2018_amazon_sent"}
+    report = (smoke_run / "report.md").read_text()
+    assert "BiGRU teacher" in report and "TF-IDF" in report and "uci_amazon_cells" in report
+    assert "Stopword removal" in report
+    for png in (smoke_run / "roc.png", smoke_run / "teacher_eval" / "confusion.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The teacher exposes its attention weights for distillation.
+    from pipeline.models import feature_model, load_model
+
+    fm = feature_model(load_model(smoke_run / "teacher" / "model.keras"))
+    prob, attn, feats = fm(__import__("numpy").array([[5, 6, 7, 0, 0]], dtype="int32"))
+    assert attn.shape == (1, 5) and abs(float(attn.numpy().sum()) - 1) < 1e-5
+    assert float(attn.numpy()[0, 3:].max()) == 0.0  # padding gets no attention
+    assert feats.shape[:2] == (1, 5)
+
+
+def test_publish_copies_reports_but_no_data_or_models(smoke_run: Path, tmp_path: Path) -> None:
+    from pipeline.evaluate import publish_report
+
+    files = publish_report(smoke_run, tmp_path / "pub")
+    names = {p.relative_to(tmp_path / "pub").as_posix() for p in files}
+    assert {"report.md", "roc.png", "teacher_eval/metrics.json", "peer_tfidf/metrics.json",
+            "data/stats.json", "teacher/history.json"} <= names
+    assert not [n for n in names if n.endswith((".jsonl", ".keras", ".model", ".h5"))]
+
+
+def test_predict_cli_matches_report(smoke_run: Path, capsys) -> None:
+    rc = predict.main([str(smoke_run / "teacher"), str(smoke_run / "data" / "test.jsonl"), "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    want = json.loads((smoke_run / "teacher_eval" / "metrics.json").read_text())["test"]
+    for k in ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc"):
+        assert got[k] == pytest.approx(want[k], abs=1e-9), k
+
+
+def test_predict_cli_unlabeled_and_bad_input(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    f = tmp_path / "new.jsonl"
+    f.write_text('{"text": "Terrible, broke after a day. Do not buy."}\n'
+                 '{"text": "Love it, works great and the price was right!"}\nnot json\n')
+    assert predict.main([str(smoke_run / "teacher"), str(f)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(ln.split("\t")[0] in ("positive", "negative") for ln in lines)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("just some words\nwith no labels\n")
+    assert predict.main([str(smoke_run / "teacher"), str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert predict.main([str(smoke_run / "data"), str(f)]) == 2  # not a model directory
+
+
+def test_second_run_reuses_every_stage(smoke_run: Path, real_slice, caplog) -> None:
+    caplog.set_level("INFO")
+    before = {s: (smoke_run / s / "stage.json").read_text() for s in ("data", "teacher")}
+    rc = pipeline_all.main(["--data", str(real_slice["amazon"]), "--heldout",
+                            str(real_slice["heldout"]), "--preset", "smoke", "--out", str(smoke_run)])
+    assert rc == 0
+    for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf"):
+        assert f"[{s}] up to date" in caplog.text
+    assert {s: (smoke_run / s / "stage.json").read_text() for s in before} == before
+
+
+def _run(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.all", *args], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(real_slice, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--data", str(real_slice["amazon"]), "--preset", "smoke", "--out", str(out),
+            "--set", "train.max_epochs=4", "--set", "data.max_reviews=2500"]
+    proc = _run(args, tmp_path / "first.log")
+    deadline = time.monotonic() + 600
+    state = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        states = list(out.glob(".teacher.work-*/state.json"))
+        if states and json.loads(states[0].read_text())["epoch"] >= 1:
+            state = states[0]
+            break
+        time.sleep(0.05)
+    assert state is not None, (tmp_path / "first.log").read_text()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "teacher").exists()  # the stage was not published half-done
+    done_epochs = json.loads(state.read_text())["epoch"]
+    assert done_epochs < 4
+    proc = _run(args, tmp_path / "second.log")
+    assert proc.wait(timeout=900) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert "[data] up to date" in log and "[tokenizer] up to date" in log
+    assert f"resuming training after epoch {done_epochs}" in log
+    history = json.loads((out / "teacher" / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert not list(out.glob(".teacher.work-*"))  # work folder cleaned once published

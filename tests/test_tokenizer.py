@@ -1,0 +1,105 @@
+"""Normalization spec, stopwords, and the BPE tokenizer on a tiny corpus."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.tokenizer import (
+    CHAR_MAP,
+    NEGATIONS,
+    PAD_ID,
+    Tokenizer,
+    TokenizerConfig,
+    normalize,
+    remove_stopwords,
+    train_tokenizer,
+)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Hello  WORLD", "hello world"),
+        ("  \t tabs\nand\r\nnewlines  ", "tabs and newlines"),
+        ("ÉCOLE Ünïcode ×", "école ünïcode ×"),  # Latin-1 capitals fold, the sign × stays
+        ("It\u2019s \u201cgreat\u201d \u2014 really\u2026", "it's \"great\" - really..."),
+        ("a\u200bb\ufeffc", "abc"),  # zero-width characters vanish without splitting
+        ("ctrl\x00\x07chars\x7f", "ctrlchars"),
+        ("nbsp\u00a0and\u3000ideographic", "nbsp and ideographic"),
+        ("ΣΊΣΥΦΟΣ", "ΣΊΣΥΦΟΣ"),  # no case folding outside ASCII and Latin-1
+        ("", ""),
+        (" \n\t ", ""),
+    ],
+)
+def test_normalize_examples(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@given(st.text())
+def test_normalize_properties(text: str) -> None:
+    out = normalize(text)
+    assert normalize(out) == out  # idempotent
+    assert "  " not in out and out == out.strip(" ")
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in out)
+    assert not any("A" <= c <= "Z" for c in out)
+
+
+def test_char_map_is_small_and_single_codepoint_keys() -> None:
+    # The table is what a C port embeds: keep it small and keyed by code points.
+    assert all(isinstance(k, int) for k in CHAR_MAP)
+    assert len(CHAR_MAP) < 200
+
+
+def test_stopwords_keep_negations() -> None:
+    text = normalize("This is NOT the product that I would never buy, and it isn't good")
+    out = remove_stopwords(text).split()
+    for w in ("not", "never", "isn't", "good", "product"):
+        assert w in out
+    for w in ("this", "is", "the", "that"):
+        assert w not in out
+    for n in NEGATIONS:
+        assert remove_stopwords(f"the {n} it") == n
+
+
+def _corpus(n: int = 400) -> list[str]:
+    rng = random.Random(0)
+    good = "great love excellent perfect happy works wonderful".split()
+    bad = "awful broken terrible refund waste poor disappointed".split()
+    filler = "the product arrived on time and the box was fine for my kitchen".split()
+    return [" ".join(rng.choices(filler, k=8) + rng.choices(good if i % 2 else bad, k=3))
+            for i in range(n)]
+
+
+def test_tokenizer_train_encode_pad_truncate(tmp_path) -> None:
+    cfg = TokenizerConfig(vocab_size=120, seq_len=6, truncate="head")
+    tok = train_tokenizer(_corpus(), cfg)
+    ids = tok.encode("The product WORKS great")
+    assert ids and all(i > PAD_ID for i in ids)
+    arr = tok.to_array(["great", "the product arrived on time and the box was fine"])
+    assert arr.shape == (2, 6)
+    assert arr[0, len(tok.encode("great")):].tolist() == [0] * (6 - len(tok.encode("great")))
+    long_ids = tok.encode("the product arrived on time and the box was fine")
+    assert arr[1].tolist() == long_ids[:6]
+    tail = Tokenizer(tok.model_proto, TokenizerConfig(vocab_size=120, seq_len=6, truncate="tail"))
+    assert tail.ids(["the product arrived on time and the box was fine"])[0] == long_ids[-6:]
+    # Case and typographic variants normalize to the same ids.
+    assert tok.encode("It\u2019s GREAT") == tok.encode("it's great")
+    tok.save(tmp_path)
+    again = Tokenizer.load(tmp_path)
+    assert again.encode("great love") == tok.encode("great love")
+    assert again.cfg == tok.cfg
+
+
+def test_tokenizer_training_is_deterministic() -> None:
+    cfg = TokenizerConfig(vocab_size=100, seq_len=16)
+    a, b = train_tokenizer(_corpus(), cfg), train_tokenizer(_corpus(), cfg)
+    assert a.model_proto == b.model_proto
+
+
+def test_tokenizer_rejects_empty_corpus() -> None:
+    with pytest.raises(ValueError, match="no non-empty"):
+        train_tokenizer(["", "   "], TokenizerConfig(vocab_size=50))
