@@ -238,10 +238,10 @@ def load_heldout(heldout: Path | None) -> dict[str, list[tuple[str, int]]]:
 
 
 def eval_sets(data_dir: Path, heldout: Path | None = None) -> dict[str, list[tuple[str, int]]]:
-    """The labelled sets every model is scored on: ``test`` and ``heldout/NAME`` for each file."""
+    """The labelled sets every model is scored on: ``test``, ``val``, ``heldout/NAME`` per file."""
     from pipeline.data import read_jsonl
 
-    sets = {"test": read_jsonl(Path(data_dir) / "test.jsonl")}
+    sets = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("test", "val")}
     sets.update({f"heldout/{k}": v for k, v in load_heldout(heldout).items()})
     return sets
 
@@ -259,10 +259,10 @@ def evaluate_predictor(
         m = compute_metrics(y, prob)
         m["roc"] = roc_points(y, prob)
         m["host_ms_per_review"] = round(ms, 4)
-        if name == "test":
-            out["test"] = m
-        else:
+        if name.startswith("heldout/"):
             out["heldout"][name.split("/", 1)[1]] = m
+        else:
+            out[name] = m
     return out
 
 
@@ -367,6 +367,9 @@ def write_report(run_dir: Path, command: str) -> Path:
                      f" {t['host_ms_per_review']:.3f} |")
     lines += ["", "Size: bytes of the saved model file(s) (the peer: its pickle). "
               "Host ms/review: batched prediction on this machine's CPU, test split.", ""]
+    if any("val" in m for _, m, _ in models):
+        lines += ["Validation split (used for early stopping and the peer's C):", "",
+                  metrics_table([(n, m["val"]) for n, m, _ in models if "val" in m]), ""]
     if teacher:
         tn, fp = teacher["test"]["confusion"][0]
         fn, tp = teacher["test"]["confusion"][1]

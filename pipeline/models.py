@@ -24,8 +24,9 @@ class TeacherConfig:
     units: int = 96
     attn_units: int = 64
     dense_units: int = 64
-    dropout: float = 0.3
-    embed_dropout: float = 0.1
+    dropout: float = 0.5
+    embed_dropout: float = 0.3
+    max_pool: bool = True  # concatenate a masked max over time to the attention pooling
 
 
 @keras.utils.register_keras_serializable(package="pipeline")
@@ -83,6 +84,23 @@ class AttentionPooling(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+@keras.utils.register_keras_serializable(package="pipeline")
+class MaskedMaxPooling(keras.layers.Layer):
+    """Max over time of ``[B, T, C]`` features, ignoring padded steps."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, h, mask=None):
+        if mask is not None:
+            h = tf.where(mask[..., None], h, tf.fill(tf.shape(h), -1e9))
+        return tf.reduce_max(h, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
 def build_teacher(vocab_size: int, cfg: TeacherConfig, seq_len: int | None = None) -> keras.Model:
     """The BiGRU + attention teacher; ``seq_len=None`` accepts any length (batches are trimmed)."""
     ids = keras.Input(shape=(seq_len,), dtype="int32", name="ids")
@@ -93,6 +111,8 @@ def build_teacher(vocab_size: int, cfg: TeacherConfig, seq_len: int | None = Non
         keras.layers.GRU(cfg.units, return_sequences=True), name="bigru"
     )(x)
     pooled, _ = AttentionPooling(cfg.attn_units, name="attention")(h)
+    if cfg.max_pool:
+        pooled = keras.layers.Concatenate(name="pool")([pooled, MaskedMaxPooling(name="max")(h)])
     z = keras.layers.Dropout(cfg.dropout, name="dropout")(pooled)
     if cfg.dense_units:
         z = keras.layers.Dense(cfg.dense_units, activation="relu", name="dense")(z)
@@ -117,3 +137,50 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 def load_model(path: Path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Shape of the device student: small embedding, small BiGRU, masked mean pooling."""
+
+    embed_dim: int = 32
+    units: int = 32
+    dropout: float = 0.2
+    embed_dropout: float = 0.1
+
+
+@keras.utils.register_keras_serializable(package="pipeline")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over the unpadded time steps of ``[B, T, C]`` features (a sum and a count on device)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, h, mask=None):
+        if mask is None:
+            return tf.reduce_mean(h, axis=1)
+        m = tf.cast(mask, h.dtype)[..., None]
+        return tf.reduce_sum(h * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+def build_student(vocab_size: int, cfg: StudentConfig, seq_len: int | None = None) -> keras.Model:
+    """``ids -> embedding -> BiGRU (reset_after) -> masked mean -> sigmoid``: loops well on a device.
+
+    The BiGRU runs one token at a time on the device (see ``pipeline.quantize``), so its features are
+    the per-timestep states and pooling is a running sum the caller keeps.
+    """
+    ids = keras.Input(shape=(seq_len,), dtype="int32", name="ids")
+    x = TokenEmbedding(vocab_size, cfg.embed_dim, name="embedding")(ids)
+    if cfg.embed_dropout:
+        x = keras.layers.SpatialDropout1D(cfg.embed_dropout, name="embed_dropout")(x)
+    h = keras.layers.Bidirectional(
+        keras.layers.GRU(cfg.units, return_sequences=True, reset_after=True), name="bigru"
+    )(x)
+    pooled = MaskedMeanPooling(name="pool")(h)
+    z = keras.layers.Dropout(cfg.dropout, name="dropout")(pooled)
+    prob = keras.layers.Dense(1, activation="sigmoid", name="prob")(z)
+    return keras.Model(ids, prob, name="student")

@@ -13,6 +13,7 @@ A model directory holds ``model.json`` (which runtimes it supports and their fil
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import sys
@@ -79,8 +80,9 @@ def _read_unlabeled_jsonl(path: Path) -> list[tuple[str, int | None]]:
     """JSON lines with ``text`` and no label (the data module only reads labelled data)."""
     rows: list[tuple[str, int | None]] = []
     bad = 0
-    opener = __import__("gzip").open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    with (gzip.open if gz else open)(path, "rt", encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.strip():
                 continue

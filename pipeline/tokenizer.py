@@ -2,8 +2,9 @@
 
 Normalization spec (version 1), written so that a C implementation can be bit-exact
 -----------------------------------------------------------------------------------
-Input is a sequence of Unicode code points (from UTF-8; in C every byte that does not start a
-valid, shortest-form UTF-8 sequence decodes to U+FFFD). Each code point ``c`` is mapped in order:
+Input is a sequence of Unicode code points decoded from UTF-8; an invalid sequence decodes to
+U+FFFD exactly as Python's ``bytes.decode("utf-8", "replace")`` does (one U+FFFD per maximal invalid
+subpart). Each code point ``c`` is mapped in order:
 
 1. ``A``-``Z`` (U+0041-U+005A) and Latin-1 capitals U+00C0-U+00DE except U+00D7 -> ``c + 0x20``.
 2. Punctuation folding: U+2018 U+2019 U+201A U+201B U+2032 U+00B4 U+0060 -> ``'``;

@@ -80,7 +80,7 @@ def predict_proba(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         x = pad_batch([ids[i] for i in idx])
-        out[idx] = model(x, training=False).numpy().reshape(-1)
+        out[idx] = np.asarray(model.predict_on_batch(x)).reshape(-1)
     return out
 
 

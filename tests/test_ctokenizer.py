@@ -1,0 +1,290 @@
+"""The C tokenizer (firmware/src/tokenizer.c) gives exactly the Python tokenizer's ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline import data
+from pipeline.tokenizer import (
+    STOPWORDS,
+    Tokenizer,
+    TokenizerConfig,
+    normalize,
+    remove_stopwords,
+    train_tokenizer,
+)
+
+if shutil.which("gcc") is None:
+    pytest.skip("gcc not found: the C tokenizer tests need a C compiler", allow_module_level=True)
+
+from pipeline.ctok import (  # noqa: E402 (after the skip)
+    DEVICE_MAX_INPUT_BYTES,
+    SRC,
+    WARNINGS,
+    CTokenizer,
+    build_driver,
+    compiler,
+)
+from pipeline.export import ExportError, write_tokenizer_tables  # noqa: E402
+
+HOST_MAX = 1 << 16  # host builds that read whole reviews (32-bit offsets)
+SYNTHETIC = [
+    "This product is great, I love it! Works as described.",
+    "Terrible quality. It broke after two days and the seller didn't answer.",
+    "Not bad for the price; the battery lasts about 10 hours.",
+    "ÉCOLE café naïve — “quoted” words… and 'single' ones",
+    "I would never buy this again, it's not worth the money.",
+] * 40
+SPECIAL = ("\u2019\u2018\u201c\u201d\u2026\u2014\u2013\u00a0\u200b\ufeff\t\n\r\x00\x07\x7f\x85"
+           "ÀÉÎÕÜÝÞ×ß😀👍🏽❤️☃\u2581 'AZaz")
+
+
+def _train(texts: list[str], out: Path, **cfg: object) -> Path:
+    train_tokenizer(texts, TokenizerConfig(vocab_size=2000, seq_len=64, **cfg)).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(request: pytest.FixtureRequest) -> list[str]:
+    """Real reviews from the slice when the shared data is there, else a synthetic corpus."""
+    try:
+        sl = request.getfixturevalue("real_slice")
+    except pytest.skip.Exception:
+        return SYNTHETIC
+    return [t for t, _ in data.iter_reviews(sl["amazon"])]
+
+
+@pytest.fixture(scope="module")
+def tok_dir(corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(corpus, tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def stop_dir(corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(corpus, tmp_path_factory.mktemp("tok_stop"), stopwords=True)
+
+
+@pytest.fixture(scope="module")
+def py(tok_dir: Path) -> Tokenizer:
+    return Tokenizer.load(tok_dir)
+
+
+@pytest.fixture(scope="module")
+def dev(tok_dir: Path) -> CTokenizer:
+    """The device configuration (TOK_MAX_INPUT_BYTES = 2048)."""
+    return CTokenizer(tok_dir)
+
+
+@pytest.fixture(scope="module")
+def host(tok_dir: Path) -> CTokenizer:
+    return CTokenizer(tok_dir, max_input_bytes=HOST_MAX)
+
+
+@pytest.fixture(scope="module")
+def whole(tok_dir: Path) -> CTokenizer:
+    """BPE over the whole text at once instead of word by word (tables' split_at_space = 0)."""
+    return CTokenizer(tok_dir, max_input_bytes=HOST_MAX, defines=("TOK_NEVER_SPLIT",))
+
+
+def _python_ids(tok: Tokenizer, raw: bytes) -> list[int]:
+    return tok.encode(raw.decode("utf-8", "replace"))
+
+
+def _check_device(tok: Tokenizer, c: CTokenizer, raw: bytes) -> None:
+    """C == Python on the bytes the device reads (all of them, or a cut at a char boundary)."""
+    r = c.encode_info(raw)
+    if len(raw) <= c.max_input_bytes:
+        assert r.input_bytes_used == len(raw)
+    else:
+        assert c.max_input_bytes - 4 < r.input_bytes_used <= c.max_input_bytes
+    assert r.ids == _python_ids(tok, raw[: r.input_bytes_used]) and r.n_ids == len(r.ids)
+
+
+# ---------------------------------------------------------------- build
+
+
+def test_sources_build_with_warnings_as_errors(tmp_path: Path) -> None:
+    for name in ("tokenizer.c", "tokenizer_tables.c"):
+        for size in (DEVICE_MAX_INPUT_BYTES, HOST_MAX):
+            cmd = [compiler(), *WARNINGS, "-Wconversion", "-Wshadow", "-Wcast-qual",
+                   "-Wstrict-prototypes", "-Wmissing-prototypes", "-O2", f"-I{SRC}",
+                   f"-DTOK_MAX_INPUT_BYTES={size}", "-c", str(SRC / name), "-o", str(tmp_path / "o.o")]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr
+
+
+def test_portable_headers_only() -> None:
+    allowed = {"stdint.h", "stddef.h", "string.h", "stdbool.h", "tokenizer.h", "tokenizer_tables.h"}
+    for name in ("tokenizer.c", "tokenizer.h", "tokenizer_tables.h", "tokenizer_tables.c"):
+        text = (SRC / name).read_text()
+        assert set(re.findall(r'#include [<"]([^>"]+)[>"]', text)) <= allowed, name
+        assert not re.search(r"\b(malloc|calloc|realloc|free)\s*\(", text), name
+
+
+def test_committed_tables_are_generated_and_current(tmp_path: Path) -> None:
+    text = (SRC / "tokenizer_tables.c").read_text()
+    head = text[: text.index("#include")]
+    assert "GENERATED FILE - DO NOT EDIT" in head and "python -m pipeline.export tokenizer" in head
+    m = re.search(r"from (\S+) \(sha256 ([0-9a-f]{64})\)", head)
+    assert m, head
+    model = Path(__file__).resolve().parents[1] / m.group(1)
+    if not model.exists() or hashlib.sha256(model.read_bytes()).hexdigest() != m.group(2):
+        pytest.skip(f"{m.group(1)} with that sha256 is not here to regenerate from")
+    write_tokenizer_tables(model.parent, tmp_path)
+    fresh = (tmp_path / "tokenizer_tables.c").read_text()
+    assert fresh[fresh.index("#include"):] == text[text.index("#include"):]
+
+
+def test_export_refuses_models_it_cannot_reproduce(tmp_path: Path) -> None:
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(SYNTHETIC), model_writer=buf,
+                                   model_type="unigram", vocab_size=60, hard_vocab_limit=False,
+                                   minloglevel=2)
+    Tokenizer(buf.getvalue(), TokenizerConfig()).save(tmp_path)
+    with pytest.raises(ExportError, match="BPE"):
+        write_tokenizer_tables(tmp_path, tmp_path / "out")
+
+
+# ---------------------------------------------------------------- parity
+
+
+def test_real_reviews(real_slice: dict[str, Path], corpus: list[str], py: Tokenizer,
+                      host: CTokenizer, dev: CTokenizer, whole: CTokenizer) -> None:
+    texts = corpus + [t for t, _ in data.iter_reviews(real_slice["heldout"])]
+    assert len(texts) >= 3000
+    for i, text in enumerate(texts):
+        raw = text.encode()
+        assert host.encode_bytes(raw) == py.encode(text), text
+        _check_device(py, dev, raw)
+        if i % 5 == 0:
+            assert whole.encode_bytes(raw) == py.encode(text), text
+
+
+def test_known_cases(py: Tokenizer, host: CTokenizer) -> None:
+    cases = ["", " ", "Hello  WORLD", "It\u2019s \u201cgreat\u201d \u2014 really\u2026",
+             "☃☃ snow ☃", "a\u200bb", "\u2581\u2581x\u2581", "×ÀÞ", "x" * 3000, "ab " * 1000]
+    for text in cases:
+        assert host.encode(text) == py.encode(text), text
+    # SentencePiece turns a run of unknown characters into one <unk>: so does the C port
+    assert py.encode("☃☃")[-1] == py.sp.unk_id() and len(py.encode("☃☃")) <= 2
+
+
+@pytest.mark.parametrize("raw", [
+    b"\xe2\x82", b"\xe2\x82A", b"\xed\xa0\x80", b"\xf0\x90\x80", b"\xf0\x90\x80\x80", b"\xf4\x90\x80\x80",
+    b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf8\x88\x80\x80\x80", b"\xff\xfe\xfd", b"\x80\xbf", b"a\x00b",
+    b"\xef\xbf\xbd\xef\xbf", b"\xc2", b"\xe1\x80\xe2\xf0\x91\x92\xf1\xbf\x41",
+])
+def test_ill_formed_utf8_like_python(raw: bytes, py: Tokenizer, host: CTokenizer) -> None:
+    assert host.encode_bytes(raw) == _python_ids(py, raw)
+    assert host.normalize_bytes(raw) == normalize(raw.decode("utf-8", "replace")).encode()
+
+
+_chars = st.one_of(st.characters(codec="utf-8"), st.sampled_from(SPECIAL))
+_texts = st.one_of(
+    st.text(_chars, max_size=80),
+    st.builds(lambda s, n: s * n, st.text(_chars, min_size=1, max_size=12), st.integers(1, 400)),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_texts)
+def test_hypothesis_text(text: str, py: Tokenizer, host: CTokenizer, dev: CTokenizer,
+                         whole: CTokenizer) -> None:
+    raw = text.encode()
+    assert host.encode_bytes(raw) == py.encode(text) == whole.encode_bytes(raw)
+    assert host.normalize_bytes(raw) == normalize(text).encode()
+    _check_device(py, dev, raw)
+
+
+_utf8_pieces = st.one_of(
+    st.binary(max_size=8),
+    _texts.map(lambda s: s.encode()),
+    st.sampled_from([b"\xe2\x80", b"\xf0\x9f", b"\xed\xa0", b"\xc3", b"\x80", b"\xe2\x96\x81"]),
+)
+_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.lists(_utf8_pieces, max_size=40).map(b"".join),
+    st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=5), st.integers(1, 1500)),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=_bytes)
+def test_hypothesis_bytes(raw: bytes, py: Tokenizer, host: CTokenizer, dev: CTokenizer) -> None:
+    assert host.encode_bytes(raw) == _python_ids(py, raw)
+    assert host.normalize_bytes(raw) == normalize(raw.decode("utf-8", "replace")).encode()
+    _check_device(py, dev, raw)
+
+
+def test_stopwords_model(stop_dir: Path, corpus: list[str]) -> None:
+    tok = Tokenizer.load(stop_dir)
+    c = CTokenizer(stop_dir, max_input_bytes=HOST_MAX)
+    texts = corpus[:1500] + [" ".join(sorted(STOPWORDS)), "I'M NOT sure it's the ONE", "the a an"]
+    for text in texts:
+        assert c.encode(text) == tok.encode(text), text
+        expected = remove_stopwords(normalize(text)).encode()
+        assert c.normalize_bytes(text.encode(), stopwords=True) == expected
+    assert tok.encode("the a an") == c.encode("the a an") == []
+
+
+def test_truncation(corpus: list[str], py: Tokenizer, host: CTokenizer) -> None:
+    tail = Tokenizer(py.model_proto, TokenizerConfig(seq_len=16, truncate="tail"))
+    head = Tokenizer(py.model_proto, TokenizerConfig(seq_len=16, truncate="head"))
+    for i, text in enumerate(corpus[:300] + ["", "a", "☃☃☃ ☃☃"]):
+        full = py.encode(text)
+        for k in (0, 1, 16, len(full), len(full) + 1, i % 40):
+            r = host.encode_info(text.encode(), max_ids=k)
+            assert r.ids == full[:k] and r.n_ids == len(full)
+            assert host.encode_info(text.encode(), max_ids=k, tail=True).ids == full[-k:][:k]
+        assert host.encode(text, max_ids=16) == head.truncate(full)
+        assert host.encode_info(text.encode(), 16, tail=True).ids == tail.truncate(full)
+
+
+# ---------------------------------------------------------------- sanitizers, CLI
+
+
+def test_sanitizer_driver(tok_dir: Path, py: Tokenizer, corpus: list[str]) -> None:
+    exe = build_driver(tok_dir, sanitize=True)
+    env = {"ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    proc = subprocess.run([exe, "--random", "8000", "7"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0 and "8000 inputs ok" in proc.stdout, proc.stderr[-3000:]
+    # records: ids over stdin, checked against Python
+    inputs = [t.encode() for t in corpus[:200]] + [b"\xff" * 2100, "é😀 ".encode() * 600, b""]
+    records = b"".join(struct.pack("<IIB", len(b), 0xFFFFFFFF, 0) + b for b in inputs)
+    proc = subprocess.run([exe], input=records, capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == len(inputs)
+    for raw, line in zip(inputs, lines, strict=True):
+        counts, _, ids = line.partition(":")
+        n, used = map(int, counts.split())
+        assert list(map(int, ids.split())) == _python_ids(py, raw[:used])
+
+
+def test_cli_python_and_c_agree(tok_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pipeline.tokenize import main
+
+    rows = ["Great product!", "Awful. Never again…", "x" * 50, "line\nbreak \ud800 lone"]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    outs = []
+    for impl in ("python", "c"):
+        assert main([str(tok_dir), str(path), "--impl", impl, "--max-len", "5"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and len(outs[0].splitlines()) == len(rows)
+    assert all(1 <= len(line.split()) <= 5 for line in outs[0].splitlines())
