@@ -67,8 +67,10 @@ def _compile(out_name: str, tokenizer_dir: Path, extra_sources: list[Path], flag
     if out.exists():
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / TABLES_C).write_bytes(tables)
-    tmp_out = out_dir / f".{out_name}.{os.getpid()}"
+    tag = f".{os.getpid()}"  # concurrent builds of the same hash write different files
+    (out_dir / (TABLES_C + tag)).write_bytes(tables)
+    os.replace(out_dir / (TABLES_C + tag), out_dir / TABLES_C)
+    tmp_out = out_dir / (out_name + tag)
     cmd = [cc, *flags, f"-I{SRC}", *map(str, extra_sources), str(SRC / "tokenizer.c"),
            str(out_dir / TABLES_C), "-o", str(tmp_out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -27,6 +27,7 @@ class TeacherConfig:
     dropout: float = 0.5
     embed_dropout: float = 0.3
     max_pool: bool = True  # concatenate a masked max over time to the attention pooling
+    init_embeddings: str = "random"  # or "ppmi": SVD of the train split's co-occurrence PPMI
 
 
 @keras.utils.register_keras_serializable(package="pipeline")
@@ -129,9 +130,11 @@ def feature_model(model: keras.Model) -> keras.Model:
 
 
 def save_model(model: keras.Model, path: Path) -> None:
-    """Save as a single ``.keras`` file (atomic)."""
+    """Save as a single ``.keras`` file (atomic), without optimizer state."""
     tmp = path.with_name(path.name + ".tmp.keras")
-    model.save(tmp)
+    bare = keras.models.clone_model(model)  # uncompiled: no optimizer slots in the file
+    bare.set_weights(model.get_weights())
+    bare.save(tmp)
     tmp.replace(path)
 
 

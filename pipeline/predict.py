@@ -58,7 +58,10 @@ def load_predictor(model_dir: Path, runtime: str = "keras") -> Predictor:
             return predict_proba(model, tok.ids(texts))
 
         return keras_predict
-    raise NotImplementedError(f"runtime {runtime!r} is not implemented yet")
+    from pipeline.quantize import load_tflm_predictor
+
+    int8_predict = load_tflm_predictor(model_dir, runtime)
+    return lambda texts: int8_predict(tok.ids(texts))
 
 
 def read_input(path: Path, split: str | None = None) -> list[tuple[str, int | None]]:
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = read_input(args.input, args.split)
         predict = load_predictor(args.model_dir, args.runtime)
-    except (data.DataError, FileNotFoundError, ValueError, NotImplementedError) as e:
+    except (data.DataError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     prob = predict([t for t, _ in rows])

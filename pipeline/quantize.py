@@ -31,11 +31,14 @@ only needs the sums, whose order does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import struct
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,7 @@ import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
 STEP_FILE, HEAD_FILE, QUANT_FILE = "step.tflite", "head.tflite", "quant.json"
 STEP_INPUTS, STEP_OUTPUTS = ("tokens", "h_fwd", "h_bwd"), ("h_fwd", "h_bwd")
 HEAD_INPUTS, HEAD_OUTPUTS = ("pooled",), ("prob",)
-MIN_ARENA_FLOOR = 2048  # the TFLM Python wrapper crashes (not raises) on arenas of 512 B or less
+MIN_ARENA_FLOOR = 1024  # the TFLM Python wrapper crashes (not raises) on arenas of 512 B or less
 FORMAT_VERSION = 1
 
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -140,11 +143,12 @@ def build_step_model(student: keras.Model) -> keras.Model:
     lookup = TokenLookup(*table.shape, name="embedding")
     x = lookup(tokens)
     lookup.set_weights([table])
+    x_fwd, x_bwd = tf.unstack(x, axis=1)  # one UNPACK op
     out = []
-    for name, h, col, layer in (("h_fwd_next", h_fwd, 0, bigru.forward_layer),
-                                ("h_bwd_next", h_bwd, 1, bigru.backward_layer)):
+    for name, x_dir, h, layer in (("h_fwd_next", x_fwd, h_fwd, bigru.forward_layer),
+                                  ("h_bwd_next", x_bwd, h_bwd, bigru.backward_layer)):
         step = GRUStep(units, name=name)
-        out.append(step([x[:, col, :], h]))
+        out.append(step([x_dir, h]))
         step.set_from_cell(layer.cell)
     return keras.Model([tokens, h_fwd, h_bwd], out, name="student_step")
 
@@ -345,9 +349,11 @@ def op_report(model_bytes: bytes) -> list[dict[str, Any]]:
             op = sg.Operators(i)
             code = m.OperatorCodes(op.OpcodeIndex())
             builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-            tt = lambda ix: [types[sg.Tensors(j).Type()] for j in ix if j >= 0]  # noqa: E731
-            out.append({"op": names.get(builtin, str(builtin)),
-                        "inputs": tt(op.InputsAsNumpy()), "outputs": tt(op.OutputsAsNumpy())})
+            ins, outs = (
+                [types[sg.Tensors(j).Type()] for j in ix if j >= 0]
+                for ix in (op.InputsAsNumpy(), op.OutputsAsNumpy())
+            )
+            out.append({"op": names.get(builtin, str(builtin)), "inputs": ins, "outputs": outs})
     return out
 
 
@@ -402,7 +408,7 @@ def convert_int8(
         if bad := float_ops(blob):
             raise ValueError(f"{name} model is not full-integer: float tensors at {bad}")
     table, bigru = _student_parts(student)
-    q = {n: tensor_quant(step, "inputs", step_io["inputs"][n]) for n in STEP_INPUTS}
+    q = {n: tensor_quant(step, "inputs", step_io["inputs"][n]) for n in STEP_OUTPUTS}
     q["pooled"] = tensor_quant(head, "inputs", head_io["inputs"]["pooled"])
     q["prob"] = tensor_quant(head, "outputs", head_io["outputs"]["prob"])
     for d in ("fwd", "bwd"):
@@ -411,10 +417,10 @@ def convert_int8(
         "format": FORMAT_VERSION,
         "vocab_size": int(table.shape[0]), "embed_dim": int(table.shape[1]),
         "units": int(bigru.forward_layer.units),
-        "step": {"file": STEP_FILE, **step_io, "bytes": len(step), "macs": count_macs(step),
-                 "arena_bytes": min_arena(step)},
-        "head": {"file": HEAD_FILE, **head_io, "bytes": len(head), "macs": count_macs(head),
-                 "arena_bytes": min_arena(head)},
+        **{name: {"file": file, **io, "bytes": len(blob), "macs": count_macs(blob),
+                  "arena_bytes": min_arena(blob), "ops": sorted({o["op"] for o in op_report(blob)})}
+           for name, file, io, blob in (("step", STEP_FILE, step_io, step),
+                                        ("head", HEAD_FILE, head_io, head))},
         "quant": q,
     }
     return {"step": step, "head": head, "meta": meta}
@@ -435,24 +441,47 @@ def _tflm(model_bytes: bytes, arena_size: int):
 
 
 def min_arena(model_bytes: bytes, hi: int = 1 << 20) -> int:
-    """Smallest TFLM arena (bytes, host build, >= 2 KB) that builds the interpreter, by bisection."""
+    """Smallest TFLM arena that builds and invokes the model (host build; a multiple of 16 B).
+
+    Bisection between 1 KB and ``hi``; smaller arenas are never tried (they crash the wrapper).
+    The failed tries' TFLM error messages are silenced.
+    """
 
     def fits(size: int) -> bool:
         try:
-            _tflm(model_bytes, size)
+            it = _tflm(model_bytes, size)
+            for i in range(len(io_map(model_bytes)["inputs"])):
+                d = it.get_input_details(i)
+                it.set_input(np.zeros(d["shape"], d["dtype"]), i)
+            it.invoke()
         except (RuntimeError, ValueError):
             return False
         return True
 
-    if fits(MIN_ARENA_FLOOR):
-        return MIN_ARENA_FLOOR
-    if not fits(hi):
-        raise ValueError(f"model does not fit a {hi}-byte arena")
-    lo = MIN_ARENA_FLOOR  # fails
-    while hi - lo > 16:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi
+    with _native_stderr_silenced():
+        if fits(MIN_ARENA_FLOOR):
+            return MIN_ARENA_FLOOR
+        if not fits(hi):
+            raise ValueError(f"model does not fit a {hi}-byte arena")
+        lo, hi = MIN_ARENA_FLOOR // 16, hi // 16  # in 16-byte units; lo fails, hi fits
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(16 * mid) else (mid, hi)
+    return 16 * hi
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 (where the TFLM C++ code logs) to /dev/null for a while."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 class _Runner:
@@ -466,7 +495,9 @@ class _Runner:
         if runtime == "tflm":
             self.interp = _tflm(model_bytes, arena_size)
         elif runtime == "tflite":
-            self.interp = tf.lite.Interpreter(model_content=model_bytes, num_threads=1)
+            self.interp = tf.lite.Interpreter(
+                model_content=model_bytes, num_threads=1,
+                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
             self.interp.allocate_tensors()
             ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
             self.in_idx = [ins[p]["index"] for p in self.in_pos]

@@ -6,9 +6,10 @@ MODEL_DIR holds ``tokenizer.model`` and ``tokenizer.json``; INPUT is anything ``
 reads (review files or folders, or JSON lines with ``text``). Ids are untruncated unless
 ``--max-len`` is given (then the first N, as the models see them with truncate="head").
 
-``--impl c`` runs the firmware's C tokenizer (built with gcc on first use) the way the device
-does: reviews longer than ``--max-input-bytes`` (default 2048, the device's TOK_MAX_INPUT_BYTES)
-are cut at a character boundary first, and a note on stderr says how many were.
+``--impl c`` runs the firmware's C tokenizer (built with gcc on first use), by default sized to
+read every review whole, so that both implementations print the same ids. ``--max-input-bytes
+2048`` gives the device's limit (TOK_MAX_INPUT_BYTES): longer reviews are cut at a character
+boundary first, as on the device, and a note on stderr says how many were.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--impl", choices=("python", "c"), default="python")
     ap.add_argument("--max-len", type=int, default=None, metavar="N", help="keep the first N ids")
     ap.add_argument("--max-input-bytes", type=int, default=None, metavar="B",
-                    help="--impl c: longest review read (default: the device's 2048)")
+                    help="--impl c: cut reviews longer than B bytes (device: 2048; default: none)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.max_len is not None and args.max_len < 0:
         ap.error("--max-len must be >= 0")
+    if args.max_input_bytes is not None and args.max_input_bytes < 1:
+        ap.error("--max-input-bytes must be >= 1")
     try:
         rows = read_input(args.input)
         cut = 0
@@ -48,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from pipeline.ctok import DEVICE_MAX_INPUT_BYTES, CTokenizer
 
-            ctok = CTokenizer(args.model_dir, args.max_input_bytes or DEVICE_MAX_INPUT_BYTES)
+            size = args.max_input_bytes
+            if size is None:  # whole reviews: a power of two keeps the number of builds small
+                longest = max(len(_utf8(t)) for t, _ in rows)
+                size = max(DEVICE_MAX_INPUT_BYTES, 1 << (longest - 1).bit_length())
+            ctok = CTokenizer(args.model_dir, size)
 
             def encode(text: str) -> list[int]:
                 nonlocal cut

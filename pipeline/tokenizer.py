@@ -22,7 +22,11 @@ Optional stopword removal (off by default) runs after normalization: words (maxi
 non-space characters) found in :data:`STOPWORDS` are dropped. Negations are never stopwords.
 
 Tokenization: SentencePiece BPE with an identity normalization rule (all normalization is the spec
-above), a dummy ``▁`` prefix, id 0 = ``<pad>``, id 1 = ``<unk>``, no BOS/EOS.
+above), a dummy ``▁`` prefix, id 0 = ``<pad>``, id 1 = ``<unk>``, no BOS/EOS. Details a port must
+keep (``firmware/src/tokenizer.c`` does): spaces become ``▁`` and a literal U+2581 in the text
+acts exactly like a space; the adjacent pair whose merge has the highest piece score merges first,
+ties going to the leftmost pair (scores compared as float32); a run of unknown pieces becomes a
+single ``<unk>``.
 
 Truncation policy: sequences longer than ``seq_len`` keep their first ``seq_len`` ids
 (``truncate="head"``, the default: titles and openings carry the verdict) or their last ones
@@ -113,7 +117,7 @@ class TokenizerConfig:
     """How text becomes fixed-length id sequences."""
 
     vocab_size: int = 16000
-    seq_len: int = 256
+    seq_len: int = 512
     truncate: str = "head"  # "head" keeps the first seq_len ids, "tail" the last ones
     stopwords: bool = False
     character_coverage: float = 0.9995

@@ -21,6 +21,7 @@ import tf_keras as keras
 
 import pipeline  # noqa: F401
 from pipeline.models import TeacherConfig
+from pipeline.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class TrainConfig:
     lr_decay_on_plateau: float = 0.5
     clipnorm: float = 1.0
     bucket_batches: int = 32
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
+    token_dropout: float = 0.0  # share of training tokens replaced by <unk> (word dropout)
     seed: int = 13
 
 
@@ -118,7 +121,8 @@ def fit(
     """Train ``model`` with early stopping on validation loss; resumes from ``work_dir``.
 
     ``work_dir`` holds ``ckpt-N`` (model + optimizer after the last finished epoch), ``best.weights.h5``
-    and ``state.json``. On return the model holds the best epoch's weights; the history is returned.
+    and ``state.json``. With ``cfg.ema`` the averaged weights are the ones validated and kept. On
+    return the model holds the best epoch's weights; the history is returned.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     x_train, y_train = train
@@ -127,7 +131,22 @@ def fit(
     y_val = np.asarray(y_val, dtype=np.float32)
     optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
     model.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    weights = model.trainable_weights
+    ema = [tf.Variable(w, trainable=False) for w in weights] if cfg.ema else []
+
+    @tf.function
+    def ema_update() -> None:
+        for e, w in zip(ema, weights, strict=True):
+            e.assign(cfg.ema * e + (1.0 - cfg.ema) * w)
+
+    def swap_ema() -> None:
+        """Exchange live and averaged weights (a second call swaps back)."""
+        for e, w in zip(ema, weights, strict=True):
+            live = tf.identity(w)
+            w.assign(e)
+            e.assign(live)
+
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=ema)
     state_path = work_dir / "state.json"
     best_path = work_dir / "best.weights.h5"
     state = {"epoch": 0, "best_loss": None, "best_epoch": 0, "wait": 0,
@@ -146,11 +165,16 @@ def fit(
         progress = _Progress(len(batches), f"epoch {epoch}/{cfg.max_epochs}")
         t0, seen = time.monotonic(), 0
         for i, idx in enumerate(batches):
-            loss, acc = model.train_on_batch(
-                pad_batch([x_train[j] for j in idx]), y_train[idx], reset_metrics=(i == 0)
-            )
+            x = pad_batch([x_train[j] for j in idx])
+            if cfg.token_dropout:
+                x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
+            loss, acc = model.train_on_batch(x, y_train[idx], reset_metrics=(i == 0))
+            if ema:
+                ema_update()
             seen += len(idx)
             progress.update(i + 1, seen, f"loss {loss:.4f} acc {acc:.4f}")
+        if ema:
+            swap_ema()  # validate (and keep as best) the averaged weights
         p_val = predict_proba(model, x_val)
         val_loss = _bce(y_val, p_val)
         val_acc = float(np.mean((p_val >= 0.5) == (y_val >= 0.5)))
@@ -166,6 +190,8 @@ def fit(
         else:
             state["wait"] += 1
             state["lr"] *= cfg.lr_decay_on_plateau
+        if ema:
+            swap_ema()
         state["epoch"] = epoch
         ckpt.write(str(work_dir / f"ckpt-{epoch}"))
         tmp_state = work_dir / "state.json.tmp"
@@ -181,6 +207,46 @@ def fit(
     model.load_weights(str(best_path))
     log.info("training done: best epoch %d, val_loss %.4f", state["best_epoch"], state["best_loss"])
     return state
+
+
+def ppmi_embeddings(
+    ids: Sequence[Sequence[int]], vocab_size: int, dim: int, window: int = 5, seed: int = 13,
+) -> np.ndarray:
+    """Embedding init from the training split alone: truncated SVD of the positive PMI matrix.
+
+    Counts token co-occurrences within ``window`` on either side, takes PPMI with context
+    distribution smoothing (alpha 0.75), and returns ``U * sqrt(S)`` scaled to std 0.05
+    (Levy & Goldberg 2014). Rows of tokens that never occur are small random values.
+    """
+    import scipy.sparse as sp
+    from sklearn.utils.extmath import randomized_svd
+
+    seqs = [np.asarray(r, np.int32) for r in ids if len(r) > 1]
+    rows, cols = [], []
+    for d in range(1, window + 1):
+        a = np.concatenate([s[:-d] for s in seqs if len(s) > d] or [np.zeros(0, np.int32)])
+        b = np.concatenate([s[d:] for s in seqs if len(s) > d] or [np.zeros(0, np.int32)])
+        rows += [a, b]
+        cols += [b, a]
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    counts = sp.coo_matrix((np.ones(len(r), np.float32), (r, c)), shape=(vocab_size, vocab_size))
+    counts = counts.tocsr().tocoo()
+    total = float(counts.sum())
+    row_sum = np.asarray(counts.sum(1)).ravel()
+    ctx = np.asarray(counts.sum(0)).ravel() ** 0.75
+    ctx = ctx / max(ctx.sum(), 1e-12) * total
+    pmi = np.log(counts.data * total / (row_sum[counts.row] * ctx[counts.col] + 1e-12) + 1e-12)
+    keep = pmi > 0
+    ppmi = sp.csr_matrix((pmi[keep], (counts.row[keep], counts.col[keep])),
+                         shape=(vocab_size, vocab_size))
+    k = min(dim, vocab_size - 1)
+    u, s, _ = randomized_svd(ppmi, k, random_state=seed)
+    emb = np.zeros((vocab_size, dim), np.float32)
+    emb[:, :k] = u * np.sqrt(s)
+    emb *= 0.05 / max(float(emb.std()), 1e-12)
+    unseen = row_sum == 0
+    emb[unseen] = np.random.default_rng(seed).uniform(-0.05, 0.05, (int(unseen.sum()), dim))
+    return emb
 
 
 def train_teacher(
@@ -200,6 +266,11 @@ def train_teacher(
         splits[name] = (tok.ids([t for t, _ in rows]), np.array([y for _, y in rows], np.float32))
     log.info("teacher: %d train / %d val reviews", len(splits["train"][1]), len(splits["val"][1]))
     model = build_teacher(tok.vocab_size, model_cfg)
+    if model_cfg.init_embeddings == "ppmi":
+        log.info("teacher: initialising embeddings from PPMI-SVD of the training split")
+        emb = ppmi_embeddings(splits["train"][0], tok.vocab_size, model_cfg.embed_dim,
+                              seed=cfg.seed)
+        model.get_layer("embedding").set_weights([emb])
     state = fit(model, splits["train"], splits["val"], cfg, work_dir)
     out_dir = Path(out_dir)
     tok.save(out_dir)

@@ -257,34 +257,52 @@ def test_truncation(corpus: list[str], py: Tokenizer, host: CTokenizer) -> None:
 # ---------------------------------------------------------------- sanitizers, CLI
 
 
-def test_sanitizer_driver(tok_dir: Path, py: Tokenizer, corpus: list[str]) -> None:
+SAN_ENV = {"ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
+
+
+def _random_under_sanitizers(tokenizer_dir: Path, n: int) -> None:
+    exe = build_driver(tokenizer_dir, sanitize=True)
+    proc = subprocess.run([exe, "--random", str(n), "7"], capture_output=True, text=True,
+                          env=SAN_ENV, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 0 and f"{n} inputs ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_sanitizer_driver(tok_dir: Path, stop_dir: Path, py: Tokenizer, corpus: list[str]) -> None:
+    _random_under_sanitizers(tok_dir, 6000)
+    _random_under_sanitizers(stop_dir, 2000)
+    # records over stdin (bytes, max_ids, tail) -> ids, checked against Python
     exe = build_driver(tok_dir, sanitize=True)
-    env = {"ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"}
-    proc = subprocess.run([exe, "--random", "8000", "7"], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert proc.returncode == 0 and "8000 inputs ok" in proc.stdout, proc.stderr[-3000:]
-    # records: ids over stdin, checked against Python
-    inputs = [t.encode() for t in corpus[:200]] + [b"\xff" * 2100, "é😀 ".encode() * 600, b""]
-    records = b"".join(struct.pack("<IIB", len(b), 0xFFFFFFFF, 0) + b for b in inputs)
-    proc = subprocess.run([exe], input=records, capture_output=True, env=env, timeout=120)
+    texts = [t.encode() for t in corpus[:200]] + [b"\xff" * 2100, "é😀 ".encode() * 600, b""]
+    cases = [(b, 0xFFFFFFFF, 0) for b in texts] + [(b, 7, i % 2) for i, b in enumerate(texts[:50])]
+    records = b"".join(struct.pack("<IIB", len(b), k, tail) + b for b, k, tail in cases)
+    proc = subprocess.run([exe], input=records, capture_output=True, env=SAN_ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     lines = proc.stdout.decode().splitlines()
-    assert len(lines) == len(inputs)
-    for raw, line in zip(inputs, lines, strict=True):
+    assert len(lines) == len(cases)
+    for (raw, k, tail), line in zip(cases, lines, strict=True):
         counts, _, ids = line.partition(":")
         n, used = map(int, counts.split())
-        assert list(map(int, ids.split())) == _python_ids(py, raw[:used])
+        expected = _python_ids(py, raw[:used])
+        assert n == len(expected)
+        assert list(map(int, ids.split())) == (expected[-k:] if tail else expected[:k])
 
 
 def test_cli_python_and_c_agree(tok_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from pipeline.tokenize import main
 
-    rows = ["Great product!", "Awful. Never again…", "x" * 50, "line\nbreak \ud800 lone"]
+    rows = ["Great product!", "Awful. Never again…", "word " * 700, "line\nbreak \ud800 lone"]
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
     outs = []
-    for impl in ("python", "c"):
-        assert main([str(tok_dir), str(path), "--impl", impl, "--max-len", "5"]) == 0
+    for args in (["--impl", "python"], ["--impl", "c"], ["--impl", "python", "--max-len", "5"],
+                 ["--impl", "c", "--max-len", "5"]):
+        assert main([str(tok_dir), str(path), *args]) == 0
         outs.append(capsys.readouterr().out)
-    assert outs[0] == outs[1] and len(outs[0].splitlines()) == len(rows)
-    assert all(1 <= len(line.split()) <= 5 for line in outs[0].splitlines())
+    assert outs[0] == outs[1] and outs[2] == outs[3] and len(outs[0].splitlines()) == len(rows)
+    assert all(1 <= len(line.split()) <= 5 for line in outs[2].splitlines())
+    assert len(outs[0].splitlines()[2].split()) >= 700  # untruncated
+    # the device's input limit: the long review is cut, and the CLI says so
+    assert main([str(tok_dir), str(path), "--impl", "c", "--max-input-bytes", "2048"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 review(s) longer than 2048 bytes" in err
+    assert out.splitlines()[:2] == outs[0].splitlines()[:2] and out != outs[0]

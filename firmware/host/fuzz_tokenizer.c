@@ -1,13 +1,17 @@
 /*
  * Fuzz harness for firmware/src/tokenizer.c (host only, not part of the firmware).
  *
- * libFuzzer (clang), from the repository root, after generating tables into a folder GEN with
- * `python -m pipeline.export tokenizer TOKENIZER_DIR --out GEN`:
+ * libFuzzer (clang >= 6; `apt-get install clang` on Debian), from the repository root, with the
+ * committed tables (or tables generated into another folder by `python -m pipeline.export
+ * tokenizer TOKENIZER_DIR --out GEN`, then GEN/tokenizer_tables.c):
  *
- *   clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *       -Ifirmware/src firmware/host/fuzz_tokenizer.c firmware/src/tokenizer.c \
- *       GEN/tokenizer_tables.c -o build/fuzz_tokenizer
- *   nice -n 19 build/fuzz_tokenizer -runs=1000000 -max_len=8192 -seed=1
+ *   mkdir -p build/fuzz/corpus
+ *   clang -std=c99 -Wall -Wextra -Werror -pedantic -g -O1 \
+ *       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ifirmware/src \
+ *       firmware/host/fuzz_tokenizer.c firmware/src/tokenizer.c firmware/src/tokenizer_tables.c \
+ *       -o build/fuzz/fuzz_tokenizer
+ *   cd build/fuzz && nice -n 19 ./fuzz_tokenizer -runs=1000000 -max_len=8192 -seed=1 corpus \
+ *       < /dev/null
  *
  * Standalone (any C99 compiler, e.g. gcc with -fsanitize=address,undefined), add
  * -DTOK_STANDALONE_MAIN:

@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export tokenizer runs/full/tokenizer --out firmware/src
  * from runs/full/tokenizer/tokenizer.model (sha256 58d619bb0b86cbf774c8f94dfe25ce2b488b257df1a4d34b84fc9f51b55b5a22)
- *  and runs/full/tokenizer/tokenizer.json (sha256 2586f79cf32a1b6c7139c0b35cbc0eb3bf2a337d4e8e46a3ab42a198785bb7cf).
- * vocab 16000, normalization v1, stopwords 0, seq_len 256, truncate head. Layout: tokenizer_tables.h.
+ *  and runs/full/tokenizer/tokenizer.json (sha256 451b14926f66a6e7794e001df308d8a9036919980ac2ba37b783f420aecf38f8).
+ * vocab 16000, normalization v1, stopwords 0, seq_len 512, truncate head. Layout: tokenizer_tables.h.
  */
 #include "tokenizer_tables.h"
 
@@ -10101,5 +10101,5 @@ const tok_tables_t tok_tables = {
     hash, 32768u,
     1, 0, 1,
     0, stop_pool, stop_off, 0u,
-    256u, 0,
+    512u, 0,
 };

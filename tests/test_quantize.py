@@ -1,0 +1,173 @@
+"""int8 TFLite Micro export of the student: step + head models, the device loop, release files.
+
+One module fixture trains a small student (vocab 1000, embed 32, units 32) for two short epochs on
+the real slice, so label agreement between the float student and the int8 loop means something.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pipeline  # noqa: F401
+from pipeline import data
+from pipeline import quantize as Q
+
+EMBED, UNITS = 32, 32
+ALLOWED_OPS = {"GATHER", "UNPACK", "FULLY_CONNECTED", "SPLIT", "ADD", "SUB", "MUL", "LOGISTIC",
+               "TANH"}
+
+
+@pytest.fixture(scope="module")
+def trained(real_slice) -> dict:
+    import tf_keras as keras
+
+    from pipeline.models import StudentConfig, build_student
+    from pipeline.tokenizer import TokenizerConfig, train_tokenizer
+    from pipeline.train import bucketed_batches, pad_batch, predict_proba
+
+    rows = list(data.iter_reviews(real_slice["amazon"]))
+    order = np.random.default_rng(0).permutation(len(rows))
+    train, test = [rows[i] for i in order[:4000]], [rows[i] for i in order[4000:4600]]
+    heldout = list(data.iter_reviews(real_slice["heldout"]))
+    tok = train_tokenizer([t for t, _ in train], TokenizerConfig(vocab_size=1000, seq_len=128))
+    keras.utils.set_random_seed(0)
+    x = tok.ids([t for t, _ in train])
+    y = np.array([lab for _, lab in train], np.float32)
+    student = build_student(tok.vocab_size, StudentConfig(embed_dim=EMBED, units=UNITS))
+    student.compile(keras.optimizers.Adam(5e-3, clipnorm=1.0), "binary_crossentropy")
+    for epoch in range(2):
+        for idx in bucketed_batches([len(r) for r in x], 64, np.random.default_rng(epoch), 8):
+            student.train_on_batch(pad_batch([x[j] for j in idx]), y[idx])
+    converted = Q.convert_int8(student, x[:200])
+    eval_rows = test + heldout
+    eval_ids = tok.ids([t for t, _ in eval_rows])
+    long_ids = [r for r in tok.encode_batch([t for t, _ in test]) if len(r) >= 256][:2]
+    return {"student": student, "tok": tok, "converted": converted, "eval_ids": eval_ids,
+            "eval_rows": eval_rows,
+            "long_ids": long_ids,
+            "eval_y": np.array([lab for _, lab in eval_rows]),
+            "p_float": predict_proba(student, eval_ids)}
+
+
+def test_full_integer_ops_only(trained) -> None:
+    for name in ("step", "head"):
+        blob = trained["converted"][name]
+        assert Q.float_ops(blob) == []
+        report = Q.op_report(blob)
+        assert {o["op"] for o in report} <= ALLOWED_OPS
+        for o in report:
+            assert set(o["inputs"] + o["outputs"]) <= {"INT8", "INT32"}, o
+            if o["op"] == "FULLY_CONNECTED":
+                assert o["inputs"][:2] == ["INT8", "INT8"]  # int8 activations and weights
+    step_ops = [o["op"] for o in Q.op_report(trained["converted"]["step"])]
+    assert step_ops.count("GATHER") == 1 and step_ops.count("FULLY_CONNECTED") == 4
+
+
+def test_state_quantization_in_equals_out(trained) -> None:
+    from tflite_micro.python.tflite_micro import runtime
+
+    c = trained["converted"]
+    meta, step = c["meta"], c["step"]
+    interp = runtime.Interpreter.from_bytes(step, arena_size=meta["step"]["arena_bytes"])
+    for name in Q.STEP_OUTPUTS:
+        i, o = meta["step"]["inputs"][name], meta["step"]["outputs"][name]
+        q_in, q_out = Q.tensor_quant(step, "inputs", i), Q.tensor_quant(step, "outputs", o)
+        assert q_in == q_out and q_in["dtype"] == "INT8" and q_in["scale"] > 0
+        assert q_in == {"dtype": "INT8", **{k: meta["quant"][name][k] for k in ("scale", "zero_point")}}
+        d_in = interp.get_input_details(i)["quantization_parameters"]
+        d_out = interp.get_output_details(o)["quantization_parameters"]
+        assert np.array_equal(d_in["scales"], d_out["scales"])
+        assert np.array_equal(d_in["zero_points"], d_out["zero_points"])
+    assert Q.tensor_quant(step, "inputs", meta["step"]["inputs"]["tokens"])["dtype"] == "INT32"
+
+
+def test_loads_in_tflm_with_minimum_arena(trained) -> None:
+    c = trained["converted"]
+    meta = c["meta"]
+    for name in ("step", "head"):
+        arena = meta[name]["arena_bytes"]
+        assert Q.min_arena(c[name]) == arena and arena % 16 == 0
+        with pytest.raises(RuntimeError):
+            Q._tflm(c[name], arena - 16)
+    assert meta["step"]["arena_bytes"] + meta["head"]["arena_bytes"] <= 16 * 1024
+    assert len(c["step"]) + len(c["head"]) <= 200_000
+    model = Q.TflmModel(c)  # exactly the minimum arenas
+    p = model.predict(trained["eval_ids"][:5])
+    assert p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
+    assert Q.ms_per_review(model, 128, repeats=1) > 0
+
+
+def test_float_step_loop_matches_student(trained) -> None:
+    from pipeline.train import predict_proba
+
+    student, tok = trained["student"], trained["tok"]
+    step_fn, head_fn = Q.float_runners(student)
+    rng = np.random.default_rng(1)
+    rows = [rng.integers(1, tok.vocab_size, n).tolist() for n in (256, 300)]
+    rows += trained["long_ids"] + [[7], []]
+    want = predict_proba(student, rows)
+    got = np.array([Q.step_loop(step_fn, head_fn, r, UNITS) for r in rows])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_int8_loop_agrees_with_float_student(trained) -> None:
+    p, y = trained["p_float"], trained["eval_y"]
+    acc = float(np.mean((p >= 0.5) == y))
+    assert acc > max(np.mean(y), 1 - np.mean(y)) + 0.03, acc  # trained above the majority class
+    for runtime in ("tflm", "tflite"):
+        q = Q.TflmModel(trained["converted"], runtime=runtime).predict(trained["eval_ids"])
+        agree = float(np.mean((q >= 0.5) == (p >= 0.5)))
+        print(f"{runtime}: label agreement {agree:.4f} on {len(p)} reviews, "
+              f"max |dP| {np.abs(q - p).max():.4f}, float acc {acc:.4f}")
+        assert agree >= 0.97
+        assert np.abs(q - p).max() < 0.1
+
+
+def test_release_round_trip(trained, tmp_path) -> None:
+    c = trained["converted"]
+    Q.write_release(tmp_path, c)
+    assert {p.name for p in tmp_path.iterdir()} == {Q.STEP_FILE, Q.HEAD_FILE, Q.QUANT_FILE}
+    back = Q.load_release(tmp_path)
+    assert back["step"] == c["step"] and back["head"] == c["head"] and back["meta"] == c["meta"]
+    ids = trained["eval_ids"][:20]
+    predict = Q.load_tflm_predictor(tmp_path)
+    np.testing.assert_array_equal(predict(ids), Q.TflmModel(c).predict(ids))
+
+
+def test_predict_cli_runs_int8_release(trained, tmp_path, capsys) -> None:
+    """`python -m pipeline.predict DIR FILE --runtime tflm|tflite` on a release folder."""
+    import json
+
+    from pipeline import predict
+    from pipeline.train import write_model_info
+
+    Q.write_release(tmp_path, trained["converted"])
+    trained["tok"].save(tmp_path)
+    write_model_info(tmp_path, {"tflm": Q.QUANT_FILE, "tflite": Q.QUANT_FILE}, kind="student")
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
+                               for t, y in trained["eval_rows"][:30]))
+    for runtime in ("tflm", "tflite"):
+        assert predict.main([str(tmp_path), str(reviews), "--runtime", runtime, "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["n"] == 30 and 0.0 <= got["accuracy"] <= 1.0
+    assert predict.main([str(tmp_path), str(reviews), "--runtime", "keras"]) == 2
+    assert "no 'keras' model" in capsys.readouterr().err
+
+
+def test_macs_per_review(trained) -> None:
+    meta = trained["converted"]["meta"]
+    per_token = 2 * 3 * UNITS * (EMBED + UNITS)  # two directions, input + recurrent kernels
+    assert meta["step"]["macs"] == per_token and meta["head"]["macs"] == 2 * UNITS
+    assert Q.macs_per_review(meta, 128) == 128 * per_token + 2 * UNITS
+
+
+def test_requantize_pooled() -> None:
+    zps, mult = np.array([3, -2]), np.float32([0.5, 2.0])
+    sums = np.array([[3 * 10 + 3 * 3, 3 * -2]], np.int32)  # means 13 and -2 (zp -> real 0)
+    np.testing.assert_array_equal(Q.requantize_pooled(sums, 3, zps, mult, 5), [[10, 5]])
+    np.testing.assert_array_equal(Q.requantize_pooled(sums, 0, zps, mult, 5), [[5, 5]])
+    big = np.array([[1000 * 127, -1000 * 128]], np.int32)
+    np.testing.assert_array_equal(Q.requantize_pooled(big, 1000, np.zeros(2), np.float32([4, 4]), 0),
+                                  [[127, -128]])

@@ -1,0 +1,90 @@
+"""Teacher training loop on a synthetic task: learning, determinism, EMA, resume."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.models import TeacherConfig, build_teacher
+from pipeline.train import TrainConfig, bucketed_batches, fit, pad_batch, predict_proba, set_determinism
+
+TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=4, dropout=0.1,
+                     embed_dropout=0.0)
+CFG = TrainConfig(batch_size=32, max_epochs=2, patience=2, learning_rate=1e-2, seed=3)
+
+
+def _task(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
+    """Label = whether token 2 ("good") occurs more often than token 3 ("bad")."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(n):
+        row = rng.integers(4, 30, size=rng.integers(3, 40)).tolist()
+        y = int(rng.integers(0, 2))
+        for _ in range(int(rng.integers(1, 3))):
+            row[int(rng.integers(0, len(row)))] = 2 if y else 3
+        xs.append(row)
+        ys.append(y)
+    return xs, np.array(ys, np.float32)
+
+
+def _train(work: Path, cfg: TrainConfig = CFG, stop_after: int | None = None) -> np.ndarray:
+    set_determinism(cfg.seed)
+    model = build_teacher(30, TINY)
+
+    def stop(epoch: int) -> None:
+        if stop_after is not None and epoch >= stop_after:
+            raise KeyboardInterrupt
+
+    fit(model, _task(500, 0), _task(200, 1), cfg, work, on_epoch_end=stop)
+    return predict_proba(model, _task(200, 2)[0])
+
+
+def test_pad_and_buckets() -> None:
+    assert pad_batch([[1, 2, 3], [4]]).tolist() == [[1, 2, 3] + [0] * 13, [4] + [0] * 15]
+    lengths = list(range(100))
+    batches = bucketed_batches(lengths, 10, np.random.default_rng(0), 2)
+    assert sorted(np.concatenate(batches).tolist()) == lengths  # every item once
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 65  # random batches of 10 out of 0..99 span about 80
+
+
+def test_fit_learns_and_is_deterministic(tmp_path: Path) -> None:
+    a = _train(tmp_path / "a")
+    b = _train(tmp_path / "b")
+    np.testing.assert_array_equal(a, b)
+    x, y = _task(200, 2)
+    assert np.mean((a >= 0.5) == (y >= 0.5)) > 0.8
+
+
+def test_fit_with_ema(tmp_path: Path) -> None:
+    p = _train(tmp_path / "ema", replace(CFG, ema=0.9))
+    y = _task(200, 2)[1]
+    assert np.mean((p >= 0.5) == (y >= 0.5)) > 0.8
+
+
+def test_interrupted_fit_resumes_from_last_epoch(tmp_path: Path, caplog) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "w", stop_after=1)
+    caplog.set_level("INFO")
+    _train(tmp_path / "w")
+    assert "resuming training after epoch 1" in caplog.text
+    assert "epoch 1/" not in caplog.text.split("resuming")[1]  # epoch 1 was not trained again
+
+
+def test_ppmi_embeddings_group_tokens_that_share_contexts() -> None:
+    from pipeline.train import ppmi_embeddings
+
+    rng = np.random.default_rng(0)
+    # Tokens 2 and 3 always follow token 10; tokens 4 and 5 always follow token 11.
+    rows = [[10, int(rng.choice([2, 3])), 12] if i % 2 else [11, int(rng.choice([4, 5])), 13]
+            for i in range(400)]
+    emb = ppmi_embeddings(rows, 20, 4, window=1)
+    assert emb.shape == (20, 4) and abs(float(emb.std()) - 0.05) < 0.03
+
+    def cos(a: int, b: int) -> float:
+        return float(emb[a] @ emb[b] / (np.linalg.norm(emb[a]) * np.linalg.norm(emb[b])))
+
+    assert cos(2, 3) > cos(2, 4) + 0.5
