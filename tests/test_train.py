@@ -11,7 +11,7 @@ import pytest
 from pipeline.models import TeacherConfig, build_teacher
 from pipeline.train import TrainConfig, bucketed_batches, fit, pad_batch, predict_proba, set_determinism
 
-TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=4, dropout=0.1,
+TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=8, dropout=0.1,
                      embed_dropout=0.0)
 CFG = TrainConfig(batch_size=32, max_epochs=2, patience=2, learning_rate=1e-2, seed=3)
 
