@@ -3,7 +3,8 @@
     python -m pipeline.all --data PATH [--heldout DIR] [--out DIR] [--preset smoke|full]
                            [--set section.field=value ...] [--publish DIR]
 
-Stages: data -> tokenizer -> teacher -> teacher_eval, and the TF-IDF peer beside them; then
+Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF peer; the device student
+(student_tokenizer -> student -> student_eval -> int8 -> int8_eval, labels only for now); then
 ``report.md`` and plots in the output folder (default ``runs/PRESET``).
 """
 
@@ -15,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import data, evaluate, peers, stages, tokenizer, train
+from pipeline import data, evaluate, peers, quantize, stages, tokenizer, train
 from pipeline.config import Config, override, preset, to_dict
 
 log = logging.getLogger("pipeline")
@@ -45,6 +46,27 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
     stages.run_stage(
         out, "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
         lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
+    )
+    stok_dir, k_stok = stages.run_stage(
+        out, "student_tokenizer", {"cfg": cfg.student_tokenizer, "data": k_data},
+        lambda o, w: tokenizer.build_tokenizer(data_dir, o, cfg.student_tokenizer),
+    )
+    student_dir, k_student = stages.run_stage(
+        out, "student",
+        {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data},
+        lambda o, w: train.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train),
+    )
+    stages.run_stage(
+        out, "student_eval", {"model": k_student, "data": k_data, "heldout": held},
+        lambda o, w: evaluate.evaluate_model_dir(student_dir, data_dir, o, heldout, "keras"),
+    )
+    int8_dir, k_int8 = stages.run_stage(
+        out, "int8", {"student": k_student, "data": k_data, "n": cfg.calibration_reviews},
+        lambda o, w: quantize.quantize_student(student_dir, data_dir, o, cfg.calibration_reviews),
+    )
+    stages.run_stage(
+        out, "int8_eval", {"model": k_int8, "data": k_data, "heldout": held},
+        lambda o, w: evaluate.evaluate_model_dir(int8_dir, data_dir, o, heldout, "tflm"),
     )
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
     report = evaluate.write_report(out, command=" ".join(["python -m pipeline.all", *sys.argv[1:]]))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.data import DataConfig
-from pipeline.models import TeacherConfig
+from pipeline.models import StudentConfig, TeacherConfig
 from pipeline.peers import TfidfConfig
 from pipeline.tokenizer import TokenizerConfig
 from pipeline.train import TrainConfig
@@ -23,6 +23,11 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     peer: TfidfConfig = field(default_factory=TfidfConfig)
+    student_tokenizer: TokenizerConfig = field(
+        default_factory=lambda: TokenizerConfig(vocab_size=4000, seq_len=256))
+    student: StudentConfig = field(default_factory=StudentConfig)
+    student_train: TrainConfig = field(default_factory=TrainConfig)
+    calibration_reviews: int = 500
     preset: str = "full"
 
 
@@ -39,6 +44,10 @@ def preset(name: str) -> Config:
             tokenizer=replace(base.tokenizer, vocab_size=1000, seq_len=128),
             teacher=replace(base.teacher, embed_dim=32, units=24, attn_units=16, dense_units=16),
             train=replace(base.train, max_epochs=3, batch_size=32),
+            student_tokenizer=replace(base.student_tokenizer, vocab_size=500, seq_len=128),
+            student=replace(base.student, embed_dim=16, units=16),
+            student_train=replace(base.student_train, max_epochs=2, batch_size=32),
+            calibration_reviews=100,
         )
     raise ValueError(f"unknown preset {name!r}: use 'smoke' or 'full'")
 

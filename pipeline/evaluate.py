@@ -274,8 +274,9 @@ def evaluate_model_dir(
 
     info = json.loads((Path(model_dir) / "model.json").read_text())
     metrics = evaluate_predictor(load_predictor(model_dir, runtime), eval_sets(data_dir, heldout))
+    files = info.get("files") or sorted(set(info["runtimes"].values()))
     metrics.update(runtime=runtime, model=info, model_files_bytes={
-        r: (Path(model_dir) / f).stat().st_size for r, f in info["runtimes"].items()})
+        f: (Path(model_dir) / f).stat().st_size for f in files})
     write_json(Path(out_dir) / "metrics.json", metrics)
     test = metrics["test"]
     plot_confusion(test["confusion"], Path(out_dir) / "confusion.png",
@@ -318,10 +319,13 @@ def write_report(run_dir: Path, command: str) -> Path:
     peer = load("peer_tfidf/metrics.json")
     cfg = load("config.json") or {}
     models: list[tuple[str, dict, dict]] = []  # (name, eval metrics, extra)
-    if teacher:
-        size = sum(teacher["model_files_bytes"].values())
-        models.append(("BiGRU teacher (float32, Keras)", teacher,
-                       {"size": size, "params": teacher["model"].get("params")}))
+    for stage, name in (("teacher_eval", "BiGRU teacher (float32, Keras)"),
+                        ("student_eval", "BiGRU student, labels only (float32, Keras)"),
+                        ("int8_eval", "BiGRU student, full int8 (TFLM)")):
+        m = load(f"{stage}/metrics.json")
+        if m:
+            models.append((name, m, {"size": sum(m["model_files_bytes"].values()),
+                                     "params": m["model"].get("params")}))
     if peer:
         kept = peer["stopwords_kept"]
         models.append((f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
@@ -375,6 +379,19 @@ def write_report(run_dir: Path, command: str) -> Path:
         fn, tp = teacher["test"]["confusion"][1]
         lines += [f"Teacher confusion on test (rows true neg/pos): [[{tn}, {fp}], [{fn}, {tp}]] "
                   "— `teacher_eval/confusion.png`; ROC curves: `roc.png`.", ""]
+    int8 = load("int8_eval/metrics.json")
+    if int8:
+        d = int8["model"]["device"]
+        lines += ["## On the device (int8 student)", "",
+                  "| flash (model files) | tensor arena (min, TFLM) | MACs / 128-token review | "
+                  "host TFLM ms / 128-token review | operators |", "|---:|---:|---:|---:|---|",
+                  f"| {d['flash_bytes']:,} B | {d['arena_bytes']:,} B | "
+                  f"{d['macs_per_128_tokens']:,} | {d['host_tflm_ms_per_128_tokens']:.2f} | "
+                  f"{', '.join(sorted(set(d['ops']['step']) | set(d['ops']['head'])))} |", "",
+                  "The int8 rows run the exact `.tflite` bytes in the TensorFlow Lite Micro "
+                  "interpreter, token by token (`pipeline/quantize.py`). The arena is the larger "
+                  "of the step and head models' minimum, found by bisection on this 64-bit host.",
+                  ""]
     names = sorted({k for _, m, _ in models for k in m.get("heldout", {})})
     if names:
         lines += ["## Held-out sets (accuracy / balanced accuracy / F1, %)", "",

@@ -85,21 +85,25 @@ class AttentionPooling(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-@keras.utils.register_keras_serializable(package="pipeline")
-class MaskedMaxPooling(keras.layers.Layer):
-    """Max over time of ``[B, T, C]`` features, ignoring padded steps."""
+class _MaskedTimePooling(keras.layers.Layer):
+    """Base of the poolings over time: ``[B, T, C]`` with a ``[B, T]`` mask -> ``[B, C]``."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.supports_masking = True
 
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+@keras.utils.register_keras_serializable(package="pipeline")
+class MaskedMaxPooling(_MaskedTimePooling):
+    """Max over time of ``[B, T, C]`` features, ignoring padded steps."""
+
     def call(self, h, mask=None):
         if mask is not None:
             h = tf.where(mask[..., None], h, tf.fill(tf.shape(h), -1e9))
         return tf.reduce_max(h, axis=1)
-
-    def compute_mask(self, inputs, mask=None):
-        return None
 
 
 def build_teacher(vocab_size: int, cfg: TeacherConfig, seq_len: int | None = None) -> keras.Model:
@@ -153,21 +157,14 @@ class StudentConfig:
 
 
 @keras.utils.register_keras_serializable(package="pipeline")
-class MaskedMeanPooling(keras.layers.Layer):
+class MaskedMeanPooling(_MaskedTimePooling):
     """Mean over the unpadded time steps of ``[B, T, C]`` features (a sum and a count on device)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.supports_masking = True
 
     def call(self, h, mask=None):
         if mask is None:
             return tf.reduce_mean(h, axis=1)
         m = tf.cast(mask, h.dtype)[..., None]
         return tf.reduce_sum(h * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)
-
-    def compute_mask(self, inputs, mask=None):
-        return None
 
 
 def build_student(vocab_size: int, cfg: StudentConfig, seq_len: int | None = None) -> keras.Model:

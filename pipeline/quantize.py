@@ -589,3 +589,39 @@ def load_tflm_predictor(
 ) -> Callable[[Sequence[Sequence[int]]], np.ndarray]:
     """Truncated id lists -> P(positive) float32, from a release folder (``tflm`` or ``tflite``)."""
     return TflmModel(load_release(model_dir), runtime=runtime).predict
+
+
+# ----------------------------------------------------------------------------- pipeline stage
+
+
+def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
+                     calibration_reviews: int = 500) -> dict[str, Any]:
+    """Stage: float student model directory -> full-int8 release folder (``--runtime tflm``).
+
+    Calibrates on the first ``calibration_reviews`` training reviews (the split's order is a
+    seeded hash order), writes ``step.tflite``, ``head.tflite``, ``quant.json``, the tokenizer and
+    ``model.json`` with the device figures: flash bytes, minimum arenas, MACs, host TFLM ms.
+    """
+    from pipeline.data import read_jsonl
+    from pipeline.models import load_model
+    from pipeline.tokenizer import Tokenizer
+    from pipeline.train import write_model_info
+
+    tok = Tokenizer.load(student_dir)
+    student = load_model(Path(student_dir) / "model.keras")
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")[:calibration_reviews]
+    converted = convert_int8(student, [r for r in tok.ids([t for t, _ in rows]) if r])
+    out_dir = Path(out_dir)
+    write_release(out_dir, converted)
+    tok.save(out_dir)
+    meta = converted["meta"]
+    device = {
+        "flash_bytes": meta["step"]["bytes"] + meta["head"]["bytes"],
+        "arena_bytes": max(meta["step"]["arena_bytes"], meta["head"]["arena_bytes"]),
+        "macs_per_128_tokens": macs_per_review(meta, 128),
+        "host_tflm_ms_per_128_tokens": round(ms_per_review(TflmModel(converted), 128), 3),
+        "ops": {"step": meta["step"]["ops"], "head": meta["head"]["ops"]},
+    }
+    write_model_info(out_dir, {"tflm": QUANT_FILE, "tflite": QUANT_FILE}, kind="student-int8",
+                     files=[STEP_FILE, HEAD_FILE], device=device)
+    return device

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
-from pipeline.models import TeacherConfig
+from pipeline.models import StudentConfig, TeacherConfig
 from pipeline.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -249,37 +249,67 @@ def ppmi_embeddings(
     return emb
 
 
+def _labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
+    from pipeline.data import read_jsonl
+
+    out = {}
+    for name in names:
+        rows = read_jsonl(Path(data_dir) / f"{name}.jsonl")
+        out[name] = (tok.ids([t for t, _ in rows]), np.array([y for _, y in rows], np.float32))
+    return out
+
+
+def _fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_dir: Path,
+                  out_dir: Path, kind: str) -> dict:
+    """Train with :func:`fit`, then write a self-contained model directory."""
+    from pipeline.models import save_model
+
+    log.info("%s: %d train / %d val reviews, %d parameters", kind, len(splits["train"][1]),
+             len(splits["val"][1]), model.count_params())
+    state = fit(model, splits["train"], splits["val"], cfg, work_dir)
+    out_dir = Path(out_dir)
+    tok.save(out_dir)
+    save_model(model, out_dir / "model.keras")
+    write_model_info(out_dir, {"keras": "model.keras"}, kind=kind,
+                     params=int(model.count_params()), files=["model.keras"])
+    (out_dir / "history.json").write_text(json.dumps(state, indent=2))
+    return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
+            "params": int(model.count_params())}
+
+
 def train_teacher(
     data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
     model_cfg: TeacherConfig, cfg: TrainConfig,
 ) -> dict:
     """Stage: train the BiGRU teacher; ``out_dir`` becomes a self-contained model directory."""
-    from pipeline.data import read_jsonl
-    from pipeline.models import build_teacher, save_model
+    from pipeline.models import build_teacher
     from pipeline.tokenizer import Tokenizer
 
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
-    splits = {}
-    for name in ("train", "val"):
-        rows = read_jsonl(Path(data_dir) / f"{name}.jsonl")
-        splits[name] = (tok.ids([t for t, _ in rows]), np.array([y for _, y in rows], np.float32))
-    log.info("teacher: %d train / %d val reviews", len(splits["train"][1]), len(splits["val"][1]))
+    splits = _labelled_ids(data_dir, tok)
     model = build_teacher(tok.vocab_size, model_cfg)
     if model_cfg.init_embeddings == "ppmi":
         log.info("teacher: initialising embeddings from PPMI-SVD of the training split")
         emb = ppmi_embeddings(splits["train"][0], tok.vocab_size, model_cfg.embed_dim,
                               seed=cfg.seed)
         model.get_layer("embedding").set_weights([emb])
-    state = fit(model, splits["train"], splits["val"], cfg, work_dir)
-    out_dir = Path(out_dir)
-    tok.save(out_dir)
-    save_model(model, out_dir / "model.keras")
-    write_model_info(out_dir, {"keras": "model.keras"}, kind="teacher",
-                     params=int(model.count_params()))
-    (out_dir / "history.json").write_text(json.dumps(state, indent=2))
-    return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
-            "params": int(model.count_params())}
+    return _fit_and_save(model, tok, splits, cfg, work_dir, out_dir, "teacher")
+
+
+def train_student(
+    data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
+    model_cfg: StudentConfig, cfg: TrainConfig,
+) -> dict:
+    """Stage: train the device student on labels only (the ablation's first row)."""
+    from pipeline.models import build_student
+    from pipeline.tokenizer import Tokenizer
+
+    set_determinism(cfg.seed)
+    tok = Tokenizer.load(tok_dir)
+    model = build_student(tok.vocab_size, model_cfg)
+    return _fit_and_save(model, tok, _labelled_ids(data_dir, tok), cfg, work_dir, out_dir,
+                         "student")
 
 
 def write_model_info(model_dir: Path, runtimes: dict[str, str], **extra) -> None:

@@ -29,7 +29,8 @@ def smoke_run(real_slice, tmp_path_factory) -> Path:
 
 
 def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
-    for stage in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf"):
+    for stage in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf",
+                  "student_tokenizer", "student", "student_eval", "int8", "int8_eval"):
         assert json.loads((smoke_run / stage / "stage.json").read_text())["stage"] == stage
     metrics = json.loads((smoke_run / "teacher_eval" / "metrics.json").read_text())
     test = metrics["test"]
@@ -71,6 +72,23 @@ def test_predict_cli_matches_report(smoke_run: Path, capsys) -> None:
         assert got[k] == pytest.approx(want[k], abs=1e-9), k
 
 
+def test_int8_student_runs_in_tflm_and_predict_matches_report(smoke_run: Path, capsys) -> None:
+    int8 = json.loads((smoke_run / "int8_eval" / "metrics.json").read_text())
+    student = json.loads((smoke_run / "student_eval" / "metrics.json").read_text())
+    assert int8["runtime"] == "tflm" and int8["test"]["n"] == student["test"]["n"]
+    assert abs(int8["test"]["accuracy"] - student["test"]["accuracy"]) < 0.03
+    device = int8["model"]["device"]
+    assert device["flash_bytes"] == sum(int8["model_files_bytes"].values())
+    assert 0 < device["arena_bytes"] <= 16 * 1024
+    assert "On the device" in (smoke_run / "report.md").read_text()
+    rc = predict.main([str(smoke_run / "int8"), str(smoke_run / "data" / "test.jsonl"),
+                       "--runtime", "tflm", "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    for k in ("n", "accuracy", "roc_auc"):
+        assert got[k] == pytest.approx(int8["test"][k], abs=1e-9), k
+
+
 def test_predict_cli_unlabeled_and_bad_input(smoke_run: Path, tmp_path: Path, capsys) -> None:
     f = tmp_path / "new.jsonl"
     f.write_text('{"text": "Terrible, broke after a day. Do not buy."}\n'
@@ -91,7 +109,8 @@ def test_second_run_reuses_every_stage(smoke_run: Path, real_slice, caplog) -> N
     rc = pipeline_all.main(["--data", str(real_slice["amazon"]), "--heldout",
                             str(real_slice["heldout"]), "--preset", "smoke", "--out", str(smoke_run)])
     assert rc == 0
-    for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf"):
+    for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf", "student", "int8",
+              "int8_eval"):
         assert f"[{s}] up to date" in caplog.text
     assert {s: (smoke_run / s / "stage.json").read_text() for s in before} == before
 
