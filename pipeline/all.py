@@ -4,7 +4,8 @@
                            [--set section.field=value ...] [--publish DIR]
 
 Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF peer; the device student
-(student_tokenizer -> student -> student_eval -> int8 -> int8_eval, labels only for now); then
+(student_tokenizer -> student [labels only] -> student_kd [+ knowledge distillation] -> int8 ->
+int8_eval in TFLM, with an evaluation of each student); then
 ``report.md`` and plots in the output folder (default ``runs/PRESET``).
 """
 
@@ -16,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import data, evaluate, peers, quantize, stages, tokenizer, train
+from pipeline import data, distill, evaluate, peers, quantize, stages, tokenizer, train
 from pipeline.config import Config, override, preset, to_dict
 
 log = logging.getLogger("pipeline")
@@ -60,9 +61,20 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
         out, "student_eval", {"model": k_student, "data": k_data, "heldout": held},
         lambda o, w: evaluate.evaluate_model_dir(student_dir, data_dir, o, heldout, "keras"),
     )
+    kd_dir, k_kd = stages.run_stage(
+        out, "student_kd",
+        {"model": cfg.student, "train": cfg.student_train, "distill": cfg.distill, "tok": k_stok,
+         "data": k_data, "teacher": k_teacher},
+        lambda o, w: distill.distill_student(data_dir, teacher_dir, stok_dir, o, w, cfg.student,
+                                             cfg.student_train, cfg.distill),
+    )
+    stages.run_stage(
+        out, "student_kd_eval", {"model": k_kd, "data": k_data, "heldout": held},
+        lambda o, w: evaluate.evaluate_model_dir(kd_dir, data_dir, o, heldout, "keras"),
+    )
     int8_dir, k_int8 = stages.run_stage(
-        out, "int8", {"student": k_student, "data": k_data, "n": cfg.calibration_reviews},
-        lambda o, w: quantize.quantize_student(student_dir, data_dir, o, cfg.calibration_reviews),
+        out, "int8", {"student": k_kd, "data": k_data, "n": cfg.calibration_reviews},
+        lambda o, w: quantize.quantize_student(kd_dir, data_dir, o, cfg.calibration_reviews),
     )
     stages.run_stage(
         out, "int8_eval", {"model": k_int8, "data": k_data, "heldout": held},

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.data import DataConfig
+from pipeline.distill import DistillConfig
 from pipeline.models import StudentConfig, TeacherConfig
 from pipeline.peers import TfidfConfig
 from pipeline.tokenizer import TokenizerConfig
@@ -27,6 +28,7 @@ class Config:
         default_factory=lambda: TokenizerConfig(vocab_size=4000, seq_len=256))
     student: StudentConfig = field(default_factory=StudentConfig)
     student_train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     calibration_reviews: int = 500
     preset: str = "full"
 

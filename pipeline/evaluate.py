@@ -321,7 +321,8 @@ def write_report(run_dir: Path, command: str) -> Path:
     models: list[tuple[str, dict, dict]] = []  # (name, eval metrics, extra)
     for stage, name in (("teacher_eval", "BiGRU teacher (float32, Keras)"),
                         ("student_eval", "BiGRU student, labels only (float32, Keras)"),
-                        ("int8_eval", "BiGRU student, full int8 (TFLM)")):
+                        ("student_kd_eval", "BiGRU student + KD (float32, Keras)"),
+                        ("int8_eval", "BiGRU student + KD, full int8 (TFLM)")):
         m = load(f"{stage}/metrics.json")
         if m:
             models.append((name, m, {"size": sum(m["model_files_bytes"].values()),

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 16
 
+TrainStep = Callable[[np.ndarray, np.ndarray, np.ndarray, bool], tuple[float, float]]
+"""``step(x, y, batch_indices, first_batch_of_epoch) -> (running loss, running accuracy)``."""
+StepFactory = Callable[[keras.Model, keras.optimizers.Optimizer], TrainStep]
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -117,8 +121,12 @@ def fit(
     cfg: TrainConfig,
     work_dir: Path,
     on_epoch_end: Callable[[int], None] | None = None,
+    make_step: StepFactory | None = None,
 ) -> dict:
     """Train ``model`` with early stopping on validation loss; resumes from ``work_dir``.
+
+    ``make_step(model, optimizer)`` may supply a custom training step (distillation); the default
+    is Keras' ``train_on_batch`` with binary cross-entropy.
 
     ``work_dir`` holds ``ckpt-N`` (model + optimizer after the last finished epoch), ``best.weights.h5``
     and ``state.json``. With ``cfg.ema`` the averaged weights are the ones validated and kept. On
@@ -147,6 +155,12 @@ def fit(
             e.assign(live)
 
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=ema)
+    if make_step is None:
+        def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
+            loss, acc = model.train_on_batch(x, y, reset_metrics=first)
+            return float(loss), float(acc)
+    else:
+        step = make_step(model, optimizer)
     state_path = work_dir / "state.json"
     best_path = work_dir / "best.weights.h5"
     state = {"epoch": 0, "best_loss": None, "best_epoch": 0, "wait": 0,
@@ -168,7 +182,7 @@ def fit(
             x = pad_batch([x_train[j] for j in idx])
             if cfg.token_dropout:
                 x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
-            loss, acc = model.train_on_batch(x, y_train[idx], reset_metrics=(i == 0))
+            loss, acc = step(x, y_train[idx], idx, i == 0)
             if ema:
                 ema_update()
             seen += len(idx)
@@ -249,7 +263,7 @@ def ppmi_embeddings(
     return emb
 
 
-def _labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
+def labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
     from pipeline.data import read_jsonl
 
     out = {}
@@ -259,14 +273,14 @@ def _labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
     return out
 
 
-def _fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_dir: Path,
-                  out_dir: Path, kind: str) -> dict:
+def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_dir: Path,
+                 out_dir: Path, kind: str, make_step: StepFactory | None = None) -> dict:
     """Train with :func:`fit`, then write a self-contained model directory."""
     from pipeline.models import save_model
 
     log.info("%s: %d train / %d val reviews, %d parameters", kind, len(splits["train"][1]),
              len(splits["val"][1]), model.count_params())
-    state = fit(model, splits["train"], splits["val"], cfg, work_dir)
+    state = fit(model, splits["train"], splits["val"], cfg, work_dir, make_step=make_step)
     out_dir = Path(out_dir)
     tok.save(out_dir)
     save_model(model, out_dir / "model.keras")
@@ -287,14 +301,14 @@ def train_teacher(
 
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
-    splits = _labelled_ids(data_dir, tok)
+    splits = labelled_ids(data_dir, tok)
     model = build_teacher(tok.vocab_size, model_cfg)
     if model_cfg.init_embeddings == "ppmi":
         log.info("teacher: initialising embeddings from PPMI-SVD of the training split")
         emb = ppmi_embeddings(splits["train"][0], tok.vocab_size, model_cfg.embed_dim,
                               seed=cfg.seed)
         model.get_layer("embedding").set_weights([emb])
-    return _fit_and_save(model, tok, splits, cfg, work_dir, out_dir, "teacher")
+    return fit_and_save(model, tok, splits, cfg, work_dir, out_dir, "teacher")
 
 
 def train_student(
@@ -308,7 +322,7 @@ def train_student(
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
     model = build_student(tok.vocab_size, model_cfg)
-    return _fit_and_save(model, tok, _labelled_ids(data_dir, tok), cfg, work_dir, out_dir,
+    return fit_and_save(model, tok, labelled_ids(data_dir, tok), cfg, work_dir, out_dir,
                          "student")
 
 

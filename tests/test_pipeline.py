@@ -30,7 +30,8 @@ def smoke_run(real_slice, tmp_path_factory) -> Path:
 
 def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     for stage in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf",
-                  "student_tokenizer", "student", "student_eval", "int8", "int8_eval"):
+                  "student_tokenizer", "student", "student_eval", "student_kd", "student_kd_eval",
+                  "int8", "int8_eval"):
         assert json.loads((smoke_run / stage / "stage.json").read_text())["stage"] == stage
     metrics = json.loads((smoke_run / "teacher_eval" / "metrics.json").read_text())
     test = metrics["test"]
@@ -74,7 +75,7 @@ def test_predict_cli_matches_report(smoke_run: Path, capsys) -> None:
 
 def test_int8_student_runs_in_tflm_and_predict_matches_report(smoke_run: Path, capsys) -> None:
     int8 = json.loads((smoke_run / "int8_eval" / "metrics.json").read_text())
-    student = json.loads((smoke_run / "student_eval" / "metrics.json").read_text())
+    student = json.loads((smoke_run / "student_kd_eval" / "metrics.json").read_text())
     assert int8["runtime"] == "tflm" and int8["test"]["n"] == student["test"]["n"]
     assert abs(int8["test"]["accuracy"] - student["test"]["accuracy"]) < 0.03
     device = int8["model"]["device"]
@@ -109,8 +110,8 @@ def test_second_run_reuses_every_stage(smoke_run: Path, real_slice, caplog) -> N
     rc = pipeline_all.main(["--data", str(real_slice["amazon"]), "--heldout",
                             str(real_slice["heldout"]), "--preset", "smoke", "--out", str(smoke_run)])
     assert rc == 0
-    for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf", "student", "int8",
-              "int8_eval"):
+    for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf", "student",
+              "student_kd", "int8", "int8_eval"):
         assert f"[{s}] up to date" in caplog.text
     assert {s: (smoke_run / s / "stage.json").read_text() for s in before} == before
 
