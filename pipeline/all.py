@@ -28,6 +28,15 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     held = stages.files_fingerprint(heldout) if heldout else None
 
+    def evaluation(name: str, model_dir: Path, key: str, runtime: str = "keras",
+                   reference: tuple[Path, str] | None = None) -> None:
+        """An evaluation stage: test, validation and held-out sets with one runtime."""
+        inputs = {"model": key, "data": k_data, "heldout": held}
+        if reference:
+            inputs["reference"] = reference[1]
+        stages.run_stage(out, name, inputs, lambda o, w: evaluate.evaluate_model_dir(
+            model_dir, data_dir, o, heldout, runtime, reference[0] if reference else None))
+
     data_dir, k_data = stages.run_stage(
         out, "data", {"cfg": cfg.data, "files": stages.files_fingerprint(data_path)},
         lambda o, w: data.build_dataset(data_path, o, cfg.data),
@@ -40,10 +49,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
         out, "teacher", {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data},
         lambda o, w: train.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train),
     )
-    stages.run_stage(
-        out, "teacher_eval", {"model": k_teacher, "data": k_data, "heldout": held},
-        lambda o, w: evaluate.evaluate_model_dir(teacher_dir, data_dir, o, heldout, "keras"),
-    )
+    evaluation("teacher_eval", teacher_dir, k_teacher)
     stages.run_stage(
         out, "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
         lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
@@ -57,10 +63,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
         {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data},
         lambda o, w: train.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train),
     )
-    stages.run_stage(
-        out, "student_eval", {"model": k_student, "data": k_data, "heldout": held},
-        lambda o, w: evaluate.evaluate_model_dir(student_dir, data_dir, o, heldout, "keras"),
-    )
+    evaluation("student_eval", student_dir, k_student)
     kd_dir, k_kd = stages.run_stage(
         out, "student_kd",
         {"model": cfg.student, "train": cfg.student_train, "distill": cfg.distill, "tok": k_stok,
@@ -68,18 +71,12 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
         lambda o, w: distill.distill_student(data_dir, teacher_dir, stok_dir, o, w, cfg.student,
                                              cfg.student_train, cfg.distill),
     )
-    stages.run_stage(
-        out, "student_kd_eval", {"model": k_kd, "data": k_data, "heldout": held},
-        lambda o, w: evaluate.evaluate_model_dir(kd_dir, data_dir, o, heldout, "keras"),
-    )
+    evaluation("student_kd_eval", kd_dir, k_kd)
     int8_dir, k_int8 = stages.run_stage(
         out, "int8", {"student": k_kd, "data": k_data, "n": cfg.calibration_reviews},
         lambda o, w: quantize.quantize_student(kd_dir, data_dir, o, cfg.calibration_reviews),
     )
-    stages.run_stage(
-        out, "int8_eval", {"model": k_int8, "data": k_data, "heldout": held},
-        lambda o, w: evaluate.evaluate_model_dir(int8_dir, data_dir, o, heldout, "tflm"),
-    )
+    evaluation("int8_eval", int8_dir, k_int8, "tflm", reference=(kd_dir, k_kd))
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
     report = evaluate.write_report(out, command=" ".join(["python -m pipeline.all", *sys.argv[1:]]))
     log.info("report: %s", report)

@@ -248,17 +248,27 @@ def eval_sets(data_dir: Path, heldout: Path | None = None) -> dict[str, list[tup
 
 def evaluate_predictor(
     predict: Callable[[Sequence[str]], np.ndarray], sets: dict[str, list[tuple[str, int]]],
+    reference: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> dict:
-    """Metrics (+ ROC points, host ms per review) on each set of :func:`eval_sets`."""
+    """Metrics (+ ROC points, host ms per review) on each set of :func:`eval_sets`.
+
+    With a ``reference`` predictor (the float model an int8 one came from), each set also gets
+    ``agreement`` (share of equal labels at 0.5) and ``max_abs_prob_diff``.
+    """
     out: dict[str, Any] = {"heldout": {}}
     for name, rows in sets.items():
+        texts = [t for t, _ in rows]
         t0 = time.perf_counter()
-        prob = np.asarray(predict([t for t, _ in rows]))
+        prob = np.asarray(predict(texts))
         ms = 1000 * (time.perf_counter() - t0) / max(len(rows), 1)
         y = [int(lab) for _, lab in rows]
         m = compute_metrics(y, prob)
         m["roc"] = roc_points(y, prob)
         m["host_ms_per_review"] = round(ms, 4)
+        if reference is not None:
+            ref = np.asarray(reference(texts))
+            m["agreement"] = float(np.mean((prob >= 0.5) == (ref >= 0.5)))
+            m["max_abs_prob_diff"] = float(np.max(np.abs(prob - ref)))
         if name.startswith("heldout/"):
             out["heldout"][name.split("/", 1)[1]] = m
         else:
@@ -268,12 +278,19 @@ def evaluate_predictor(
 
 def evaluate_model_dir(
     model_dir: Path, data_dir: Path, out_dir: Path, heldout: Path | None, runtime: str,
+    reference_dir: Path | None = None,
 ) -> dict:
-    """Stage: evaluate a model directory with one runtime; writes metrics.json and PNG plots."""
+    """Stage: evaluate a model directory with one runtime; writes metrics.json and PNG plots.
+
+    ``reference_dir``: a Keras model directory to measure label agreement against (see
+    :func:`evaluate_predictor`).
+    """
     from pipeline.predict import load_predictor
 
     info = json.loads((Path(model_dir) / "model.json").read_text())
-    metrics = evaluate_predictor(load_predictor(model_dir, runtime), eval_sets(data_dir, heldout))
+    ref = load_predictor(reference_dir, "keras") if reference_dir else None
+    metrics = evaluate_predictor(load_predictor(model_dir, runtime), eval_sets(data_dir, heldout),
+                                 ref)
     files = info.get("files") or sorted(set(info["runtimes"].values()))
     metrics.update(runtime=runtime, model=info, model_files_bytes={
         f: (Path(model_dir) / f).stat().st_size for f in files})
@@ -389,6 +406,10 @@ def write_report(run_dir: Path, command: str) -> Path:
                   f"| {d['flash_bytes']:,} B | {d['arena_bytes']:,} B | "
                   f"{d['macs_per_128_tokens']:,} | {d['host_tflm_ms_per_128_tokens']:.2f} | "
                   f"{', '.join(sorted(set(d['ops']['step']) | set(d['ops']['head'])))} |", "",
+                  f"Label agreement with the float student it came from: "
+                  f"{100 * int8['test'].get('agreement', float('nan')):.2f}% on the test split "
+                  f"(largest probability difference "
+                  f"{int8['test'].get('max_abs_prob_diff', float('nan')):.3f}).", "",
                   "The int8 rows run the exact `.tflite` bytes in the TensorFlow Lite Micro "
                   "interpreter, token by token (`pipeline/quantize.py`). The arena is the larger "
                   "of the step and head models' minimum, found by bisection on this 64-bit host.",

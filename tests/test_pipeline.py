@@ -78,6 +78,7 @@ def test_int8_student_runs_in_tflm_and_predict_matches_report(smoke_run: Path, c
     student = json.loads((smoke_run / "student_kd_eval" / "metrics.json").read_text())
     assert int8["runtime"] == "tflm" and int8["test"]["n"] == student["test"]["n"]
     assert abs(int8["test"]["accuracy"] - student["test"]["accuracy"]) < 0.03
+    assert int8["test"]["agreement"] > 0.95  # int8 in TFLM vs the float student it came from
     device = int8["model"]["device"]
     assert device["flash_bytes"] == sum(int8["model_files_bytes"].values())
     assert 0 < device["arena_bytes"] <= 16 * 1024
