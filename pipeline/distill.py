@@ -92,13 +92,9 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig) -> StepFactory:
 
 def teacher_logits_for(teacher_dir: Path, texts: list[str]) -> np.ndarray:
     """The teacher's logits for ``texts`` (its own tokenizer and truncation)."""
-    from pipeline.models import load_model
-    from pipeline.tokenizer import Tokenizer
-    from pipeline.train import predict_proba
+    from pipeline.predict import load_predictor
 
-    tok = Tokenizer.load(teacher_dir)
-    teacher = load_model(Path(teacher_dir) / "model.keras")
-    p = np.clip(predict_proba(teacher, tok.ids(texts)).astype(np.float64), 1e-6, 1 - 1e-6)
+    p = np.clip(load_predictor(teacher_dir, "keras")(texts).astype(np.float64), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p)).astype(np.float32)
 
 

@@ -331,7 +331,9 @@ def write_report(run_dir: Path, command: str) -> Path:
 
     data_stats = load("data/stats.json") or {}
     tok_stats = load("tokenizer/stats.json") or {}
-    teacher = load("teacher_eval/metrics.json")
+    evals = {stage: load(f"{stage}/metrics.json") for stage in
+             ("teacher_eval", "student_eval", "student_kd_eval", "int8_eval")}
+    teacher, int8 = evals["teacher_eval"], evals["int8_eval"]
     history = load("teacher/history.json")
     peer = load("peer_tfidf/metrics.json")
     cfg = load("config.json") or {}
@@ -340,8 +342,7 @@ def write_report(run_dir: Path, command: str) -> Path:
                         ("student_eval", "BiGRU student, labels only (float32, Keras)"),
                         ("student_kd_eval", "BiGRU student + KD (float32, Keras)"),
                         ("int8_eval", "BiGRU student + KD, full int8 (TFLM)")):
-        m = load(f"{stage}/metrics.json")
-        if m:
+        if m := evals[stage]:
             models.append((name, m, {"size": sum(m["model_files_bytes"].values()),
                                      "params": m["model"].get("params")}))
     if peer:
@@ -397,7 +398,6 @@ def write_report(run_dir: Path, command: str) -> Path:
         fn, tp = teacher["test"]["confusion"][1]
         lines += [f"Teacher confusion on test (rows true neg/pos): [[{tn}, {fp}], [{fn}, {tp}]] "
                   "— `teacher_eval/confusion.png`; ROC curves: `roc.png`.", ""]
-    int8 = load("int8_eval/metrics.json")
     if int8:
         d = int8["model"]["device"]
         lines += ["## On the device (int8 student)", "",

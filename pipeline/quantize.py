@@ -47,6 +47,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from pipeline.models import TokenEmbedding
 
 STEP_FILE, HEAD_FILE, QUANT_FILE = "step.tflite", "head.tflite", "quant.json"
 STEP_INPUTS, STEP_OUTPUTS = ("tokens", "h_fwd", "h_bwd"), ("h_fwd", "h_bwd")
@@ -62,22 +63,11 @@ HeadFn = Callable[[np.ndarray], Any]
 
 
 @keras.utils.register_keras_serializable(package="pipeline")
-class TokenLookup(keras.layers.Layer):
-    """``tf.gather`` of an embedding table (one GATHER op, no mask)."""
+class TokenLookup(TokenEmbedding):
+    """The student's ``tf.gather`` embedding without the padding mask (one GATHER op)."""
 
-    def __init__(self, vocab_size: int, dim: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.vocab_size, self.dim = vocab_size, dim
-
-    def build(self, input_shape) -> None:
-        self.embeddings = self.add_weight(name="embeddings", shape=(self.vocab_size, self.dim))
-        super().build(input_shape)
-
-    def call(self, ids):
-        return tf.gather(self.embeddings, ids)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim}
+    def compute_mask(self, ids, mask=None):
+        return None
 
 
 @keras.utils.register_keras_serializable(package="pipeline")
