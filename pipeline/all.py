@@ -3,7 +3,7 @@
     python -m pipeline.all --data PATH [--heldout DIR] [--out DIR] [--preset smoke|full]
                            [--set section.field=value ...] [--publish DIR]
 
-Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF peer; the device student
+Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF and fastText peers; the device student
 (student_tokenizer -> student [labels only] -> student_kd [+ knowledge distillation] -> int8 ->
 int8_eval in TFLM, with an evaluation of each student); then
 ``report.md`` and plots in the output folder (default ``runs/PRESET``).
@@ -15,18 +15,40 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from pipeline import data, distill, evaluate, peers, quantize, stages, tokenizer, train
+import numpy as np
+
+from pipeline import (
+    data,
+    distill,
+    evaluate,
+    export,
+    fasttext_peer,
+    peers,
+    prune,
+    quantize,
+    stages,
+    tokenizer,
+    train,
+)
 from pipeline.config import Config, override, preset, to_dict
 
 log = logging.getLogger("pipeline")
 
 
-def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) -> Path:
-    """Run every stage into ``out``; returns the report path."""
+def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
+        strategy=None) -> Path:
+    """Run every stage into ``out``; returns the report path.
+
+    ``strategy``: the ``tf.distribute`` strategy of ``cfg.distribute`` (made in :func:`main`
+    before any TensorFlow op) for the teacher and labels-only student training stages.
+    """
     out.mkdir(parents=True, exist_ok=True)
     held = stages.files_fingerprint(heldout) if heldout else None
+    # only a non-default strategy enters the training stages' keys: finished runs stay valid
+    dist = {} if cfg.distribute.strategy == "default" else {"strategy": cfg.distribute.strategy}
 
     def evaluation(name: str, model_dir: Path, key: str, runtime: str = "keras",
                    reference: tuple[Path, str] | None = None) -> None:
@@ -46,13 +68,18 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
         lambda o, w: tokenizer.build_tokenizer(data_dir, o, cfg.tokenizer),
     )
     teacher_dir, k_teacher = stages.run_stage(
-        out, "teacher", {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data},
-        lambda o, w: train.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train),
+        out, "teacher",
+        {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data, **dist},
+        lambda o, w: train.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
     stages.run_stage(
         out, "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
         lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
+    )
+    stages.run_stage(
+        out, "peer_fasttext", {"cfg": cfg.fasttext, "data": k_data, "heldout": held},
+        lambda o, w: fasttext_peer.run_fasttext_peer(data_dir, o, cfg.fasttext, heldout),
     )
     stok_dir, k_stok = stages.run_stage(
         out, "student_tokenizer", {"cfg": cfg.student_tokenizer, "data": k_data},
@@ -60,27 +87,78 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None) ->
     )
     student_dir, k_student = stages.run_stage(
         out, "student",
-        {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data},
-        lambda o, w: train.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train),
+        {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data, **dist},
+        lambda o, w: train.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train,
+                                         strategy),
     )
     evaluation("student_eval", student_dir, k_student)
-    kd_dir, k_kd = stages.run_stage(
-        out, "student_kd",
-        {"model": cfg.student, "train": cfg.student_train, "distill": cfg.distill, "tok": k_stok,
-         "data": k_data, "teacher": k_teacher},
-        lambda o, w: distill.distill_student(data_dir, teacher_dir, stok_dir, o, w, cfg.student,
-                                             cfg.student_train, cfg.distill),
+    d = cfg.distill
+    targets_dir, k_targets = stages.run_stage(
+        out, "teacher_targets",
+        {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
+         "teacher": k_teacher, "tok": k_stok, "data": k_data},
+        lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
+                                             cfg.student_train.seed),
     )
-    evaluation("student_kd_eval", kd_dir, k_kd)
+    distilled = {}
+    for name, afd in (("student_kd", False), ("student_afd", True)):
+        dcfg = d if afd else {"temperature": d.temperature, "alpha": d.alpha}
+        distilled[name] = stages.run_stage(
+            out, name,
+            {"model": cfg.student, "train": cfg.student_train, "distill": dcfg, "tok": k_stok,
+             "data": k_data, "targets": k_targets},
+            lambda o, w, afd=afd: distill.distill_student(
+                data_dir, targets_dir, stok_dir, o, w, cfg.student, cfg.student_train, d, afd),
+        )
+        evaluation(f"{name}_eval", *distilled[name])
+    # The distilled student that goes on: the better one on the validation split.
+    best = max(distilled, key=lambda n: _val_accuracy(out / f"{n}_eval"))
+    kd_dir, k_kd = distilled[best]
+    afd = best == "student_afd"
+    log.info("distilled student going on: %s", best)
+
+    def teacher_step():  # the distillation loss of the chosen student, for the later stages
+        z_t = np.load(targets_dir / distill.TARGET_LOGITS)
+        feats = distill.TeacherFeatures.load(targets_dir / distill.TARGET_FEATURES) if afd else None
+        return distill.kd_step(z_t, d if afd else replace(d, afd_weight=0.0), feats)
+
+    pruned_dir, k_pruned = stages.run_stage(
+        out, "student_pruned",
+        {"student": k_kd, "prune": cfg.prune, "train": cfg.student_train, "distill": d,
+         "targets": k_targets},
+        lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.student_train,
+                                         make_step=teacher_step(),
+                                         train_rows=distill.load_target_rows(targets_dir)),
+    )
+    evaluation("prune_eval", pruned_dir, k_pruned)
+    # QAT starts from the Lottery ticket unless the dense distilled student is better on validation.
+    if _val_accuracy(out / "prune_eval") >= _val_accuracy(out / f"{best}_eval"):
+        base_dir, k_base = pruned_dir, k_pruned
+    else:
+        base_dir, k_base = kd_dir, k_kd
+        log.info("the dense distilled student beats the pruned one on validation: QAT starts there")
+    qat_dir, k_qat = stages.run_stage(
+        out, "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
+                     "tokens": cfg.release_tokens},
+        lambda o, w: quantize.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
+                                          cfg.release_tokens),
+    )
+    evaluation("qat_eval", qat_dir, k_qat)
     int8_dir, k_int8 = stages.run_stage(
-        out, "int8", {"student": k_kd, "data": k_data, "n": cfg.calibration_reviews},
-        lambda o, w: quantize.quantize_student(kd_dir, data_dir, o, cfg.calibration_reviews),
+        out, "int8", {"student": k_qat, "data": k_data, "n": cfg.calibration_reviews},
+        lambda o, w: quantize.quantize_student(qat_dir, data_dir, o, cfg.calibration_reviews),
     )
-    evaluation("int8_eval", int8_dir, k_int8, "tflm", reference=(kd_dir, k_kd))
+    evaluation("int8_eval", int8_dir, k_int8, "tflm", reference=(qat_dir, k_qat))
+    stages.run_stage(out, "firmware_export", {"int8": k_int8},
+                     lambda o, w: export.export_firmware(int8_dir, o))
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
     report = evaluate.write_report(out, command=" ".join(["python -m pipeline.all", *sys.argv[1:]]))
     log.info("report: %s", report)
     return report
+
+
+def _val_accuracy(eval_dir: Path) -> float:
+    return float(json.loads((eval_dir / "metrics.json").read_text())["val"]["accuracy"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="override one config value, e.g. --set teacher.units=64")
     ap.add_argument("--publish", type=Path, metavar="DIR",
                     help="also copy report.md, metrics, stats and plots (no data, no models) to DIR")
+    ap.add_argument("--release", type=Path, metavar="DIR",
+                    help="also copy the int8 release model (model files + tokenizer) to DIR, "
+                         "e.g. models/release")
+    ap.add_argument("--firmware", type=Path, metavar="DIR",
+                    help="also write the release model's generated sources into the PlatformIO "
+                         "project DIR (firmware)")
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -107,15 +191,29 @@ def main(argv: list[str] | None = None) -> int:
     for p in filter(None, (args.data, args.heldout)):
         if not p.exists():
             ap.error(f"{p} does not exist")
+    strategy = None
+    if cfg.distribute.strategy != "default":
+        from pipeline.distribute import strategy_from_name
+
+        try:  # before any TensorFlow op: MultiWorkerMirroredStrategy configures the runtime
+            strategy = strategy_from_name(cfg.distribute.strategy)
+        except ValueError as e:
+            ap.error(str(e))
     try:
         out = args.out or Path("runs") / cfg.preset
-        run(cfg, args.data, out, args.heldout)
+        run(cfg, args.data, out, args.heldout, strategy)
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.publish:
         files = evaluate.publish_report(out, args.publish)
         log.info("published %d files to %s", len(files), args.publish)
+    if args.release:
+        files = quantize.copy_release(out / "int8", args.release)
+        log.info("release model: %d files in %s", len(files), args.release)
+    if args.firmware:
+        sizes = export.export_firmware(args.release or out / "int8", args.firmware)
+        log.info("firmware sources in %s/src: %s", args.firmware, sizes)
     return 0
 
 

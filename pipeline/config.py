@@ -9,8 +9,11 @@ from typing import Any
 
 from pipeline.data import DataConfig
 from pipeline.distill import DistillConfig
+from pipeline.distribute import DistributeConfig
+from pipeline.fasttext_peer import FastTextConfig
 from pipeline.models import StudentConfig, TeacherConfig
 from pipeline.peers import TfidfConfig
+from pipeline.prune import PruneConfig
 from pipeline.tokenizer import TokenizerConfig
 from pipeline.train import TrainConfig
 
@@ -24,11 +27,19 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     peer: TfidfConfig = field(default_factory=TfidfConfig)
+    fasttext: FastTextConfig = field(default_factory=FastTextConfig)
     student_tokenizer: TokenizerConfig = field(
         default_factory=lambda: TokenizerConfig(vocab_size=4000, seq_len=256))
     student: StudentConfig = field(default_factory=StudentConfig)
     student_train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    qat_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_epochs=2, patience=1, learning_rate=2e-4))
+    # Tokens per review from QAT on (the release): the students train on the first
+    # student_tokenizer.seq_len tokens (faster), QAT fine-tunes and the device runs on this many.
+    release_tokens: int = 512
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
     calibration_reviews: int = 500
     preset: str = "full"
 
@@ -49,6 +60,12 @@ def preset(name: str) -> Config:
             student_tokenizer=replace(base.student_tokenizer, vocab_size=500, seq_len=128),
             student=replace(base.student, embed_dim=16, units=16),
             student_train=replace(base.student_train, max_epochs=2, batch_size=32),
+            distill=replace(base.distill, augment=1),
+            prune=replace(base.prune, retrain_epochs=1),
+            qat_train=replace(base.qat_train, max_epochs=1, batch_size=32),
+            fasttext=replace(base.fasttext, epochs=(5,), lrs=(0.25,), bucket=200_000,
+                             quant_cutoff=20_000),
+            release_tokens=160,
             calibration_reviews=100,
         )
     raise ValueError(f"unknown preset {name!r}: use 'smoke' or 'full'")

@@ -13,8 +13,9 @@ batching, early stopping and resumable checkpoints of the other training stages.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
+from pipeline.afd import (
+    PairAttention,
+    TeacherFeatures,
+    afd_loss,
+    pad_maps,
+    student_feature_model,
+    teacher_features,
+)
 from pipeline.models import StudentConfig
 from pipeline.train import StepFactory, TrainConfig, TrainStep
 
@@ -34,10 +43,21 @@ class DistillConfig:
 
     temperature: float = 2.0
     alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha for the labels
+    afd_weight: float = 1.0  # weight of attention-based feature distillation in the AFD stage
+    afd_dim: int = 32  # query/key width of AFD's attention over layer pairs
+    augment: int = 2  # teacher-labelled crops per training review (0: the training split only)
+    crop_min: float = 0.2  # a crop keeps a random run of this share ...
+    crop_max: float = 0.7  # ... to this share of the review's words
 
 
 def logits_model(model: keras.Model) -> keras.Model:
-    """``ids -> pre-sigmoid logit [B]`` sharing the weights of a model ending in Dense "prob"."""
+    """``ids -> pre-sigmoid logit [B]`` sharing the weights of a model ending in Dense "prob".
+
+    A QAT model (``pipeline.quantize.build_qat_model``) has its logit as the layer "logit".
+    """
+    if "logit" in [layer.name for layer in model.layers]:
+        logit = keras.layers.Reshape((), name="logit_flat")(model.get_layer("logit").output)
+        return keras.Model(model.input, logit, name=f"{model.name}_logits")
     prob = model.get_layer("prob")
     z = prob.input
     logit = keras.layers.Lambda(lambda t: tf.squeeze(tf.matmul(t, prob.kernel) + prob.bias, -1),
@@ -57,20 +77,43 @@ def kd_loss(y: tf.Tensor, z_s: tf.Tensor, z_t: tf.Tensor, cfg: DistillConfig) ->
     return (1.0 - cfg.alpha) * hard + cfg.alpha * soft
 
 
-def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig) -> StepFactory:
-    """A training step for :func:`pipeline.train.fit` that distils ``teacher_logits[idx]``."""
+def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
+            features: TeacherFeatures | None = None) -> StepFactory:
+    """A training step for :func:`pipeline.train.fit` that distils ``teacher_logits[idx]``.
+
+    With ``features`` and ``cfg.afd_weight > 0`` the loss adds ``afd_weight * L_afd``
+    (:func:`pipeline.afd.afd_loss`); the layer-pair attention has its own Adam optimizer.
+    """
     teacher_logits = np.asarray(teacher_logits, np.float32)
+    use_afd = features is not None and cfg.afd_weight > 0
 
     def factory(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
-        student_logits = logits_model(model)
         weights = model.trainable_variables
+        if use_afd:
+            feats = student_feature_model(model)
+            s_dims = [int(o.shape[-1]) for o in feats.outputs[1:]]
+            pairs = PairAttention([p.shape[1] for p in features.pooled], s_dims, cfg.afd_dim)
+            pair_vars = list(pairs.trainable_variables)
+            pair_opt = keras.optimizers.Adam(1e-3)
+        else:
+            student_logits = logits_model(model)
 
         @tf.function(reduce_retracing=True)
-        def step(x, y, z_t):
+        def step(x, y, z_t, t_maps, t_pooled):
             with tf.GradientTape() as tape:
-                z_s = student_logits(x, training=True)
-                loss = kd_loss(y, z_s, z_t, cfg)
-            optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
+                if use_afd:
+                    z_s, emb, h = feats(x, training=True)
+                    afd, _ = afd_loss(x, emb, h, t_maps, t_pooled, pairs)
+                    loss = kd_loss(y, z_s, z_t, cfg) + cfg.afd_weight * afd
+                else:
+                    z_s = student_logits(x, training=True)
+                    loss = kd_loss(y, z_s, z_t, cfg)
+            if use_afd:
+                grads = tape.gradient(loss, weights + pair_vars)
+                optimizer.apply_gradients(zip(grads[: len(weights)], weights, strict=True))
+                pair_opt.apply_gradients(zip(grads[len(weights):], pair_vars, strict=True))
+            else:
+                optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
             correct = tf.reduce_sum(tf.cast(tf.equal(z_s >= 0, y >= 0.5), tf.float32))
             return loss, correct
 
@@ -79,7 +122,12 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig) -> StepFactory:
         def run(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
             if first:
                 totals.update(loss=0.0, correct=0.0, n=0)
-            loss, correct = step(x, y.astype(np.float32), teacher_logits[idx])
+            if use_afd:
+                t_maps = pad_maps([features.maps[i] for i in idx], x.shape[1])
+                t_pooled = [p[idx].astype(np.float32) for p in features.pooled]
+            else:
+                t_maps, t_pooled = np.zeros((len(idx), 0, 0), np.float32), []
+            loss, correct = step(x, y.astype(np.float32), teacher_logits[idx], t_maps, t_pooled)
             totals["loss"] += float(loss) * len(idx)
             totals["correct"] += float(correct)
             totals["n"] += len(idx)
@@ -90,41 +138,93 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig) -> StepFactory:
     return factory
 
 
-def teacher_logits_for(teacher_dir: Path, texts: list[str]) -> np.ndarray:
-    """The teacher's logits for ``texts`` (its own tokenizer and truncation)."""
-    from pipeline.predict import load_predictor
+def crop_texts(texts: list[str], seed: int, lo: float, hi: float, min_words: int = 8) -> list[str]:
+    """One random contiguous run of ``lo..hi`` of each text's words (texts under ``min_words`` kept).
 
-    p = np.clip(load_predictor(teacher_dir, "keras")(texts).astype(np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p)).astype(np.float32)
+    Crops are new, shorter reviews for the teacher to label (augmentation for distillation, as in
+    Tang et al. 2019): they teach the student the teacher's view of partial evidence.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in texts:
+        words = t.split()
+        n = len(words)
+        if n < min_words:
+            out.append(t)
+            continue
+        length = int(rng.integers(max(4, int(lo * n)), max(5, int(hi * n)) + 1))
+        start = int(rng.integers(0, n - length + 1))
+        out.append(" ".join(words[start : start + length]))
+    return out
+
+
+TARGET_TEXTS, TARGET_LOGITS, TARGET_FEATURES = "texts.jsonl", "teacher_logits.npy", "features.npz"
+
+
+def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
+                    work_dir: Path, dcfg: DistillConfig, seed: int = 13) -> dict:
+    """Stage: what the students learn from: the training reviews plus ``dcfg.augment`` crops of each,
+    the teacher's logits on all of them, and the teacher's AFD maps on the student's tokens.
+
+    ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability.
+    """
+    from pipeline.data import read_jsonl
+    from pipeline.tokenizer import Tokenizer
+
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")
+    texts = [t for t, _ in rows]
+    labels = [float(y) for _, y in rows]
+    for k in range(dcfg.augment):
+        texts += crop_texts(texts[: len(rows)], seed * 1000 + k, dcfg.crop_min, dcfg.crop_max)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cache = work_dir / TARGET_FEATURES  # one teacher pass: resumable once it is written
+    if cache.exists():
+        features, z_t = TeacherFeatures.load(cache), np.load(work_dir / TARGET_LOGITS)
+    else:
+        log.info("distill: teacher pass over %d training texts (%d crops)", len(texts),
+                 len(texts) - len(rows))
+        features, z_t = teacher_features(teacher_dir, Tokenizer.load(student_tok_dir), texts)
+        np.save(work_dir / TARGET_LOGITS, z_t)
+        features.save(cache)
+    labels += (1 / (1 + np.exp(-z_t[len(rows):].astype(np.float64)))).tolist()
+    out_dir = Path(out_dir)
+    for name in (TARGET_FEATURES, TARGET_LOGITS):
+        (work_dir / name).replace(out_dir / name)
+    with open(out_dir / TARGET_TEXTS, "w", encoding="utf-8") as f:
+        for t, y in zip(texts, labels, strict=True):
+            f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
+    agree = float(np.mean((z_t[: len(rows)] >= 0) == (np.array(labels[: len(rows)]) >= 0.5)))
+    log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
+    return {"reviews": len(rows), "crops": len(texts) - len(rows),
+            "teacher_train_agreement": agree}
+
+
+def load_target_rows(targets_dir: Path) -> list[tuple[str, float]]:
+    """``(text, label)`` rows of :func:`teacher_targets` (reviews, then crops), in index order."""
+    with open(Path(targets_dir) / TARGET_TEXTS, encoding="utf-8") as f:
+        return [tuple(json.loads(line)) for line in f]
 
 
 def distill_student(
-    data_dir: Path, teacher_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: StudentConfig, cfg: TrainConfig, dcfg: DistillConfig,
+    data_dir: Path, targets_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
+    model_cfg: StudentConfig, cfg: TrainConfig, dcfg: DistillConfig, afd: bool = False,
 ) -> dict:
-    """Stage: train the student with labels + the teacher's soft targets (KD)."""
-    from pipeline.data import read_jsonl
+    """Stage: train the student on :func:`teacher_targets` with KD (``afd``: + feature distillation)."""
     from pipeline.models import build_student
     from pipeline.tokenizer import Tokenizer
     from pipeline.train import fit_and_save, labelled_ids, set_determinism
 
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    cache = work_dir / "teacher_logits.npy"
-    if cache.exists():
-        z_t = np.load(cache)
-    else:
-        log.info("distill: teacher logits on the training split")
-        texts = [t for t, _ in read_jsonl(Path(data_dir) / "train.jsonl")]
-        z_t = teacher_logits_for(teacher_dir, texts)
-        np.save(work_dir / "teacher_logits.tmp.npy", z_t)
-        (work_dir / "teacher_logits.tmp.npy").replace(cache)
+    targets_dir = Path(targets_dir)
+    rows = load_target_rows(targets_dir)
+    z_t = np.load(targets_dir / TARGET_LOGITS)
+    features = TeacherFeatures.load(targets_dir / TARGET_FEATURES) if afd else None
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
-    splits = labelled_ids(data_dir, tok)
-    agree = float(np.mean((z_t >= 0) == (splits["train"][1] >= 0.5)))
-    log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
+    splits = labelled_ids(data_dir, tok, names=("val",))
+    splits["train"] = (tok.ids([t for t, _ in rows]), np.array([y for _, y in rows], np.float32))
     model = build_student(tok.vocab_size, model_cfg)
-    summary = fit_and_save(model, tok, splits, cfg, work_dir, out_dir, "student-kd",
-                           make_step=kd_step(z_t, dcfg))
-    return {**summary, "teacher_train_agreement": agree}
+    kind = "student-kd-afd" if afd else "student-kd"
+    step_cfg = dcfg if afd else replace(dcfg, afd_weight=0.0)
+    return fit_and_save(model, tok, splits, cfg, Path(work_dir), out_dir, kind,
+                        make_step=kd_step(z_t, step_cfg, features))

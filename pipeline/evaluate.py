@@ -321,6 +321,126 @@ def _human_bytes(n: float) -> str:
     return str(n)
 
 
+def _bytes_or_missing(n: int | None) -> str:
+    return f"{n:,} B" if n else MISSING
+
+
+def _s3_estimate(macs: int) -> str:
+    """A rough ESP32-S3 latency from MACs: ESP-NN's int8 kernels sustain very roughly 0.1-0.3 GMAC/s
+    on the S3's vector unit at 240 MHz for these small matrices (an estimate, not a measurement)."""
+    return (f"{macs / 0.3e6:.1f}–{macs / 0.1e6:.1f} ms per 128-token review from {macs:,} MACs at "
+            "0.1–0.3 GMAC/s (an estimate, not measured on a board), plus per-invoke overhead")
+
+
+_MODEL_STAGE = {"teacher_eval": "teacher", "student_eval": "student", "student_kd_eval": "student_kd",
+                "student_afd_eval": "student_afd", "prune_eval": "student_pruned", "qat_eval": "qat",
+                "int8_eval": "int8"}
+
+
+def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) -> list[str]:
+    """The Baseline / Distilled / Pruned / Quantized table and the pruning rounds."""
+    lines: list[str] = []
+    distilled = [s for s in ("student_kd_eval", "student_afd_eval") if evals.get(s)]
+    chosen = max(distilled, key=lambda s: evals[s]["val"]["accuracy"]) if distilled else None
+    prune = load("student_pruned/pruning.json")
+    rows = []
+    if evals.get("teacher_eval"):
+        m = evals["teacher_eval"]
+        rows.append(("Baseline", "BiGRU teacher, float32", m,
+                     _human_bytes(sum(m["model_files_bytes"].values())) + " (Keras file)",
+                     "teacher_eval"))
+    if chosen:
+        m = evals[chosen]
+        rows.append(("Distilled", "student + KD" + (" + AFD" if "afd" in chosen else "") +
+                     ", float32", m, _human_bytes(sum(m["model_files_bytes"].values())) +
+                     f" (Keras file; {m['model'].get('params', 0):,} weights)", chosen))
+    if evals.get("prune_eval") and prune:
+        m, last = evals["prune_eval"], prune["rounds"][-1]
+        sz = last["size"]
+        rows.append(("Pruned", f"Lottery ticket, {100 * last['sparsity']:.0f}% sparse, float32", m,
+                     f"{sz['nonzero_weights']:,} non-zero of {sz['weights']:,} weights; int8 "
+                     f"{_human_bytes(sz['int8_dense_bytes'])} dense, "
+                     f"{_human_bytes(sz['int8_gzip_bytes'])} gzip", "prune_eval"))
+    if evals.get("int8_eval"):
+        m = evals["int8_eval"]
+        d = m["model"]["device"]
+        qat = (load("qat/stage.json") or {}).get("summary", {})
+        how = ("QAT weights" if qat.get("kept") == "qat" else
+               "QAT kept its start weights" if qat.get("kept") == "start" else "post-training")
+        rows.append(("Quantized", f"full int8 ({how}), TFLM step loop", m,
+                     f"{_human_bytes(d['flash_bytes'])} flash (model files)", "int8_eval"))
+    if peer:
+        kept = peer["stopwords_kept"]
+        rows.append(("Peer", f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
+                     _human_bytes(kept["size_bytes"]) + " (pickle)", ""))
+    if ft := load("peer_fasttext/metrics.json"):
+        for key, name, kind in (("bigram", "fastText bigram", ".bin"),
+                                ("quantized", "fastText bigram, quantized", ".ftz")):
+            rows.append(("Peer", name, ft[key], _human_bytes(ft[key]["size_bytes"]) + f" ({kind})",
+                         ""))
+    if not rows:
+        return lines
+    lines += ["## Compression: Baseline / Distilled / Pruned / Quantized (test split)", "",
+              "| stage | model | tokens | accuracy | balanced acc. | F1 | ROC-AUC | size | "
+              "host ms / review |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    for stage, name, m, size, eval_stage in rows:
+        t = m["test"]
+        tok = load(f"{_MODEL_STAGE[eval_stage]}/tokenizer.json") if eval_stage else None
+        tokens = (tok or {}).get("seq_len", MISSING)
+        lines.append(f"| {stage} | {name} | {tokens} | " + " | ".join(
+            _fmt(c, t.get(c)) for c in ("accuracy", "balanced_accuracy", "f1", "roc_auc")) +
+            f" | {size} | {t['host_ms_per_review']:.3f} |")
+    lines += ["", "Host ms / review: batched Keras prediction on this machine's CPU; the int8 row "
+              "runs one review at a time, token by token, in the TFLM interpreter.", ""]
+    if chosen:
+        qat = (load("qat/stage.json") or {}).get("summary", {})
+        ticket = evals.get("prune_eval")
+        base = ("the pruned ticket" if ticket and ticket["val"]["accuracy"] >=
+                evals[chosen]["val"]["accuracy"] else "the dense distilled student")
+        lines += [f"Decisions, all on the validation split: the distilled student that went on is "
+                  f"the better of KD and KD + AFD: `{chosen.removesuffix('_eval')}`; QAT started "
+                  f"from {base} (the ticket goes on only if it is at least as accurate)"]
+        if qat:
+            lines[-1] += (f"; QAT fine-tuned at {qat.get('seq_len')} tokens and "
+                          + ("kept its fine-tuned weights" if qat.get("kept") == "qat" else
+                             "kept its starting weights") +
+                          f" (validation loss {qat.get('val_loss_before', float('nan')):.5f} "
+                          f"before, {qat.get('val_loss_after', float('nan')):.5f} after).")
+        lines += [""]
+    if prune:
+        names = list(prune["rounds"][-1]["layers"])
+        lines += ["### Lottery Ticket rounds (one global magnitude threshold; rewind to epoch "
+                  f"{prune['rewind']['epoch']}, source: {prune['rewind']['source']})", "",
+                  "| round | sparsity | threshold | " + " | ".join(f"`{n}`" for n in names) +
+                  " | zero embedding rows | val acc | non-zero | int8 dense | int8 gzip |",
+                  "|---:|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|---:|---:|"]
+        for r in prune["rounds"]:
+            emb = next((v for v in r.get("structure", {}).values() if "zero_rows" in v), {})
+            lines.append(
+                f"| {r.get('round', 0)} | {100 * r['sparsity']:.1f}% | "
+                f"{r.get('threshold', 0.0):.4f} | " +
+                " | ".join(f"{100 * r['layers'][n]['sparsity']:.1f}%" for n in names) +
+                f" | {emb.get('zero_rows', MISSING)} | {100 * r['val_accuracy']:.2f} | "
+                f"{r['size']['nonzero_weights']:,} | {r['size']['int8_dense_bytes']:,} | "
+                f"{r['size']['int8_gzip_bytes']:,} |")
+        lines += ["", "Round 0 is the dense distilled student. TFLM stores zeros densely, so the "
+                  "device gains from pruning only where whole structures empty: embedding rows that "
+                  "are entirely zero leave the int8 table (`quantize.compact_rows`, an id map "
+                  "sends their ids to one shared zero row).", ""]
+    return lines
+
+
+REPORT_ROWS = (  # (evaluation stage, row name), in pipeline order
+    ("teacher_eval", "Baseline: BiGRU teacher (float32, Keras)"),
+    ("student_eval", "Student, labels only (float32)"),
+    ("student_kd_eval", "Distilled: student + KD (float32)"),
+    ("student_afd_eval", "Distilled: student + KD + AFD (float32)"),
+    ("prune_eval", "Pruned: Lottery Ticket of the distilled student (float32)"),
+    ("qat_eval", "QAT stage output at the release length (float32; see kept)"),
+    ("int8_eval", "Quantized: full int8 step loop (TFLM)"),
+)
+
+
 def write_report(run_dir: Path, command: str) -> Path:
     """Assemble ``report.md`` and ``roc.png`` from the finished stages' outputs in ``run_dir``."""
     run_dir = Path(run_dir)
@@ -331,17 +451,14 @@ def write_report(run_dir: Path, command: str) -> Path:
 
     data_stats = load("data/stats.json") or {}
     tok_stats = load("tokenizer/stats.json") or {}
-    evals = {stage: load(f"{stage}/metrics.json") for stage in
-             ("teacher_eval", "student_eval", "student_kd_eval", "int8_eval")}
+    evals = {stage: load(f"{stage}/metrics.json") for stage, _ in REPORT_ROWS}
     teacher, int8 = evals["teacher_eval"], evals["int8_eval"]
     history = load("teacher/history.json")
     peer = load("peer_tfidf/metrics.json")
+    ft = load("peer_fasttext/metrics.json")
     cfg = load("config.json") or {}
     models: list[tuple[str, dict, dict]] = []  # (name, eval metrics, extra)
-    for stage, name in (("teacher_eval", "BiGRU teacher (float32, Keras)"),
-                        ("student_eval", "BiGRU student, labels only (float32, Keras)"),
-                        ("student_kd_eval", "BiGRU student + KD (float32, Keras)"),
-                        ("int8_eval", "BiGRU student + KD, full int8 (TFLM)")):
+    for stage, name in REPORT_ROWS:
         if m := evals[stage]:
             models.append((name, m, {"size": sum(m["model_files_bytes"].values()),
                                      "params": m["model"].get("params")}))
@@ -349,6 +466,10 @@ def write_report(run_dir: Path, command: str) -> Path:
         kept = peer["stopwords_kept"]
         models.append((f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
                        {"size": kept["size_bytes"], "params": kept["features"]}))
+    if ft:
+        for key, label in (("bigram", "fastText bigram"), ("quantized", "fastText bigram, .ftz")):
+            models.append((f"{label} (epoch {ft['epoch']}, lr {ft['lr']:g})", ft[key],
+                           {"size": ft[key]["size_bytes"], "params": ft[key]["words"]}))
     lines = [
         "# Results",
         "",
@@ -378,6 +499,7 @@ def write_report(run_dir: Path, command: str) -> Path:
             f"tokens per review p50 {p['p50']:.0f}, p90 {p['p90']:.0f}, p99 {p['p99']:.0f}).",
             "",
         ]
+    lines += _compression_summary(run_dir, load, evals, peer)
     lines += ["## Test split", ""]
     cols = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
     lines.append("| model | " + " | ".join(cols) + " | size | params / features | host ms/review |")
@@ -388,7 +510,8 @@ def write_report(run_dir: Path, command: str) -> Path:
         lines.append(f"| {name} | " + " | ".join(cells) +
                      f" | {_human_bytes(extra['size'])} | {extra['params'] or MISSING} |"
                      f" {t['host_ms_per_review']:.3f} |")
-    lines += ["", "Size: bytes of the saved model file(s) (the peer: its pickle). "
+    lines += ["", "Size: bytes of the saved model file(s) (TF-IDF: its pickle; fastText: its "
+              "`.bin` / `.ftz`; params / features: TF-IDF terms, fastText dictionary rows). "
               "Host ms/review: batched prediction on this machine's CPU, test split.", ""]
     if any("val" in m for _, m, _ in models):
         lines += ["Validation split (used for early stopping and the peer's C):", "",
@@ -400,20 +523,29 @@ def write_report(run_dir: Path, command: str) -> Path:
                   "— `teacher_eval/confusion.png`; ROC curves: `roc.png`.", ""]
     if int8:
         d = int8["model"]["device"]
+        fw = (load("firmware_export/stage.json") or {}).get("summary", {})
+        tables = fw.get("tokenizer_tables")
+        flash = (f"{d['flash_bytes']:,} B" + (f" + {fw['id_map']:,} B id map" if fw.get("id_map")
+                                              else ""))
         lines += ["## On the device (int8 student)", "",
-                  "| flash (model files) | tensor arena (min, TFLM) | MACs / 128-token review | "
-                  "host TFLM ms / 128-token review | operators |", "|---:|---:|---:|---:|---|",
-                  f"| {d['flash_bytes']:,} B | {d['arena_bytes']:,} B | "
-                  f"{d['macs_per_128_tokens']:,} | {d['host_tflm_ms_per_128_tokens']:.2f} | "
+                  "| flash: model files | flash: tokenizer tables | flash: total | tensor arenas "
+                  "(min, TFLM, step + head) | MACs / 128-token review | host TFLM ms / 128-token "
+                  "review | operators |", "|---:|---:|---:|---:|---:|---:|---|",
+                  f"| {flash} | {_bytes_or_missing(tables)} | "
+                  f"{_bytes_or_missing(fw.get('total'))} | "
+                  f"{d['arena_bytes']:,} B | {d['macs_per_128_tokens']:,} | "
+                  f"{d['host_tflm_ms_per_128_tokens']:.2f} | "
                   f"{', '.join(sorted(set(d['ops']['step']) | set(d['ops']['head'])))} |", "",
                   f"Label agreement with the float student it came from: "
                   f"{100 * int8['test'].get('agreement', float('nan')):.2f}% on the test split "
                   f"(largest probability difference "
                   f"{int8['test'].get('max_abs_prob_diff', float('nan')):.3f}).", "",
                   "The int8 rows run the exact `.tflite` bytes in the TensorFlow Lite Micro "
-                  "interpreter, token by token (`pipeline/quantize.py`). The arena is the larger "
-                  "of the step and head models' minimum, found by bisection on this 64-bit host.",
-                  ""]
+                  "interpreter, token by token (`pipeline/quantize.py`). Arenas: the minimum each "
+                  "interpreter needs, found by bisection on this 64-bit host, added up (both live "
+                  "on the device). Flash totals are the generated firmware arrays "
+                  "(`firmware_export` stage, `pipeline/export.py`). ESP32-S3 estimate: "
+                  f"{_s3_estimate(d['macs_per_128_tokens'])}.", ""]
     names = sorted({k for _, m, _ in models for k in m.get("heldout", {})})
     if names:
         lines += ["## Held-out sets (accuracy / balanced accuracy / F1, %)", "",

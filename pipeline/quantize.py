@@ -11,9 +11,12 @@ so the recurrence runs in the caller (the ESP32 firmware, or :func:`step_loop_in
 * ``head.tflite``: input ``pooled`` int8 ``[1, 2U]`` (mean of the states over time) -> Dense ->
   sigmoid -> int8 ``prob``.
 * ``quant.json``: the constants the loop needs (state / pooled / prob scale and zero point, the
-  tensor index of every input and output in each model, arena sizes, MACs).
+  tensor index of every input and output in each model, arena sizes, MACs, the optional
+  ``id_map`` of a compacted embedding table).
 
-The device loop, for ``T`` token ids (right padding removed)::
+The device loop, for ``T`` token ids (right padding removed; when pruning emptied embedding rows,
+``quant.json`` has an ``id_map`` and every id ``i`` becomes ``id_map[i]`` first, see
+:func:`compact_rows`)::
 
     hf[:] = zp_fwd; hb[:] = zp_bwd; sf[:] = 0; sb[:] = 0            # int8 states, int32 sums
     for t in 0..T-1:
@@ -32,9 +35,12 @@ only needs the sums, whose order does not matter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import math
 import os
+import shutil
 import struct
 import sys
 import time
@@ -48,6 +54,8 @@ import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from pipeline.models import TokenEmbedding
+
+log = logging.getLogger(__name__)
 
 STEP_FILE, HEAD_FILE, QUANT_FILE = "step.tflite", "head.tflite", "quant.json"
 STEP_INPUTS, STEP_OUTPUTS = ("tokens", "h_fwd", "h_bwd"), ("h_fwd", "h_bwd")
@@ -123,9 +131,32 @@ def _student_parts(student: keras.Model) -> tuple[np.ndarray, keras.layers.Bidir
     return table, bigru
 
 
-def build_step_model(student: keras.Model) -> keras.Model:
-    """Float one-token model ``(tokens [1,2] int32, h_fwd [1,U], h_bwd [1,U]) -> (h_fwd, h_bwd)``."""
-    table, bigru = _student_parts(student)
+def compact_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Drop embedding rows that are entirely zero (pruned), keeping one shared zero row.
+
+    Returns ``(rows, id_map)``: ``rows[id_map[i]] == table[i]`` for every token id ``i``; ``id_map``
+    is None (and ``rows`` the table) when fewer than two rows are zero. Row 0 (padding) never
+    reaches the step model and counts as droppable. TFLM stores zeros densely, so this is how
+    pruning shrinks the flash image.
+    """
+    zero = ~np.any(table != 0, axis=1)
+    zero[0] = True
+    if zero.sum() < 2:
+        return table, None
+    keep = np.nonzero(~zero)[0]
+    id_map = np.full(len(table), len(keep), np.int32)  # dropped ids -> the shared zero row
+    id_map[keep] = np.arange(len(keep), dtype=np.int32)
+    rows = np.concatenate([table[keep], np.zeros((1, table.shape[1]), table.dtype)])
+    return rows, id_map
+
+
+def build_step_model(student: keras.Model, table: np.ndarray | None = None) -> keras.Model:
+    """Float one-token model ``(tokens [1,2] int32, h_fwd [1,U], h_bwd [1,U]) -> (h_fwd, h_bwd)``.
+
+    ``table`` replaces the student's embedding rows (:func:`compact_rows`); tokens index it.
+    """
+    full, bigru = _student_parts(student)
+    table = full if table is None else table
     units = bigru.forward_layer.units
     tokens = keras.Input(shape=(2,), batch_size=1, dtype="int32", name="tokens")
     h_fwd = keras.Input(shape=(units,), batch_size=1, name="h_fwd")
@@ -164,6 +195,203 @@ def float_runners(student: keras.Model) -> tuple[StepFn, HeadFn]:
         return f.numpy(), b.numpy()
 
     return step_fn, lambda pooled: float(head_call(tf.constant(pooled)).numpy().reshape(-1)[0])
+
+
+# ----------------------------------------------------------------------------- quantization-aware training
+
+
+def _qk():
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot.quantization.keras
+
+
+def _quantize_configs() -> dict[str, type]:
+    """The tfmot ``QuantizeConfig`` classes of the QAT student (defined lazily: tfmot loads slowly)."""
+    if _QCONFIGS:
+        return _QCONFIGS
+    qk = _qk()
+
+    def weight_quantizer():
+        return qk.quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
+                                                narrow_range=True)
+
+    def output_quantizer():
+        return qk.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                    narrow_range=False)
+
+    class GRUQuantizeConfig(qk.QuantizeConfig):
+        """A ``Bidirectional(GRU)`` rounded as the int8 step model rounds it.
+
+        Weights: kernel and recurrent kernel of both directions, 8-bit symmetric per tensor. Output:
+        the per-timestep states, 8-bit asymmetric (moving-average range), like the step model's int8
+        ``h_fwd``/``h_bwd``. Biases stay float (int32 on the device).
+        """
+
+        @staticmethod
+        def _cells(layer):
+            return layer.forward_layer.cell, layer.backward_layer.cell
+
+        def get_weights_and_quantizers(self, layer):
+            return [(getattr(c, n), weight_quantizer()) for c in self._cells(layer)
+                    for n in ("kernel", "recurrent_kernel")]
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            f, b = self._cells(layer)
+            f.kernel, f.recurrent_kernel, b.kernel, b.recurrent_kernel = quantize_weights
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [output_quantizer()]
+
+        def get_config(self):
+            return {}
+
+    class LogitQuantizeConfig(GRUQuantizeConfig):
+        """A linear ``Dense``: 8-bit kernel, 8-bit output (the head's FULLY_CONNECTED output)."""
+
+        def get_weights_and_quantizers(self, layer):
+            return [(layer.kernel, weight_quantizer())]
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            layer.kernel = quantize_weights[0]
+
+    _QCONFIGS.update(GRUQuantizeConfig=GRUQuantizeConfig, LogitQuantizeConfig=LogitQuantizeConfig)
+    return _QCONFIGS
+
+
+_QCONFIGS: dict[str, type] = {}
+
+
+def _built(layer: keras.layers.Layer, input_shape: tuple, weights: list[np.ndarray]):
+    layer(tf.zeros(input_shape))
+    layer.set_weights(weights)
+    return layer
+
+
+def build_qat_model(student: keras.Model) -> keras.Model:
+    """The student with tfmot fake quantization where the int8 models round (QAT).
+
+    ``ids -> embedding -> QuantizeWrapperV2(BiGRU, GRUQuantizeConfig) -> masked mean ->
+    QuantizeWrapperV2(Dense "logit", 8-bit kernel + output) -> sigmoid``. The padding mask is passed
+    explicitly (tfmot's wrapper does not propagate Keras masks). Starts from ``student``'s weights.
+    """
+    from pipeline.models import MaskedMeanPooling
+
+    qk = _qk()
+    table, bigru = _student_parts(student)
+    prob = student.get_layer("prob")
+    units = bigru.forward_layer.units
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    emb = TokenEmbedding(*table.shape, name="embedding")
+    x = emb(ids)
+    emb.set_weights([table])
+    mask = keras.layers.Lambda(lambda t: tf.not_equal(t, 0), name="mask")(ids)
+    inner = _built(keras.layers.Bidirectional.from_config(bigru.get_config()), (1, 2, table.shape[1]),
+                   bigru.get_weights())
+    qc = _quantize_configs()
+    h = qk.QuantizeWrapperV2(inner, qc["GRUQuantizeConfig"](), name="bigru")(x, mask=mask)
+    pooled = MaskedMeanPooling(name="pool")(h, mask=mask)
+    dense = _built(keras.layers.Dense(1, name="logit_dense"), (1, 2 * units), prob.get_weights())
+    logit = qk.QuantizeWrapperV2(dense, qc["LogitQuantizeConfig"](), name="logit")(pooled)
+    out = keras.layers.Activation("sigmoid", name="prob")(logit)
+    return keras.Model(ids, out, name="student_qat")
+
+
+def student_from_qat(qat: keras.Model, student: keras.Model) -> keras.Model:
+    """A plain student (same architecture as ``student``) holding ``qat``'s trained float weights."""
+    out = keras.models.clone_model(student)
+    out.set_weights(student.get_weights())
+    out.get_layer("embedding").set_weights(qat.get_layer("embedding").get_weights())
+    wrapper = qat.get_layer("bigru")
+    kernels = [v.numpy() for v, _, _ in wrapper._weight_vars]  # fwd k, fwd rk, bwd k, bwd rk
+    biases = [wrapper.layer.forward_layer.cell.bias.numpy(), wrapper.layer.backward_layer.cell.bias.numpy()]
+    out.get_layer("bigru").set_weights(kernels[:2] + biases[:1] + kernels[2:] + biases[1:])
+    logit = qat.get_layer("logit")
+    out.get_layer("prob").set_weights([logit._weight_vars[0][0].numpy(), logit.layer.bias.numpy()])
+    return out
+
+
+def qat_prunable_weights(qat: keras.Model) -> dict[str, tf.Variable]:
+    """The QAT model's float weights under :func:`pipeline.prune.prunable_weights`' names."""
+    gru, logit = qat.get_layer("bigru"), qat.get_layer("logit")
+    k = [v for v, _, _ in gru._weight_vars]  # fwd kernel, fwd recurrent, bwd kernel, bwd recurrent
+    return {"embedding/embeddings": qat.get_layer("embedding").embeddings,
+            "bigru/forward/kernel": k[0], "bigru/forward/recurrent_kernel": k[1],
+            "bigru/backward/kernel": k[2], "bigru/backward/recurrent_kernel": k[3],
+            "prob/kernel": logit._weight_vars[0][0]}
+
+
+def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path, cfg,
+                make_step=None, seq_len: int | None = None) -> dict[str, Any]:
+    """Stage: quantization-aware fine-tuning of a float student -> a float student directory.
+
+    Fine-tunes :func:`build_qat_model` (tfmot fake quantization of the GRU weights and states and of
+    the output layer) with :func:`pipeline.train.fit` (``make_step``: e.g. the distillation step;
+    default: labels only), then writes the trained float weights back into the plain student
+    architecture, which :func:`quantize_student` converts. The fine-tuned weights are kept only if
+    they lower the validation loss of the starting weights (early stopping with the start as epoch
+    0); ``summary["kept"]`` says which. Reports validation loss and accuracy before/after.
+    A pruned student (``masks.npz`` beside its model) keeps its zeros: the masks are re-applied
+    after every step. ``seq_len`` (the release length) replaces the tokenizer's: fine-tuning,
+    validation and everything downstream then see that many tokens per review.
+    """
+    from pipeline.models import load_model, save_model
+    from pipeline.tokenizer import Tokenizer
+    from pipeline.train import (
+        _bce,
+        fit,
+        labelled_ids,
+        predict_proba,
+        set_determinism,
+        write_model_info,
+    )
+
+    set_determinism(cfg.seed)
+    tok = Tokenizer.load(student_dir)
+    if seq_len is not None:
+        tok = Tokenizer(tok.model_proto, dataclasses.replace(tok.cfg, seq_len=seq_len))
+    student = load_model(Path(student_dir) / "model.keras")
+    splits = labelled_ids(data_dir, tok)
+    x_val, y_val = splits["val"]
+    p0 = predict_proba(student, x_val)
+    before = float(np.mean((p0 >= 0.5) == (y_val >= 0.5)))
+    loss_before = _bce(y_val, p0)
+    qat = build_qat_model(student)
+    masks_file = Path(student_dir) / "masks.npz"
+    if masks_file.exists():
+        from pipeline.prune import load_masks, masked_step
+
+        make_step = masked_step(load_masks(masks_file), make_step, qat_prunable_weights)
+    state = fit(qat, splits["train"], splits["val"], cfg, Path(work_dir), make_step=make_step)
+    tuned = student_from_qat(qat, student)
+    p1 = predict_proba(tuned, x_val)
+    after = float(np.mean((p1 >= 0.5) == (y_val >= 0.5)))
+    # Early stopping with the starting point as epoch 0: fine-tuning is kept only if it lowers the
+    # validation loss of the float weights that will be converted.
+    kept = "qat" if _bce(y_val, p1) < loss_before else "start"
+    if kept == "start":
+        log.info("qat: fine-tuning did not lower the validation loss (%.5f -> %.5f): keeping the "
+                 "starting weights", loss_before, _bce(y_val, p1))
+        tuned = student
+    out_dir = Path(out_dir)
+    tok.save(out_dir)
+    save_model(tuned, out_dir / "model.keras")
+    summary = {"best_epoch": state["best_epoch"], "seq_len": tok.cfg.seq_len, "kept": kept,
+               "val_loss_before": loss_before, "val_loss_after": _bce(y_val, p1),
+               "val_accuracy_before": before,
+               "val_accuracy_after": after, "params": int(tuned.count_params())}
+    if masks_file.exists():
+        shutil.copyfile(masks_file, out_dir / "masks.npz")
+    write_model_info(out_dir, {"keras": "model.keras"}, kind="student-qat", files=["model.keras"],
+                     params=int(tuned.count_params()), qat=summary)
+    (out_dir / "history.json").write_text(json.dumps(state, indent=2))
+    return summary
 
 
 # ----------------------------------------------------------------------------- reference loops
@@ -208,6 +436,8 @@ def step_loop_int8(step_fn: StepFn, head_fn: HeadFn, ids: Sequence[int], meta: d
     to the int8 prob; ``meta`` is :func:`convert_int8`'s ``meta`` (``quant.json``).
     """
     q, units, T = meta["quant"], meta["units"], len(ids)
+    if meta.get("id_map") is not None:  # pruned rows dropped from the table (compact_rows)
+        ids = [meta["id_map"][i] for i in ids]
     hf = np.full((1, units), q["h_fwd"]["zero_point"], np.int8)
     hb = np.full((1, units), q["h_bwd"]["zero_point"], np.int8)
     sums = np.zeros((1, 2 * units), np.int32)
@@ -388,7 +618,12 @@ def convert_int8(
     Raises ``ValueError`` if any operator of either model touches a float tensor.
     """
     steps, heads = calibration_data(student, calibration_ids, max_steps)
-    step = _to_int8(build_step_model(student), steps)
+    full_table, _ = _student_parts(student)
+    rows, id_map = compact_rows(full_table)
+    if id_map is not None:
+        for s in steps:
+            s["tokens"] = id_map[s["tokens"]]
+    step = _to_int8(build_step_model(student, rows), steps)
     head = _to_int8(build_head_model(student), heads)
     step_io, head_io = io_map(step), io_map(head)
     for name, nxt in (("h_fwd", "h_fwd_next"), ("h_bwd", "h_bwd_next")):
@@ -406,6 +641,8 @@ def convert_int8(
     meta = {
         "format": FORMAT_VERSION,
         "vocab_size": int(table.shape[0]), "embed_dim": int(table.shape[1]),
+        "table_rows": int(rows.shape[0]),
+        "id_map": None if id_map is None else id_map.tolist(),
         "units": int(bigru.forward_layer.units),
         **{name: {"file": file, **io, "bytes": len(blob), "macs": count_macs(blob),
                   "arena_bytes": min_arena(blob), "ops": sorted({o["op"] for o in op_report(blob)})}
@@ -430,14 +667,9 @@ def _tflm(model_bytes: bytes, arena_size: int):
     return runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
 
 
-def min_arena(model_bytes: bytes, hi: int = 1 << 20) -> int:
-    """Smallest TFLM arena that builds and invokes the model (host build; a multiple of 16 B).
-
-    Bisection between 1 KB and ``hi``; smaller arenas are never tried (they crash the wrapper).
-    The failed tries' TFLM error messages are silenced.
-    """
-
-    def fits(size: int) -> bool:
+def fits_arena(model_bytes: bytes, size: int) -> bool:
+    """Whether the TFLM interpreter builds the model in a ``size``-byte arena and invokes it."""
+    with _native_stderr_silenced():
         try:
             it = _tflm(model_bytes, size)
             for i in range(len(io_map(model_bytes)["inputs"])):
@@ -446,17 +678,22 @@ def min_arena(model_bytes: bytes, hi: int = 1 << 20) -> int:
             it.invoke()
         except (RuntimeError, ValueError):
             return False
-        return True
+    return True
 
-    with _native_stderr_silenced():
-        if fits(MIN_ARENA_FLOOR):
-            return MIN_ARENA_FLOOR
-        if not fits(hi):
-            raise ValueError(f"model does not fit a {hi}-byte arena")
-        lo, hi = MIN_ARENA_FLOOR // 16, hi // 16  # in 16-byte units; lo fails, hi fits
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if fits(16 * mid) else (mid, hi)
+
+def min_arena(model_bytes: bytes, hi: int = 1 << 20) -> int:
+    """Smallest TFLM arena that builds and invokes the model (host build; a multiple of 16 B).
+
+    Bisection between 1 KB and ``hi``; smaller arenas are never tried (they crash the wrapper).
+    """
+    if fits_arena(model_bytes, MIN_ARENA_FLOOR):
+        return MIN_ARENA_FLOOR
+    if not fits_arena(model_bytes, hi):
+        raise ValueError(f"model does not fit a {hi}-byte arena")
+    lo, hi = MIN_ARENA_FLOOR // 16, hi // 16  # in 16-byte units; lo fails, hi fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits_arena(model_bytes, 16 * mid) else (mid, hi)
     return 16 * hi
 
 
@@ -574,6 +811,18 @@ def load_release(model_dir: Path) -> dict[str, Any]:
             "head": (model_dir / meta["head"]["file"]).read_bytes(), "meta": meta}
 
 
+def copy_release(model_dir: Path, dest: Path) -> list[Path]:
+    """Copy an int8 model folder's release files (models, ``quant.json``, tokenizer) to ``dest``."""
+    model_dir, dest = Path(model_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    names = [STEP_FILE, HEAD_FILE, QUANT_FILE, "model.json", "tokenizer.model", "tokenizer.json"]
+    for name in names:
+        tmp = dest / f".{name}.tmp"
+        shutil.copyfile(model_dir / name, tmp)
+        tmp.replace(dest / name)
+    return [dest / n for n in names]
+
+
 def load_tflm_predictor(
     model_dir: Path, runtime: str = "tflm"
 ) -> Callable[[Sequence[Sequence[int]]], np.ndarray]:
@@ -607,7 +856,8 @@ def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
     meta = converted["meta"]
     device = {
         "flash_bytes": meta["step"]["bytes"] + meta["head"]["bytes"],
-        "arena_bytes": max(meta["step"]["arena_bytes"], meta["head"]["arena_bytes"]),
+        # both interpreters live side by side on the device: their arenas add up
+        "arena_bytes": meta["step"]["arena_bytes"] + meta["head"]["arena_bytes"],
         "macs_per_128_tokens": macs_per_review(meta, 128),
         "host_tflm_ms_per_128_tokens": round(ms_per_review(TflmModel(converted), 128), 3),
         "ops": {"step": meta["step"]["ops"], "head": meta["head"]["ops"]},

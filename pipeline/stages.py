@@ -37,11 +37,23 @@ def fingerprint(inputs: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def files_fingerprint(path: Path) -> list[tuple[str, int, int]]:
-    """(name, size, mtime_ns) of every file under ``path``: cheap change detection for raw data."""
+def files_fingerprint(path: Path) -> list[tuple[str, int, str]]:
+    """(name, size, sha256) of every file under ``path``: content, not dates, decides a re-run.
+
+    Names are relative to ``path`` (a file: its own name), so a copy of the data elsewhere or a
+    fresh download of the same files reuses finished stages.
+    """
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    out = []
+    for p in files:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        name = p.name if p == path else str(p.relative_to(path))
+        out.append((name, p.stat().st_size, h.hexdigest()))
+    return out
 
 
 def stage_key(root: Path, name: str) -> str | None:

@@ -291,14 +291,35 @@ def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_d
             "params": int(model.count_params())}
 
 
+def _train_distributed(data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path, kind: str,
+                       model_cfg, cfg: TrainConfig, strategy) -> dict:
+    """A training stage under a ``tf.distribute`` strategy (``pipeline.distribute``)."""
+    from pipeline.distribute import train_distributed
+
+    model, state = train_distributed(data_dir, tok_dir, out_dir, kind, model_cfg, cfg, strategy,
+                                     work_dir)
+    return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
+            "params": int(model.count_params()), "replicas": state["replicas"],
+            "global_batch": state["global_batch"]}
+
+
 def train_teacher(
     data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: TeacherConfig, cfg: TrainConfig,
+    model_cfg: TeacherConfig, cfg: TrainConfig, strategy=None,
 ) -> dict:
-    """Stage: train the BiGRU teacher; ``out_dir`` becomes a self-contained model directory."""
+    """Stage: train the BiGRU teacher; ``out_dir`` becomes a self-contained model directory.
+
+    With a ``tf.distribute`` ``strategy`` (``pipeline.distribute.strategy_from_name``) it trains
+    with ``pipeline.distribute.fit_distributed``: ``cfg.batch_size`` reviews per replica.
+    """
     from pipeline.models import build_teacher
     from pipeline.tokenizer import Tokenizer
 
+    if strategy is not None:
+        if model_cfg.init_embeddings != "random":
+            raise ValueError("init_embeddings='ppmi' is not supported with a distribution strategy")
+        return _train_distributed(data_dir, tok_dir, out_dir, work_dir, "teacher", model_cfg, cfg,
+                                  strategy)
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
     splits = labelled_ids(data_dir, tok)
@@ -313,12 +334,15 @@ def train_teacher(
 
 def train_student(
     data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: StudentConfig, cfg: TrainConfig,
+    model_cfg: StudentConfig, cfg: TrainConfig, strategy=None,
 ) -> dict:
     """Stage: train the device student on labels only (the ablation's first row)."""
     from pipeline.models import build_student
     from pipeline.tokenizer import Tokenizer
 
+    if strategy is not None:
+        return _train_distributed(data_dir, tok_dir, out_dir, work_dir, "student", model_cfg, cfg,
+                                  strategy)
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
     model = build_student(tok.vocab_size, model_cfg)

@@ -46,3 +46,53 @@ def test_distilled_student_learns_from_teacher_logits(tmp_path: Path) -> None:
     assert [h["epoch"] for h in state["history"]] == [1, 2]
     xt, yt = _task(200, 2)
     assert np.mean((predict_proba(model, xt) >= 0.5) == (yt >= 0.5)) > 0.8
+
+
+def test_align_moves_mass_by_bytes() -> None:
+    from pipeline.afd import align
+
+    values = np.array([[1.0, 2.0, 3.0]])
+    src = np.array([[0, 2], [2, 5], [5, 6]])  # teacher tokens tile bytes 0..6
+    dst = np.array([[0, 1], [1, 4], [4, 6]])  # student tokens tile them differently
+    out = align(values, src, dst)
+    np.testing.assert_allclose(out, [[0.5, 0.5 + 2 * 2 / 3, 2 / 3 + 3.0]], rtol=1e-6)
+    assert abs(out.sum() - values.sum()) < 1e-6  # nothing lost when both tile the text
+    np.testing.assert_allclose(align(values, src, src), values)  # same tokens: identity
+
+
+def test_afd_loss_prefers_matching_maps() -> None:
+    from pipeline.afd import PairAttention, afd_loss
+
+    ids = tf.constant([[5, 6, 7, 0]])
+    emb = tf.constant([[[1.0], [0.1], [0.1], [9.0]]])  # energy on token 0; padding ignored
+    h = tf.constant([[[0.1, 0.1], [0.1, 0.1], [2.0, 2.0], [9.0, 9.0]]])  # energy on token 2
+    pairs = PairAttention([2, 2, 2], [1, 2], dim=4)
+    pooled = [tf.ones((1, 2))] * 3
+
+    def loss_for(target_token: int) -> float:
+        m = np.zeros((1, 3, 4), np.float32)
+        m[0, :, target_token] = 1.0
+        return float(afd_loss(ids, emb, h, tf.constant(m), pooled, pairs)[0])
+
+    _, alpha = afd_loss(ids, emb, h, tf.zeros((1, 3, 4)), pooled, pairs)
+    np.testing.assert_allclose(tf.reduce_sum(alpha, -1).numpy(), 1.0, rtol=1e-6)  # softmax over s
+    assert loss_for(0) < loss_for(1) and loss_for(2) < loss_for(1)
+
+
+def test_afd_step_trains_and_features_roundtrip(tmp_path: Path) -> None:
+    from pipeline.afd import TEACHER_MAPS, TeacherFeatures
+
+    set_determinism(5)
+    x, y = _task(300, 0)
+    teacher_z = np.where(y > 0.5, 3.0, -3.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    maps = [rng.random((len(TEACHER_MAPS), len(r))).astype(np.float16) for r in x]
+    feats = TeacherFeatures(maps, [rng.random((len(x), d)).astype(np.float16) for d in (6, 8, 8)])
+    feats.save(tmp_path / "f.npz")
+    back = TeacherFeatures.load(tmp_path / "f.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(back.maps, maps, strict=True))
+    model = build_student(30, StudentConfig(embed_dim=8, units=8))
+    cfg = TrainConfig(batch_size=32, max_epochs=1, learning_rate=1e-2, seed=5)
+    state = fit(model, (x, y), _task(100, 1), cfg, tmp_path / "w",
+                make_step=kd_step(teacher_z, DistillConfig(afd_weight=1.0), back))
+    assert np.isfinite(state["history"][0]["loss"])

@@ -30,8 +30,9 @@ def smoke_run(real_slice, tmp_path_factory) -> Path:
 
 def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     for stage in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf",
-                  "student_tokenizer", "student", "student_eval", "student_kd", "student_kd_eval",
-                  "int8", "int8_eval"):
+                  "student_tokenizer", "student", "student_eval", "teacher_targets", "student_kd",
+                  "student_kd_eval", "student_afd", "student_afd_eval", "student_pruned",
+                  "prune_eval", "qat", "qat_eval", "int8", "int8_eval", "firmware_export"):
         assert json.loads((smoke_run / stage / "stage.json").read_text())["stage"] == stage
     metrics = json.loads((smoke_run / "teacher_eval" / "metrics.json").read_text())
     test = metrics["test"]
@@ -42,6 +43,10 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     report = (smoke_run / "report.md").read_text()
     assert "BiGRU teacher" in report and "TF-IDF" in report and "uci_amazon_cells" in report
     assert "Stopword removal" in report
+    assert "Baseline / Distilled / Pruned / Quantized" in report and "Lottery Ticket rounds" in report
+    pruning = json.loads((smoke_run / "student_pruned" / "pruning.json").read_text())
+    assert [r["round"] for r in pruning["rounds"]] == [0, 1, 2]
+    assert pruning["rounds"][-1]["sparsity"] == pytest.approx(0.64, abs=1e-3)
     for png in (smoke_run / "roc.png", smoke_run / "teacher_eval" / "confusion.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The teacher exposes its attention weights for distillation.
@@ -75,13 +80,23 @@ def test_predict_cli_matches_report(smoke_run: Path, capsys) -> None:
 
 def test_int8_student_runs_in_tflm_and_predict_matches_report(smoke_run: Path, capsys) -> None:
     int8 = json.loads((smoke_run / "int8_eval" / "metrics.json").read_text())
-    student = json.loads((smoke_run / "student_kd_eval" / "metrics.json").read_text())
+    student = json.loads((smoke_run / "qat_eval" / "metrics.json").read_text())
     assert int8["runtime"] == "tflm" and int8["test"]["n"] == student["test"]["n"]
     assert abs(int8["test"]["accuracy"] - student["test"]["accuracy"]) < 0.03
     assert int8["test"]["agreement"] > 0.95  # int8 in TFLM vs the float student it came from
     device = int8["model"]["device"]
     assert device["flash_bytes"] == sum(int8["model_files_bytes"].values())
     assert 0 < device["arena_bytes"] <= 16 * 1024
+    if (smoke_run / "qat" / "masks.npz").exists():  # QAT kept the ticket's zeros
+        import numpy as np
+
+        from pipeline.models import load_model
+        from pipeline.prune import load_masks, prunable_weights
+
+        masks = load_masks(smoke_run / "qat" / "masks.npz")
+        qat = load_model(smoke_run / "qat" / "model.keras")
+        for name, var in prunable_weights(qat).items():
+            assert not np.any(var.numpy()[masks[name] == 0]), name
     assert "On the device" in (smoke_run / "report.md").read_text()
     rc = predict.main([str(smoke_run / "int8"), str(smoke_run / "data" / "test.jsonl"),
                        "--runtime", "tflm", "--json"])
@@ -112,7 +127,8 @@ def test_second_run_reuses_every_stage(smoke_run: Path, real_slice, caplog) -> N
                             str(real_slice["heldout"]), "--preset", "smoke", "--out", str(smoke_run)])
     assert rc == 0
     for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf", "student",
-              "student_kd", "int8", "int8_eval"):
+              "teacher_targets", "student_kd", "student_afd", "student_pruned", "qat", "int8",
+              "int8_eval", "firmware_export"):
         assert f"[{s}] up to date" in caplog.text
     assert {s: (smoke_run / s / "stage.json").read_text() for s in before} == before
 

@@ -171,3 +171,57 @@ def test_requantize_pooled() -> None:
     big = np.array([[1000 * 127, -1000 * 128]], np.int32)
     np.testing.assert_array_equal(Q.requantize_pooled(big, 1000, np.zeros(2), np.float32([4, 4]), 0),
                                   [[127, -128]])
+
+
+def test_qat_model_keeps_weights_masks_padding_and_converts(trained, tmp_path) -> None:
+    """tfmot QAT: the wrapped student trains, ignores padding, and maps back to a plain student."""
+    from pipeline.train import TrainConfig, fit, predict_proba
+
+    student = trained["student"]
+    qat = Q.build_qat_model(student)
+    back = Q.student_from_qat(qat, student)
+    for a, b in zip(back.get_weights(), student.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ids = trained["eval_ids"][:300]
+    y = trained["eval_y"][:300].astype(np.float32)
+    fit(qat, (ids, y), (ids[:64], y[:64]), TrainConfig(max_epochs=1, batch_size=32,
+                                                       learning_rate=1e-4), tmp_path)
+    short = np.array([ids[0][:5]], np.int32)
+    padded = np.pad(short, ((0, 0), (0, 11)))
+    np.testing.assert_allclose(qat.predict_on_batch(padded), qat.predict_on_batch(short), atol=1e-6)
+    tuned = Q.student_from_qat(qat, student)
+    p_qat, p_tuned = predict_proba(qat, ids), predict_proba(tuned, ids)
+    assert np.mean((p_qat >= 0.5) == (p_tuned >= 0.5)) > 0.95  # fake quant is close to float
+    converted = Q.convert_int8(tuned, ids[:50])
+    assert Q.float_ops(converted["step"]) == [] and Q.float_ops(converted["head"]) == []
+
+
+def test_compact_rows_maps_every_id_to_its_row() -> None:
+    table = np.arange(24, dtype=np.float32).reshape(6, 4) + 1
+    assert Q.compact_rows(table)[1] is None  # only the padding row may go: nothing to gain
+    table[[2, 4]] = 0.0
+    rows, id_map = Q.compact_rows(table)
+    assert rows.shape == (4, 4)  # rows 1, 3, 5 and one shared zero row
+    np.testing.assert_array_equal(rows[id_map], np.where(np.arange(6)[:, None] == 0, 0, table))
+
+
+def test_pruned_rows_are_dropped_and_the_loop_still_agrees(trained) -> None:
+    """Zeroed embedding rows leave the int8 table; the id map keeps the loop's answers."""
+    import tf_keras as keras
+
+    student = keras.models.clone_model(trained["student"])
+    student.set_weights(trained["student"].get_weights())
+    emb = student.get_layer("embedding")
+    table = emb.get_weights()[0]
+    table[1::2] = 0.0  # every odd id pruned
+    emb.set_weights([table])
+    converted = Q.convert_int8(student, trained["eval_ids"][:100])
+    meta = converted["meta"]
+    kept = int(np.count_nonzero(table[1:].any(axis=1)))  # the even ids but padding row 0
+    assert meta["table_rows"] == kept + 1  # plus the one shared zero row
+    assert converted["meta"]["step"]["bytes"] < trained["converted"]["meta"]["step"]["bytes"]
+    from pipeline.train import predict_proba
+
+    ids = trained["eval_ids"][:150]
+    p_int8 = Q.TflmModel(converted).predict(ids)
+    assert np.mean((p_int8 >= 0.5) == (predict_proba(student, ids) >= 0.5)) >= 0.97

@@ -1,0 +1,2 @@
+#pragma once
+const char *esp_get_idf_version(void);

@@ -1,0 +1,666 @@
+"""Lottery Ticket pruning of the BiGRU student: global magnitude masks, late rewinding, masked retraining.
+
+Iterative magnitude pruning (Frankle & Carbin 2019, with the "late rewinding" of Frankle et al. 2020):
+
+1. start from a trained dense model and its weights after ``rewind_epoch`` epochs of the same run;
+2. round ``r`` prunes the smallest-magnitude surviving weights so that the overall sparsity becomes
+   ``min(target, 1 - (1 - rate)^r)``, with **one global threshold** over all prunable weights
+   (embedding, GRU kernel and recurrent kernel of both directions, dense kernels; biases are kept);
+3. the surviving weights are rewound to the rewind checkpoint and retrained with
+   :func:`pipeline.train.fit`; the mask is re-applied after every optimizer step, so pruned weights
+   stay exactly zero (any training step can be wrapped, e.g. :func:`pipeline.distill.kd_step`).
+
+Each round has its own work directory (``round-R/``: the fit checkpoints, ``masks.npz`` and the final
+weights) and ``lottery.json`` records the finished rounds, so an interrupted run resumes inside the
+round it stopped in. Every round is reported: sparsity per layer, the threshold, validation loss and
+accuracy, honest sizes (dense int8 bytes, non-zero weights, gzip -9 bytes of the int8 weights) and the
+structure pruning found (embedding rows that are entirely zero, GRU units with no weights left).
+
+tfmot interoperability: :class:`PrunableBidirectional` (and :class:`PrunableTokenEmbedding`) implement
+tfmot's ``PrunableLayer``, so ``tfmot.sparsity.keras.prune_low_magnitude`` accepts the student;
+:func:`tfmot_wrap` wraps a model with tfmot's pruning wrappers, either with a tfmot schedule (tfmot's
+own per-layer thresholds) or holding this module's global masks fixed (:class:`FixedMask`).
+The pruning itself runs on the plain model, so the saved model uses plain layers with masked weights
+and loads with :func:`pipeline.models.load_model`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from pipeline.models import TokenEmbedding
+from pipeline.train import StepFactory, TrainConfig, TrainStep, fit, predict_proba
+
+log = logging.getLogger(__name__)
+
+Masks = dict[str, np.ndarray]
+"""Name (see :func:`prunable_weights`) -> float32 array of 0/1, the weight's shape."""
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Lottery Ticket schedule: round ``r`` reaches sparsity ``min(target, 1 - (1 - rate)^r)``."""
+
+    rounds: int = 2
+    rate: float = 0.4  # share of the surviving prunable weights removed per round
+    target_sparsity: float = 0.64
+    rewind_epoch: int = 1  # late rewinding: surviving weights go back to their values after this epoch
+    retrain_epochs: int = 3  # max epochs per round (early stopping as in TrainConfig.patience)
+
+
+# --------------------------------------------------------------------------------------------------
+# tfmot-prunable layers and conversions
+
+
+@keras.utils.register_keras_serializable(package="pipeline")
+class PrunableBidirectional(keras.layers.Bidirectional, tfmot.sparsity.keras.PrunableLayer):
+    """``Bidirectional`` whose prunable weights are both directions' kernel and recurrent kernel."""
+
+    def get_prunable_weights(self) -> list[tf.Variable]:
+        cells = (self.forward_layer.cell, self.backward_layer.cell)
+        return [w for c in cells for w in (c.kernel, c.recurrent_kernel)]
+
+
+@keras.utils.register_keras_serializable(package="pipeline")
+class PrunableTokenEmbedding(TokenEmbedding, tfmot.sparsity.keras.PrunableLayer):
+    """``TokenEmbedding`` whose embedding matrix is prunable."""
+
+    def get_prunable_weights(self) -> list[tf.Variable]:
+        return [self.embeddings]
+
+
+_TO_PRUNABLE = {keras.layers.Bidirectional: PrunableBidirectional, TokenEmbedding: PrunableTokenEmbedding}
+_TO_PLAIN = {v: k for k, v in _TO_PRUNABLE.items()}
+
+
+def _swap_layers(model: keras.Model, mapping: dict[type, type]) -> keras.Model:
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        cls = mapping.get(type(layer), type(layer))
+        return cls.from_config(layer.get_config())
+
+    out = keras.models.clone_model(model, clone_function=clone)
+    out.set_weights(model.get_weights())
+    return out
+
+
+def to_prunable(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` (same weights) with ``PrunableBidirectional``/``PrunableTokenEmbedding``."""
+    return _swap_layers(model, _TO_PRUNABLE)
+
+
+def to_plain(model: keras.Model) -> keras.Model:
+    """A copy with tfmot wrappers stripped and plain ``Bidirectional``/``TokenEmbedding`` (same weights)."""
+    if any(isinstance(la, PruneLowMagnitude) for la in model.layers):
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    return _swap_layers(model, _TO_PLAIN)
+
+
+@keras.utils.register_keras_serializable(package="pipeline")
+class FixedMask(tfmot.sparsity.keras.PruningSchedule):
+    """A tfmot schedule that never recomputes masks: the wrappers keep the masks they were given."""
+
+    def __call__(self, step):
+        return tf.constant(False), tf.constant(0.0, tf.float32)
+
+    def get_config(self) -> dict:
+        return {"class_name": self.__class__.__name__, "config": {}}
+
+
+def tfmot_wrap(model: keras.Model, masks: Masks | None = None, pruning_schedule=None) -> keras.Model:
+    """Wrap every top-level layer with prunable weights in tfmot's ``PruneLowMagnitude``.
+
+    Embedding, BiGRU and Dense layers are wrapped (Dense layers nested in other layers are not); the
+    other layers are shared with the converted copy.
+
+    With ``masks`` (from :func:`global_masks`) the wrappers' mask variables are set to them and the
+    schedule is :class:`FixedMask`, so tfmot training (``model.fit`` with
+    ``tfmot.sparsity.keras.UpdatePruningStep``) keeps this module's global masks; otherwise tfmot's own
+    ``pruning_schedule`` (per-layer thresholds) applies. :func:`to_plain` undoes the wrapping.
+    """
+    prunable = to_prunable(model)
+    if masks is not None:
+        pruning_schedule = FixedMask()
+    kwargs = {} if pruning_schedule is None else {"pruning_schedule": pruning_schedule}
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or isinstance(layer, keras.layers.Dense):
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, **kwargs)
+        return layer
+
+    wrapped = keras.models.clone_model(prunable, clone_function=clone)
+    if masks is not None:
+        names = {id(v): n for n, v in prunable_weights(prunable).items()}
+        for layer in wrapped.layers:
+            if isinstance(layer, PruneLowMagnitude):
+                for weight, mask, _ in layer.pruning_vars:
+                    m = masks[names[id(weight)]]
+                    mask.assign(m)
+                    weight.assign(weight * m)
+    return wrapped
+
+
+# --------------------------------------------------------------------------------------------------
+# Prunable weights, global masks
+
+
+def prunable_weights(model: keras.Model) -> dict[str, tf.Variable]:
+    """The prunable variables by name, in model order: embeddings, RNN kernels, dense kernels.
+
+    Names: ``embedding/embeddings``, ``bigru/forward/kernel``, ``bigru/forward/recurrent_kernel``,
+    ``bigru/backward/...``, ``prob/kernel`` (nested layers: ``attention/proj/kernel``). Biases are
+    not prunable. tfmot wrappers are looked through (the inner layer's name is used).
+    """
+    out: dict[str, tf.Variable] = {}
+    seen: set[int] = set()
+
+    def add(name: str, var: tf.Variable) -> None:
+        if id(var) not in seen:
+            seen.add(id(var))
+            out[name] = var
+
+    def visit(layer: keras.layers.Layer, prefix: str) -> None:
+        if isinstance(layer, PruneLowMagnitude):
+            layer = layer.layer
+        name = prefix + layer.name
+        if isinstance(layer, TokenEmbedding | keras.layers.Embedding):
+            add(f"{name}/embeddings", layer.embeddings)
+        elif isinstance(layer, keras.layers.Bidirectional):
+            for d, rnn in (("forward", layer.forward_layer), ("backward", layer.backward_layer)):
+                add(f"{name}/{d}/kernel", rnn.cell.kernel)
+                add(f"{name}/{d}/recurrent_kernel", rnn.cell.recurrent_kernel)
+        elif isinstance(layer, keras.layers.RNN) and hasattr(layer.cell, "recurrent_kernel"):
+            add(f"{name}/kernel", layer.cell.kernel)
+            add(f"{name}/recurrent_kernel", layer.cell.recurrent_kernel)
+        elif isinstance(layer, keras.layers.Dense):
+            add(f"{name}/kernel", layer.kernel)
+        else:
+            for sub in layer._flatten_layers(include_self=False, recursive=False):
+                visit(sub, name + "/")
+
+    for layer in model.layers:
+        visit(layer, "")
+    return out
+
+
+def global_masks(
+    model: keras.Model, sparsity: float, prev_masks: Masks | None = None
+) -> tuple[Masks, float]:
+    """Masks pruning exactly ``round(sparsity * N)`` of the ``N`` prunable weights, and the threshold.
+
+    One global magnitude threshold: weights already pruned in ``prev_masks`` stay pruned, and the
+    smallest ``|w|`` among the survivors are pruned until the overall count is reached, so every kept
+    ``|w|`` is ``>=`` the threshold ``>=`` every newly pruned ``|w|``. Ties at the threshold are broken
+    deterministically: earlier in model order (layer order, then row-major index) is pruned first.
+    The threshold is the largest newly pruned ``|w|`` (0.0 when nothing new is pruned).
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    weights = {n: v.numpy() for n, v in prunable_weights(model).items()}
+    names = list(weights)
+    mags = np.concatenate([np.abs(weights[n]).astype(np.float64).ravel() for n in names])
+    if prev_masks is None:
+        alive = np.ones(mags.size, bool)
+    else:
+        alive = np.concatenate([np.asarray(prev_masks[n]).ravel() != 0 for n in names])
+    k = int(round(sparsity * mags.size))
+    dead = int(mags.size - alive.sum())
+    if k < dead:
+        raise ValueError(f"sparsity {sparsity} is below the {dead / mags.size:.4f} already pruned")
+    order = np.argsort(np.where(alive, mags, -1.0), kind="stable")  # pruned ones first, then by |w|
+    keep = np.ones(mags.size, bool)
+    keep[order[:k]] = False
+    newly = order[dead:k]
+    threshold = float(mags[newly].max()) if newly.size else 0.0
+    masks: Masks = {}
+    start = 0
+    for n in names:
+        size = weights[n].size
+        masks[n] = keep[start : start + size].reshape(weights[n].shape).astype(np.float32)
+        start += size
+    return masks, threshold
+
+
+def apply_masks(model: keras.Model, masks: Masks) -> None:
+    """Zero the pruned weights in place."""
+    for n, v in prunable_weights(model).items():
+        v.assign(v.numpy() * masks[n])
+
+
+def rewind(model: keras.Model, rewind_weights: Sequence[np.ndarray], masks: Masks) -> None:
+    """Set every weight to its rewind value (``model.get_weights()`` order), then apply ``masks``."""
+    model.set_weights(list(rewind_weights))
+    apply_masks(model, masks)
+
+
+def _mask_enforcer(model: keras.Model, masks: Masks,
+                   variables: Callable[[keras.Model], dict] | None = None) -> Callable[[], None]:
+    named = (variables or prunable_weights)(model)
+    pairs = [(v, tf.constant(masks[n], dtype=v.dtype)) for n, v in named.items()]
+
+    @tf.function
+    def enforce() -> None:
+        for v, m in pairs:
+            v.assign(v * m)
+
+    return enforce
+
+
+def default_step(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
+    """The step :func:`pipeline.train.fit` uses without ``make_step``: ``train_on_batch`` with BCE."""
+
+    def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
+        loss, acc = model.train_on_batch(x, y, reset_metrics=first)
+        return float(loss), float(acc)
+
+    return step
+
+
+def masked_step(masks: Masks, make_step: StepFactory | None = None,
+                variables: Callable[[keras.Model], dict] | None = None) -> StepFactory:
+    """A step factory that runs ``make_step``'s step (default: BCE) and re-applies ``masks`` after it.
+
+    ``variables(model)`` names the masked variables (default :func:`prunable_weights`; a QAT model
+    passes ``pipeline.quantize.qat_prunable_weights``).
+    """
+
+    def factory(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
+        inner = (make_step or default_step)(model, optimizer)
+        enforce = _mask_enforcer(model, masks, variables)
+        enforce()
+
+        def run(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
+            out = inner(x, y, idx, first)
+            enforce()
+            return out
+
+        return run
+
+    return factory
+
+
+def sparsity_schedule(cfg: PruneConfig) -> list[float]:
+    """Sparsity after each round: ``min(target, 1 - (1 - rate)^r)``, stopping once the target is hit."""
+    if not (0.0 < cfg.rate < 1.0 and 0.0 < cfg.target_sparsity < 1.0 and cfg.rounds >= 1):
+        raise ValueError(f"bad pruning schedule {cfg}")
+    out: list[float] = []
+    for r in range(1, cfg.rounds + 1):
+        out.append(min(cfg.target_sparsity, 1.0 - (1.0 - cfg.rate) ** r))
+        if out[-1] >= cfg.target_sparsity:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports: sparsity, sizes, structure
+
+
+def int8_weights(arrays: Sequence[np.ndarray]) -> bytes:
+    """Symmetric per-tensor int8 of each array (``scale = max|w| / 127``), concatenated."""
+    parts = []
+    for w in arrays:
+        w = np.asarray(w, np.float32)
+        m = float(np.max(np.abs(w))) if w.size else 0.0
+        q = np.zeros(w.shape, np.int8) if m == 0 else np.clip(np.round(w / (m / 127)), -127, 127)
+        parts.append(q.astype(np.int8).tobytes())
+    return b"".join(parts)
+
+
+def size_report(model: keras.Model) -> dict:
+    """Honest sizes of all of ``model``'s weights (biases included, 1 byte per weight in int8)."""
+    ws = [np.asarray(w) for w in model.get_weights()]
+    q = int8_weights(ws)
+    return {
+        "weights": int(sum(w.size for w in ws)),
+        "nonzero_weights": int(sum(np.count_nonzero(w) for w in ws)),
+        "int8_dense_bytes": len(q),
+        "int8_gzip_bytes": len(gzip.compress(q, compresslevel=9, mtime=0)),
+    }
+
+
+def layer_sparsity(model: keras.Model) -> dict[str, dict]:
+    """Per prunable weight: zeros, total, sparsity (counted on the weights themselves)."""
+    out = {}
+    for n, v in prunable_weights(model).items():
+        w = v.numpy()
+        zeros = int(w.size - np.count_nonzero(w))
+        out[n] = {"zeros": zeros, "total": int(w.size), "sparsity": zeros / max(w.size, 1)}
+    return out
+
+
+def _unit_any(kernel: np.ndarray, units: int) -> np.ndarray:
+    """Per GRU unit: whether any of its gate columns (z, r, h blocks of ``[in, 3U]``) is non-zero."""
+    return kernel.reshape(kernel.shape[0], 3, units).any(axis=(0, 1))
+
+
+def structure_report(model: keras.Model) -> dict:
+    """What pruning freed: all-zero embedding rows, unused embedding dims, dead GRU units.
+
+    A GRU unit ``j`` is dead when every weight into it (its z, r, h columns of the kernel and the
+    recurrent kernel) and every weight out of it (its recurrent-kernel row and, for a model whose
+    Dense ``prob`` reads the pooled BiGRU states directly, its row there) is zero. Its biases still
+    give it a (constant) state, but nothing reads it, so it can be removed. ``no_output_units``
+    counts units nothing reads, whatever their inputs.
+    """
+    out: dict = {}
+    emb_layers = [la for la in model.layers if isinstance(la, TokenEmbedding)]
+    bi = [la for la in model.layers if isinstance(la, keras.layers.Bidirectional)]
+    for la in emb_layers:
+        e = la.embeddings.numpy()
+        rows = np.flatnonzero(~e.any(axis=1))
+        used_cols = e.any(axis=0)
+        for b in bi:  # a dim no GRU kernel reads is unused too
+            k_any = [d.cell.kernel.numpy().any(axis=1) for d in (b.forward_layer, b.backward_layer)]
+            used_cols &= np.logical_or.reduce(k_any)
+        out[la.name] = {"zero_rows": int(rows.size), "zero_row_ids": rows.tolist(),
+                        "rows": int(e.shape[0]), "unused_dims": int((~used_cols).sum()),
+                        "dims": int(e.shape[1])}
+    head = None
+    try:
+        head = model.get_layer("prob").kernel.numpy()
+    except (ValueError, AttributeError):
+        pass
+    for b in bi:
+        units = b.forward_layer.cell.units
+        head_ok = head is not None and head.shape[0] == 2 * units and b.merge_mode == "concat"
+        rep: dict = {"units": units, "head_checked": bool(head_ok)}
+        for i, (d, rnn) in enumerate((("forward", b.forward_layer), ("backward", b.backward_layer))):
+            k, rk = rnn.cell.kernel.numpy(), rnn.cell.recurrent_kernel.numpy()
+            incoming = _unit_any(k, units) | _unit_any(rk, units)
+            outgoing = rk.any(axis=1)
+            if head_ok:
+                outgoing |= head[i * units : (i + 1) * units].any(axis=1)
+            rep[d] = {"dead_units": np.flatnonzero(~incoming & ~outgoing).tolist(),
+                      "no_output_units": np.flatnonzero(~outgoing).tolist()}
+        out[b.name] = rep
+    return out
+
+
+def _evaluate(model: keras.Model, val: tuple) -> dict:
+    x, y = val
+    y = np.asarray(y, np.float32)
+    p = np.clip(predict_proba(model, x), 1e-7, 1 - 1e-7)
+    loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return {"val_loss": loss, "val_accuracy": float(np.mean((p >= 0.5) == (y >= 0.5)))}
+
+
+def round_report(model: keras.Model, masks: Masks | None, val: tuple) -> dict:
+    """One row of the per-round table (``masks=None``: the dense model)."""
+    layers = layer_sparsity(model)
+    total = sum(v["total"] for v in layers.values())
+    pruned = sum(int(m.size - m.sum()) for m in masks.values()) if masks else 0
+    struct = structure_report(model)
+    brief = {}
+    for name, s in struct.items():
+        if "zero_rows" in s:
+            brief[name] = {"zero_rows": s["zero_rows"], "unused_dims": s["unused_dims"]}
+        else:
+            brief[name] = {d: {"dead_units": len(s[d]["dead_units"]),
+                               "no_output_units": len(s[d]["no_output_units"])}
+                           for d in ("forward", "backward")}
+    return {"sparsity": pruned / max(total, 1), "layers": layers, **_evaluate(model, val),
+            "size": size_report(model), "structure": brief}
+
+
+# --------------------------------------------------------------------------------------------------
+# The Lottery Ticket loop
+
+
+def _save_arrays(path: Path, arrays: Sequence[np.ndarray], names: Sequence[str] | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    data = {f"a{i}": np.asarray(a) for i, a in enumerate(arrays)}
+    if names is not None:
+        data["names"] = np.array(list(names))
+    np.savez(tmp, **data)
+    tmp.replace(path)
+
+
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as z:
+        return [z[f"a{i}"] for i in range(sum(k.startswith("a") for k in z.files))]
+
+
+def save_masks(path: Path, masks: Masks) -> None:
+    _save_arrays(Path(path), list(masks.values()), list(masks))
+
+
+def load_masks(path: Path) -> Masks:
+    with np.load(path) as z:
+        names = [str(n) for n in z["names"]]
+        return {n: z[f"a{i}"] for i, n in enumerate(names)}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def train_with_rewind_point(
+    model: keras.Model, train: tuple, val: tuple, cfg: TrainConfig, work_dir: Path,
+    rewind_epoch: int, make_step: StepFactory | None = None,
+) -> list[np.ndarray]:
+    """Train with :func:`fit` in ``work_dir`` and return the weights after epoch ``rewind_epoch``.
+
+    Resumable: the rewind weights are kept in ``work_dir/rewind.npz``. With ``cfg.max_epochs ==
+    rewind_epoch`` this only produces the rewind point (the model then holds fit's best weights).
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / "rewind.npz"
+
+    def on_epoch_end(epoch: int) -> None:
+        if epoch == rewind_epoch:
+            _save_arrays(path, model.get_weights())
+
+    state = fit(model, train, val, cfg, work_dir / "fit", on_epoch_end=on_epoch_end, make_step=make_step)
+    if not path.exists():
+        if state["epoch"] < rewind_epoch:
+            raise ValueError(f"training stopped after epoch {state['epoch']}, before the rewind epoch "
+                             f"{rewind_epoch}")
+        raise RuntimeError(f"{work_dir}: interrupted before the rewind weights were written; "
+                           "delete the directory and rerun")
+    return _load_arrays(path)
+
+
+def lottery_ticket(
+    model: keras.Model,
+    train: tuple,
+    val: tuple,
+    cfg: PruneConfig,
+    train_cfg: TrainConfig,
+    work_dir: Path,
+    rewind_weights: Sequence[np.ndarray] | None = None,
+    make_step: StepFactory | None = None,
+    on_epoch_end: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Iterative magnitude pruning with late rewinding; ``model`` ends with the last round's weights.
+
+    ``model`` is either trained, with ``rewind_weights`` (its weights after ``cfg.rewind_epoch`` epochs
+    of the same run, ``model.get_weights()`` order), or freshly initialised with ``rewind_weights=None``:
+    then it is first trained with ``train_cfg`` (in ``work_dir/dense``) and the rewind point is taken
+    from that run. Round ``r`` prunes to ``sparsity_schedule(cfg)[r-1]`` with one global threshold,
+    rewinds the survivors and retrains them for at most ``cfg.retrain_epochs`` epochs with the mask
+    enforced after every step of ``make_step`` (default BCE; e.g. ``distill.kd_step(...)`` for KD).
+    ``on_epoch_end(round, epoch)`` is called after every retraining epoch.
+
+    Resumable from ``work_dir``: ``lottery.json`` lists the finished rounds; an interrupted round
+    resumes from its last finished epoch. Returns ``{"rounds": [row0, row1, ...], "masks": masks}``
+    where row 0 is the dense model and every row has ``round``, ``target``, ``sparsity``,
+    ``threshold``, ``layers``, ``val_loss``, ``val_accuracy``, ``size`` and ``structure``.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if rewind_weights is None:
+        rewind_weights = train_with_rewind_point(model, train, val, train_cfg, work_dir / "dense",
+                                                 cfg.rewind_epoch, make_step)
+    rewind_weights = [np.asarray(w) for w in rewind_weights]
+    schedule = sparsity_schedule(cfg)
+    retrain_cfg = replace(train_cfg, max_epochs=cfg.retrain_epochs)
+    state_path = work_dir / "lottery.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"rounds": []}
+    masks: Masks | None = None
+    if state["rounds"]:
+        done = state["rounds"][-1]["round"]
+        model.load_weights(str(work_dir / f"round-{done}" / "final.weights.h5"))
+        if done:
+            masks = load_masks(work_dir / f"round-{done}" / "masks.npz")
+        log.info("lottery ticket: resuming after round %d", done)
+    else:
+        (work_dir / "round-0").mkdir(exist_ok=True)
+        model.save_weights(str(work_dir / "round-0" / "final.weights.h5"))
+        row = {"round": 0, "target": 0.0, "threshold": 0.0, **round_report(model, None, val)}
+        state["rounds"].append(row)
+        _write_json(state_path, state)
+        log.info("lottery ticket: dense model val_acc %.4f val_loss %.4f", row["val_accuracy"],
+                 row["val_loss"])
+    for r in range(state["rounds"][-1]["round"] + 1, len(schedule) + 1):
+        rdir = work_dir / f"round-{r}"
+        rdir.mkdir(exist_ok=True)
+        mask_path = rdir / "masks.npz"
+        if mask_path.exists():  # computed before an interruption (from the same weights)
+            masks = load_masks(mask_path)
+            threshold = json.loads((rdir / "mask.json").read_text())["threshold"]
+        else:
+            masks, threshold = global_masks(model, schedule[r - 1], masks)
+            _write_json(rdir / "mask.json", {"target": schedule[r - 1], "threshold": threshold})
+            save_masks(mask_path, masks)  # last: its presence means the round's mask is complete
+        rewind(model, rewind_weights, masks)
+        keras.utils.set_random_seed(train_cfg.seed + r)
+        log.info("lottery ticket round %d/%d: sparsity %.4f (threshold %.3g), retraining", r,
+                 len(schedule), schedule[r - 1], threshold)
+        hook = None if on_epoch_end is None else (lambda epoch, r=r: on_epoch_end(r, epoch))
+        fit_state = fit(model, train, val, retrain_cfg, rdir / "fit", on_epoch_end=hook,
+                        make_step=masked_step(masks, make_step))
+        apply_masks(model, masks)  # already zero; guards against any step that skipped the mask
+        model.save_weights(str(rdir / "final.weights.h5"))
+        row = {"round": r, "target": schedule[r - 1], "threshold": threshold,
+               "best_epoch": fit_state["best_epoch"], "epochs": fit_state["epoch"],
+               **round_report(model, masks, val)}
+        state["rounds"].append(row)
+        _write_json(state_path, state)
+        log.info("round %d: sparsity %.4f, val_acc %.4f val_loss %.4f, %d non-zero weights, "
+                 "%d gzip bytes", r, row["sparsity"], row["val_accuracy"], row["val_loss"],
+                 row["size"]["nonzero_weights"], row["size"]["int8_gzip_bytes"])
+    return {"rounds": state["rounds"], "masks": masks}
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+
+
+def _weights_from(path: Path, like: keras.Model) -> list[np.ndarray]:
+    path = Path(path)
+    if path.suffix == ".npz":
+        return _load_arrays(path)
+    m = keras.models.clone_model(like)
+    m.load_weights(str(path))
+    return m.get_weights()
+
+
+def prune_student(
+    student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
+    cfg: PruneConfig, train_cfg: TrainConfig, make_step: StepFactory | None = None,
+    rewind_weights: Sequence[np.ndarray] | Path | None = None,
+    train_rows: Sequence[tuple[str, float]] | None = None,
+) -> dict:
+    """Stage: Lottery Ticket pruning of a trained student; ``out_dir`` becomes a model directory.
+
+    The rewind point (weights after ``cfg.rewind_epoch`` epochs of the student's own run) comes from,
+    in order: ``rewind_weights`` (arrays, or a ``.weights.h5``/``.npz`` file), ``student_dir /
+    "rewind.weights.h5"`` if the training stage kept one, or otherwise a fresh run of
+    ``cfg.rewind_epoch`` epochs: the student's architecture re-initialised after
+    ``set_determinism(train_cfg.seed)``, trained with ``train_cfg`` and ``make_step``. When those are
+    the settings the student was trained with, that reproduces the student's own trajectory (training
+    is deterministic; the re-initialisation equals ``build_student``'s), which ``pruning.json`` checks
+    by comparing the validation loss after that epoch with the student's ``history.json``
+    (``rewind.reproduces_student``). Pass the same ``make_step`` (e.g. ``kd_step``) and training rows
+    the student used: ``train_rows`` (``(text, label)`` pairs, e.g. the distillation targets'
+    ``texts.jsonl`` with its crops, in the order ``make_step``'s indices refer to) replaces
+    ``data_dir/train.jsonl``; validation is always ``data_dir/val.jsonl``.
+
+    Writes ``model.keras`` (plain layers, masked weights: loads with ``models.load_model``), the
+    tokenizer, ``model.json``, ``history.json`` (the last round's training), ``pruning.json`` (config,
+    rewind source, the per-round table, the final structure with the zero embedding row ids and
+    dead units) and ``masks.npz`` (the final masks, for fine-tuning that must keep them).
+    """
+    from pipeline.models import load_model, save_model
+    from pipeline.tokenizer import Tokenizer
+    from pipeline.train import labelled_ids, set_determinism, write_model_info
+
+    student_dir, out_dir, work_dir = Path(student_dir), Path(out_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(train_cfg.seed)
+    tok = Tokenizer.load(student_dir)
+    student = load_model(student_dir / "model.keras")
+    splits = labelled_ids(data_dir, tok, names=("val",) if train_rows is not None else ("train", "val"))
+    if train_rows is not None:
+        splits["train"] = (tok.ids([t for t, _ in train_rows]),
+                           np.array([y for _, y in train_rows], np.float32))
+    rewind_info: dict = {"epoch": cfg.rewind_epoch}
+    if rewind_weights is not None and not isinstance(rewind_weights, str | Path):
+        rewind_info["source"] = "given"
+        rw = [np.asarray(w) for w in rewind_weights]
+    elif rewind_weights is not None or (student_dir / "rewind.weights.h5").exists():
+        src = Path(rewind_weights) if rewind_weights is not None else student_dir / "rewind.weights.h5"
+        rewind_info["source"] = str(src)
+        rw = _weights_from(src, student)
+    else:
+        rewind_info["source"] = "retrained"
+        set_determinism(train_cfg.seed)
+        fresh = keras.models.clone_model(student)
+        run_cfg = replace(train_cfg, max_epochs=cfg.rewind_epoch)
+        log.info("prune: no rewind checkpoint; training a fresh student for %d epoch(s)", cfg.rewind_epoch)
+        rw = train_with_rewind_point(fresh, splits["train"], splits["val"], run_cfg,
+                                     work_dir / "rewind", cfg.rewind_epoch, make_step)
+        ours = json.loads((work_dir / "rewind" / "fit" / "state.json").read_text())["history"]
+        theirs_path = student_dir / "history.json"
+        if theirs_path.exists():
+            theirs = json.loads(theirs_path.read_text())["history"]
+            a = next((h["val_loss"] for h in ours if h["epoch"] == cfg.rewind_epoch), None)
+            b = next((h["val_loss"] for h in theirs if h["epoch"] == cfg.rewind_epoch), None)
+            rewind_info.update(val_loss=a, student_val_loss=b,
+                               reproduces_student=a is not None and b is not None and abs(a - b) < 1e-5)
+            if not rewind_info["reproduces_student"]:
+                log.warning("prune: the fresh run's epoch-%d val_loss %s differs from the student's "
+                            "%s: the rewind point is from a different trajectory", cfg.rewind_epoch,
+                            a, b)
+    set_determinism(train_cfg.seed)
+    result = lottery_ticket(student, splits["train"], splits["val"], cfg, train_cfg, work_dir / "lt",
+                            rewind_weights=rw, make_step=make_step)
+    rows, masks = result["rounds"], result["masks"]
+    last = rows[-1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok.save(out_dir)
+    save_model(student, out_dir / "model.keras")
+    save_masks(out_dir / "masks.npz", masks)
+    write_model_info(out_dir, {"keras": "model.keras"}, kind="student-pruned",
+                     params=int(student.count_params()), nonzero=last["size"]["nonzero_weights"],
+                     sparsity=last["sparsity"], files=["model.keras"])
+    hist = work_dir / "lt" / f"round-{last['round']}" / "fit" / "state.json"
+    (out_dir / "history.json").write_text(hist.read_text())
+    _write_json(out_dir / "pruning.json", {"config": asdict(cfg), "rewind": rewind_info, "rounds": rows,
+                                           "structure": structure_report(student)})
+    summary = {
+        "rounds": last["round"], "sparsity": last["sparsity"], "val_accuracy": last["val_accuracy"],
+        "val_loss": last["val_loss"], "dense_val_accuracy": rows[0]["val_accuracy"],
+        "nonzero_weights": last["size"]["nonzero_weights"], "weights": last["size"]["weights"],
+        "int8_dense_bytes": last["size"]["int8_dense_bytes"],
+        "int8_gzip_bytes": last["size"]["int8_gzip_bytes"],
+        "dense_int8_gzip_bytes": rows[0]["size"]["int8_gzip_bytes"],
+        "rewind": rewind_info["source"],
+    }
+    log.info("prune: %s", summary)
+    return summary
+

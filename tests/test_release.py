@@ -1,0 +1,47 @@
+"""The committed release model (models/release): what a fresh clone runs with ``--runtime tflm``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import quantize as Q
+
+RELEASE = Path(__file__).resolve().parents[1] / "models" / "release"
+
+
+@pytest.fixture(scope="module")
+def release() -> dict:
+    assert (RELEASE / Q.QUANT_FILE).exists(), "models/release is part of the repository"
+    return Q.load_release(RELEASE)
+
+
+def test_release_is_full_int8_and_loads_with_the_stated_arena(release) -> None:
+    meta = release["meta"]
+    for name in ("step", "head"):
+        blob = release[name]
+        assert Q.float_ops(blob) == []
+        arena = meta[name]["arena_bytes"]
+        assert Q.fits_arena(blob, arena)
+        assert arena <= Q.MIN_ARENA_FLOOR or not Q.fits_arena(blob, arena - 16)  # and no less
+    info = json.loads((RELEASE / "model.json").read_text())
+    assert info["device"]["arena_bytes"] == meta["step"]["arena_bytes"] + meta["head"]["arena_bytes"]
+    assert info["device"]["flash_bytes"] == len(release["step"]) + len(release["head"])
+
+
+def test_release_predicts_real_reviews(real_slice, tmp_path, capsys) -> None:
+    """``python -m pipeline.predict models/release FILE --runtime tflm`` on labelled real reviews."""
+    from pipeline import data, predict
+
+    rows = list(data.iter_reviews(real_slice["amazon"]))[:150]
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    assert predict.main([str(RELEASE), str(path), "--runtime", "tflm", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == len(rows) and out["accuracy"] > 0.85
+    p_tflite = predict.load_predictor(RELEASE, "tflite")([t for t, _ in rows])
+    p_tflm = predict.load_predictor(RELEASE, "tflm")([t for t, _ in rows])
+    assert np.mean((p_tflite >= 0.5) == (p_tflm >= 0.5)) > 0.95  # two interpreters, same labels

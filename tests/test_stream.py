@@ -1,0 +1,139 @@
+"""Tests for pipeline.stream: the streaming path gives the in-memory path's reviews and splits,
+its TFRecords hold the tokenizer's ids, and the tf.data reader feeds training (tiny fixtures)."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import gzip
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import data
+from pipeline.stream import StreamConfig, bounded_sample, build_stream, make_dataset
+from pipeline.tokenizer import Tokenizer, TokenizerConfig
+
+WORDS = {1: ["great", "love", "works", "perfect", "happy"], 0: ["bad", "broken", "awful", "junk"]}
+NOISE = ["the", "cable", "phone", "was", "it", "and", "this", "case", "very", "my", "Très", "naïve"]
+TOK = TokenizerConfig(vocab_size=80, seq_len=12)
+CFG = StreamConfig(spill_buckets=4, shards=3, tokenizer_sample=150, encode_batch=7)
+
+
+def _text(rng: random.Random, y: int) -> str:
+    words = rng.choices(NOISE, k=rng.randint(2, 18)) + rng.choices(WORDS[y], k=2)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    """A folder with a gzipped Amazon-2023 JSON-lines file (3★, duplicates, a malformed row)
+    and a polarity CSV that repeats some of its reviews."""
+    rng = random.Random(3)
+    root = tmp_path_factory.mktemp("raw")
+    rows = []
+    with gzip.open(root / "rated.jsonl.gz", "wt", encoding="utf-8") as f:
+        for i in range(260):
+            stars = rng.choice([1, 2, 3, 4, 5])
+            t = _text(rng, int(stars > 3))
+            rows.append((t, stars))
+            f.write(json.dumps({"rating": stars, "title": "", "text": t}) + "\n")
+            if i % 25 == 0:
+                f.write(json.dumps({"rating": stars, "title": "", "text": t}) + "\n")  # duplicate
+        f.write("{not json\n")
+    with open(root / "polarity.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        for t, stars in rows[:30]:
+            if stars != 3:
+                w.writerow(["2" if stars > 3 else "1", "", t])
+        for _ in range(80):
+            y = rng.randint(0, 1)
+            w.writerow([str(y + 1), "title", _text(rng, y)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(raw, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("stream")
+    return out, build_stream(raw, out, CFG, TOK)
+
+
+def _records(root: Path, split: str) -> list[tuple[tuple[int, ...], int]]:
+    ds = make_dataset(root, split, batch_size=5, shuffle_buffer=0)
+    out = []
+    for ids, y in ds.as_numpy_iterator():
+        for row, lab in zip(ids, y, strict=True):
+            out.append((tuple(int(v) for v in row if v != 0), int(lab)))
+    return out
+
+
+def test_same_reviews_and_splits_as_the_in_memory_path(raw, built) -> None:
+    out, stats = built
+    splits, ref = data.load_splits(raw, data.DataConfig())
+    assert stats["totals"]["unique"] == ref["totals"]["unique"]
+    assert stats["totals"]["duplicates"] == ref["totals"]["duplicates"]
+    assert stats["totals"]["malformed"] == ref["totals"]["malformed"] == 1
+    assert stats["totals"]["neutral_dropped"] == ref["totals"]["neutral_dropped"] > 0
+    tok = Tokenizer.load(out / "tokenizer")
+    for split in data.SPLITS:
+        assert stats["splits"][split]["n"] == len(splits[split])
+        assert sum(stats["splits"][split]["shards"]) == len(splits[split])
+        want = collections.Counter((tuple(ids), y) for ids, y in zip(
+            tok.ids([s for s, _ in splits[split]]), [y for _, y in splits[split]], strict=True))
+        assert collections.Counter(_records(out, split)) == want
+    assert all(len(ids) <= TOK.seq_len for ids, _ in _records(out, "train"))
+    files = sorted(p.name for p in (out / "train").iterdir())
+    assert files == [f"shard-{i:05d}-of-00003.tfrecord" for i in range(3)]
+    assert not (out / ".work").exists()
+    assert json.loads((out / "stats.json").read_text())["peak_rss_mb"] > 0
+
+
+def test_tokenizer_trained_on_bounded_sample(built) -> None:
+    _, stats = built
+    assert stats["totals"]["tokenizer_sample"] == min(150, stats["splits"]["train"]["n"])
+
+
+def test_bounded_sample_is_order_independent() -> None:
+    texts = [f"review {i}" for i in range(500)]
+    a = bounded_sample(texts, 40, seed=1)
+    b = bounded_sample(list(reversed(texts)), 40, seed=1)
+    assert a == b and len(a) == 40 and len(set(a)) == 40
+    assert bounded_sample(texts, 40, seed=2) != a
+    assert sorted(bounded_sample(texts[:10], 40, seed=1)) == sorted(texts[:10])
+
+
+def test_repeat_marks_copies(raw, tmp_path) -> None:
+    from dataclasses import replace
+
+    one = build_stream(raw, tmp_path / "one", CFG, TOK)
+    two = build_stream(raw, tmp_path / "two", replace(CFG, repeat=2), TOK)
+    assert two["totals"]["unique"] == 2 * one["totals"]["unique"]
+    assert two["totals"]["used"] == 2 * one["totals"]["used"]
+
+
+def test_reader_shuffles_reproducibly_and_feeds_training(built) -> None:
+    import tf_keras as keras
+
+    from pipeline.models import StudentConfig, build_student
+
+    out, stats = built
+    def labels(seed: int) -> list[list[float]]:
+        ds = make_dataset(out, "train", 8, shuffle_buffer=64, seed=seed)
+        return [y.tolist() for _, y in ds.as_numpy_iterator()]
+
+    a, b = labels(5), labels(5)
+    assert a == b and sum(map(len, a)) == stats["splits"]["train"]["n"]
+    ds = make_dataset(out, "train", 16, shuffle_buffer=64, bucket_boundaries=[6, 10])
+    for ids, _ in ds.take(3):
+        assert ids.dtype.name == "int32" and ids.shape[1] <= TOK.seq_len
+    keras.utils.set_random_seed(1)
+    model = build_student(Tokenizer.load(out / "tokenizer").vocab_size,
+                          StudentConfig(embed_dim=4, units=4))
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    hist = model.fit(make_dataset(out, "train", 16, repeat=True), steps_per_epoch=4, epochs=1,
+                     verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
