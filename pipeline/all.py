@@ -1,12 +1,15 @@
 """Run the whole pipeline, stage by stage; finished stages are reused, killed ones resume.
 
     python -m pipeline.all --data PATH [--heldout DIR] [--out DIR] [--preset smoke|full]
-                           [--set section.field=value ...] [--publish DIR]
+                           [--set section.field=value ...] [--publish DIR] [--release DIR]
+                           [--firmware DIR]
 
-Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF and fastText peers; the device student
-(student_tokenizer -> student [labels only] -> student_kd [+ knowledge distillation] -> int8 ->
-int8_eval in TFLM, with an evaluation of each student); then
-``report.md`` and plots in the output folder (default ``runs/PRESET``).
+Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF and fastText peers; the device
+student: student_tokenizer -> student [labels only] -> teacher_targets [teacher logits and feature
+maps on the reviews and their crops] -> student_kd / student_afd [KD, KD + AFD] -> student_pruned
+[Lottery Ticket] -> qat -> int8 -> int8_eval [TFLM] -> firmware_export, with an evaluation of each
+model; then ``report.md`` and plots in the output folder (default ``runs/PRESET``). The choices
+between models along the way are made on the validation split.
 """
 
 from __future__ import annotations
