@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from pipeline.ctok import HOST, ROOT, SANITIZE, SRC, WARNINGS, compiler
+from pipeline.ctok import HOST, ROOT, SANITIZE, SRC, WARNINGS, cache_root, compiler
 from pipeline.export import (
     FIRMWARE_FILES,
     HEAD_ARRAY,
@@ -63,14 +63,7 @@ RESPONSE_TIMEOUT_S = 30.0
 
 
 def _cache_root() -> Path:
-    root = ROOT / "build" / "console"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        return root
-    except OSError:
-        root = Path(tempfile.gettempdir()) / "tinysent-console"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+    return cache_root("console")
 
 
 def prepare_sources(model_dir: Path, out_root: Path) -> dict:

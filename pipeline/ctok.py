@@ -40,14 +40,15 @@ def compiler() -> str:
     return path
 
 
-def cache_root() -> Path:
-    """``build/ctok`` in the repository (git-ignored), or a temp folder when not writable."""
-    root = ROOT / "build" / "ctok"
+def cache_root(name: str = "ctok") -> Path:
+    """``build/NAME`` in the repository (git-ignored), or a temp folder when not writable."""
+    root = ROOT / "build" / name
     try:
         root.mkdir(parents=True, exist_ok=True)
-        return root
     except OSError:
-        return Path(tempfile.gettempdir()) / "tinysent-ctok"
+        root = Path(tempfile.gettempdir()) / f"tinysent-{name}"
+        root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def _compile(out_name: str, tokenizer_dir: Path, extra_sources: list[Path], flags: list[str]) -> Path:
