@@ -112,7 +112,8 @@ def run_point(root: Path, data_dir: Path, k_data: str, cfg, vocab: int, embed: i
         lambda o, w: train.train_student(data_dir, tok_dir, o, w, scfg, cfg.student_train))
     int8_dir, k_int8 = stages.run_stage(
         root, f"int8-{name}", {"student": k_student, "data": k_data,
-                               "n": cfg.calibration_reviews},
+                               "n": cfg.calibration_reviews,
+                               "conversion": quantize.CONVERSION_VERSION},
         lambda o, w: quantize.quantize_student(student_dir, data_dir, o, cfg.calibration_reviews))
     evals = {}
     for kind, model_dir, key, runtime in (("int8", int8_dir, k_int8, "tflm"),

@@ -27,6 +27,9 @@ def test_release_is_full_int8_and_loads_with_the_stated_arena(release) -> None:
         arena = meta[name]["arena_bytes"]
         assert Q.fits_arena(blob, arena)
         assert arena <= Q.MIN_ARENA_FLOOR or not Q.fits_arena(blob, arena - 16)  # and no less
+    step_ops = [o["op"] for o in Q.op_report(release["step"])]
+    assert "LOGISTIC" not in step_ops and "TANH" not in step_ops  # lookup tables (pipeline.lut)
+    assert step_ops.count("CAST") == 6 and step_ops.count("GATHER") == 7
     info = json.loads((RELEASE / "model.json").read_text())
     assert info["device"]["arena_bytes"] == meta["step"]["arena_bytes"] + meta["head"]["arena_bytes"]
     assert info["device"]["flash_bytes"] == len(release["step"]) + len(release["head"])

@@ -7,6 +7,7 @@ template <unsigned int tOpCount>
 class MicroMutableOpResolver : public MicroOpResolver {
  public:
   TfLiteStatus AddAdd();
+  TfLiteStatus AddCast();
   TfLiteStatus AddFullyConnected();
   TfLiteStatus AddGather();
   TfLiteStatus AddLogistic();
