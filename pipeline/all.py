@@ -15,6 +15,7 @@ between models along the way are made on the validation split.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -32,6 +33,7 @@ from pipeline import (
     peers,
     prune,
     quantize,
+    setup_logging,
     stages,
     tokenizer,
     train,
@@ -120,6 +122,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     afd = best == "student_afd"
     log.info("distilled student going on: %s", best)
 
+    @functools.cache  # loaded once, only if a later stage runs (the factory keeps no state)
     def teacher_step():  # the distillation loss of the chosen student, for the later stages
         z_t = np.load(targets_dir / distill.TARGET_LOGITS)
         feats = distill.TeacherFeatures.load(targets_dir / distill.TARGET_FEATURES) if afd else None
@@ -185,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                          "project DIR (firmware)")
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    setup_logging(args.quiet)
     try:
         cfg = override(preset(args.preset), args.set)
     except ValueError as e:

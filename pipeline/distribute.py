@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
+import pipeline  # selects tf_keras before TensorFlow loads
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def fit_distributed(
     import tensorflow as tf
     import tf_keras as keras
 
-    from pipeline.train import _bce, pad_batch
+    from pipeline.train import bce, pad_batch
 
     x_train, y_train = train
     x_val, y_val = val
@@ -260,7 +260,7 @@ def fit_distributed(
             correct_sum += float(correct)
         state["steps"] += len(schedule)
         p_val = predict_proba(x_val)
-        val_loss = _bce(y_val, p_val)
+        val_loss = bce(y_val, p_val)
         record = {"epoch": epoch, "loss": loss_sum / len(schedule),
                   "accuracy": correct_sum / (len(schedule) * gbatch), "val_loss": val_loss,
                   "val_accuracy": float(np.mean((p_val >= 0.5) == (y_val >= 0.5))),
@@ -343,9 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sgd", type=float, metavar="LR",
                     help="plain SGD with this learning rate instead of Adam (tests)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    pipeline.setup_logging()
     strategy = strategy_from_name(args.strategy)  # first: configures the TF runtime
     from pipeline.config import override, preset
 

@@ -541,7 +541,9 @@ def write_report(run_dir: Path, command: str) -> Path:
                   f"(largest probability difference "
                   f"{int8['test'].get('max_abs_prob_diff', float('nan')):.3f}).", "",
                   "The int8 rows run the exact `.tflite` bytes in the TensorFlow Lite Micro "
-                  "interpreter, token by token (`pipeline/quantize.py`). Arenas: the minimum each "
+                  "interpreter, token by token (`pipeline/quantize.py`; the step model's sigmoid "
+                  "and tanh are 256-entry int8 lookup tables, `pipeline/lut.py`). Host ms: best "
+                  "of 20 runs of one 128-token review. Arenas: the minimum each "
                   "interpreter needs, found by bisection on this 64-bit host, added up (both live "
                   "on the device). Flash totals are the generated firmware arrays "
                   "(`firmware_export` stage, `pipeline/export.py`). ESP32-S3 estimate: "

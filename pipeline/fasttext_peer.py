@@ -283,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--heldout", type=Path)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
+    from pipeline import setup_logging
+
+    setup_logging()
     print(json.dumps(run_fasttext_peer(args.data_dir, args.out_dir, FastTextConfig(),
                                        args.heldout), indent=2))
     return 0

@@ -351,7 +351,7 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     from pipeline.models import load_model, save_model
     from pipeline.tokenizer import Tokenizer
     from pipeline.train import (
-        _bce,
+        bce,
         fit,
         labelled_ids,
         predict_proba,
@@ -368,7 +368,7 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     x_val, y_val = splits["val"]
     p0 = predict_proba(student, x_val)
     before = float(np.mean((p0 >= 0.5) == (y_val >= 0.5)))
-    loss_before = _bce(y_val, p0)
+    loss_before = bce(y_val, p0)
     qat = build_qat_model(student)
     masks_file = Path(student_dir) / "masks.npz"
     if masks_file.exists():
@@ -381,16 +381,16 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     after = float(np.mean((p1 >= 0.5) == (y_val >= 0.5)))
     # Early stopping with the starting point as epoch 0: fine-tuning is kept only if it lowers the
     # validation loss of the float weights that will be converted.
-    kept = "qat" if _bce(y_val, p1) < loss_before else "start"
+    kept = "qat" if bce(y_val, p1) < loss_before else "start"
     if kept == "start":
         log.info("qat: fine-tuning did not lower the validation loss (%.5f -> %.5f): keeping the "
-                 "starting weights", loss_before, _bce(y_val, p1))
+                 "starting weights", loss_before, bce(y_val, p1))
         tuned = student
     out_dir = Path(out_dir)
     tok.save(out_dir)
     save_model(tuned, out_dir / "model.keras")
     summary = {"best_epoch": state["best_epoch"], "seq_len": tok.cfg.seq_len, "kept": kept,
-               "val_loss_before": loss_before, "val_loss_after": _bce(y_val, p1),
+               "val_loss_before": loss_before, "val_loss_after": bce(y_val, p1),
                "val_accuracy_before": before,
                "val_accuracy_after": after, "params": int(tuned.count_params())}
     if masks_file.exists():

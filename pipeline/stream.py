@@ -53,7 +53,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
+import pipeline  # selects tf_keras before TensorFlow loads
 from pipeline import data
 
 log = logging.getLogger(__name__)
@@ -316,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="read the input N times, marking copy k > 0 (memory measurements)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
+    pipeline.setup_logging()
     cfg = override(preset(args.preset), args.set)
     if cfg.data.max_reviews is not None or cfg.data.balance:
         ap.error("data.max_reviews and data.balance need the in-memory path (pipeline.data)")

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
+import pipeline  # selects tf_keras before TensorFlow loads
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publish", type=Path, metavar="DIR",
                     help="copy sweep.json, sweep.md and sweep.png to DIR (e.g. reports/sweep)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    pipeline.setup_logging()
     try:
         cfg = override(preset(args.preset), args.set)
     except ValueError as e:

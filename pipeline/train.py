@@ -109,7 +109,8 @@ class _Progress:
                  self.total, extra, rate, eta)
 
 
-def _bce(y: np.ndarray, p: np.ndarray) -> float:
+def bce(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities ``p`` against labels ``y`` (clipped at 1e-7)."""
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
@@ -190,7 +191,7 @@ def fit(
         if ema:
             swap_ema()  # validate (and keep as best) the averaged weights
         p_val = predict_proba(model, x_val)
-        val_loss = _bce(y_val, p_val)
+        val_loss = bce(y_val, p_val)
         val_acc = float(np.mean((p_val >= 0.5) == (y_val >= 0.5)))
         record = {"epoch": epoch, "loss": float(loss), "accuracy": float(acc),
                   "val_loss": val_loss, "val_accuracy": val_acc, "lr": state["lr"],

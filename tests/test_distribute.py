@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -14,25 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import polar_rows
 
 from pipeline.data import write_jsonl
 from pipeline.distribute import global_batches, replica_slice, strategy_from_name
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = {1: ["great", "love", "works", "perfect"], 0: ["bad", "broken", "awful", "returned"]}
-NOISE = ["the", "cable", "phone", "was", "it", "and", "this", "case", "very", "my"]
 TIMEOUT = 300
 
 
 def _rows(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        y = i % 2
-        words = rng.choices(NOISE, k=rng.randint(3, 20)) + rng.choices(WORDS[y], k=2)
-        rng.shuffle(words)
-        out.append((" ".join(words), y))
-    return out
+    return polar_rows(n, seed, 3, 20)
 
 
 @pytest.fixture(scope="module")

@@ -4,28 +4,18 @@ several points (made-up rows)."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
+from conftest import polar_rows
 
 from pipeline.config import override, preset
 from pipeline.data import write_jsonl
 from pipeline.sweep import BOARDS, Grid, main, run_sweep
 
-WORDS = {1: ["great", "love", "works", "perfect"], 0: ["bad", "broken", "awful", "returned"]}
-NOISE = ["the", "cable", "phone", "was", "it", "and", "this", "case", "very", "my"]
-
 
 def _rows(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        y = i % 2
-        words = rng.choices(NOISE, k=rng.randint(2, 10)) + rng.choices(WORDS[y], k=2)
-        rng.shuffle(words)
-        out.append((" ".join(words), y))
-    return out
+    return polar_rows(n, seed, 2, 10)
 
 
 @pytest.fixture(scope="module")
