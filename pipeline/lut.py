@@ -1,17 +1,17 @@
-"""int8 activation lookup tables: a flatbuffer rewrite of LOGISTIC and TANH into QUANTIZE + GATHER.
+"""int8 activation lookup tables: a flatbuffer rewrite of LOGISTIC and TANH into CAST + ADD + GATHER.
 
-TFLM's reference int8 LOGISTIC and TANH evaluate a fixed-point exponential per element, about 50 ns
-each on the host: in the one-token GRU step (4 x 32 sigmoids + 2 x 32 tanh per token) that was
-~40% of an invoke. An int8 input takes only 256 values, so the function is a 256-entry int8 table:
+TFLM's reference int8 LOGISTIC and TANH evaluate a fixed-point exponential per element (about
+50 ns each on this host, measured once), and the one-token GRU step has 4 x 32 sigmoids and
+2 x 32 tanh per token. An int8 input takes only 256 values, so the function is a 256-entry table:
 
     index = ADD(CAST(x), 128)    # int8 -> int32 q + 128 in [0, 255]
     y     = GATHER(table, index) # table[q + 128] = quantize_out(f(dequantize_in(q)))
 
 All three are plain builtins that both TFLM and ``tf.lite`` run (a QUANTIZE int8 -> int32 would do
-the first line in one op, but ``tf.lite`` rejects it). The model stays full-integer (the index is an
-int32 tensor like the token ids), and each table entry is
-the correctly rounded value of ``f`` at that input, where the fixed-point kernel is within a step
-of it. Tables with the same quantization are shared. Nothing else in the graph changes.
+the first line in one op, but ``tf.lite`` rejects it). The model stays full-integer (the index is
+an int32 tensor like the token ids); each table entry is the correctly rounded value of ``f`` at
+that input, where the fixed-point kernel is within a step of it. Tables with the same quantization
+are shared. Nothing else in the graph changes.
 """
 
 from __future__ import annotations
