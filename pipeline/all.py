@@ -151,8 +151,9 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     )
     evaluation("qat_eval", qat_dir, k_qat)
     int8_dir, k_int8 = stages.run_stage(
-        out, "int8", {"student": k_qat, "data": k_data, "n": cfg.calibration_reviews,
-                 "conversion": quantize.CONVERSION_VERSION},
+        out, "int8",
+        {"student": k_qat, "data": k_data, "n": cfg.calibration_reviews,
+         "conversion": quantize.CONVERSION_VERSION},
         lambda o, w: quantize.quantize_student(qat_dir, data_dir, o, cfg.calibration_reviews),
     )
     evaluation("int8_eval", int8_dir, k_int8, "tflm", reference=(qat_dir, k_qat))
