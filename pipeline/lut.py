@@ -139,9 +139,11 @@ def lut_activations(model_bytes: bytes) -> tuple[bytes, int]:
         for op in sg.operators or []:
             c = model.operatorCodes[op.opcodeIndex]
             fn = names.get(max(c.builtinCode, c.deprecatedBuiltinCode))
-            src = sg.tensors[op.inputs[0]] if fn in _FUNCS else None
-            dst = sg.tensors[op.outputs[0]] if fn in _FUNCS else None
-            if src is None or src.type != types.INT8 or dst.type != types.INT8:
+            if fn not in _FUNCS:
+                new_ops.append(op)
+                continue
+            src, dst = sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]
+            if src.type != types.INT8 or dst.type != types.INT8:
                 new_ops.append(op)
                 continue
             key = (fn, *_per_tensor(src), *_per_tensor(dst))

@@ -35,6 +35,7 @@ only needs the sums, whose order does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -504,22 +505,20 @@ def calibration_data(
 # ----------------------------------------------------------------------------- flatbuffer helpers
 
 
-_schema = tflite_schema
-
 
 def _tensor_type_names() -> dict[int, str]:
-    t = _schema().TensorType
+    t = tflite_schema().TensorType
     return {v: k for k, v in vars(t).items() if not k.startswith("_")}
 
 
 def _op_names() -> dict[int, str]:
-    b = _schema().BuiltinOperator
+    b = tflite_schema().BuiltinOperator
     return {v: k for k, v in vars(b).items() if not k.startswith("_")}
 
 
 def io_map(model_bytes: bytes) -> dict[str, dict[str, int]]:
     """Signature names -> positions in the flatbuffer's input / output lists (not signature order)."""
-    s = _schema()
+    s = tflite_schema()
     m = s.Model.GetRootAs(model_bytes, 0)
     sig, sg = m.SignatureDefs(0), m.Subgraphs(0)
     ins = [sg.Inputs(i) for i in range(sg.InputsLength())]
@@ -533,7 +532,7 @@ def io_map(model_bytes: bytes) -> dict[str, dict[str, int]]:
 
 
 def _io_tensor(model_bytes: bytes, kind: str, pos: int):
-    sg = _schema().Model.GetRootAs(model_bytes, 0).Subgraphs(0)
+    sg = tflite_schema().Model.GetRootAs(model_bytes, 0).Subgraphs(0)
     return sg.Tensors(sg.Inputs(pos) if kind == "inputs" else sg.Outputs(pos))
 
 
@@ -566,7 +565,7 @@ def copy_quant(model_bytes: bytes, src_input: int, dst_output: int) -> bytes:
 
 def op_report(model_bytes: bytes) -> list[dict[str, Any]]:
     """Every operator with the types of its input and output tensors (``-1`` inputs omitted)."""
-    m = _schema().Model.GetRootAs(model_bytes, 0)
+    m = tflite_schema().Model.GetRootAs(model_bytes, 0)
     names, types = _op_names(), _tensor_type_names()
     out = []
     for g in range(m.SubgraphsLength()):
@@ -592,7 +591,7 @@ def float_ops(model_bytes: bytes) -> list[str]:
 
 def count_macs(model_bytes: bytes) -> int:
     """Multiply-accumulates of one invoke: the FULLY_CONNECTED weight sizes (batch 1)."""
-    m = _schema().Model.GetRootAs(model_bytes, 0)
+    m = tflite_schema().Model.GetRootAs(model_bytes, 0)
     sg, names = m.Subgraphs(0), _op_names()
     total = 0
     for i in range(sg.OperatorsLength()):
@@ -712,6 +711,7 @@ class _ArenaProber:
 
     def fits(self, size: int) -> bool:
         if self._child is None or self._child.poll() is not None:
+            self._stop_child()
             self._child = subprocess.Popen(
                 [sys.executable, "-c", _ARENA_PROBE, str(self._model), str(self._inputs)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -726,12 +726,16 @@ class _ArenaProber:
             return False
         return answer.strip() == "1"
 
-    def close(self) -> None:
+    def _stop_child(self) -> None:
         if self._child is not None:
-            if self._child.poll() is None:
-                self._child.stdin.close()
-                self._child.wait()
-            self._child.stdout.close()
+            for pipe in (self._child.stdin, self._child.stdout):
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()  # a live child reads EOF and exits
+            self._child.wait()
+            self._child = None
+
+    def close(self) -> None:
+        self._stop_child()
         self._dir.cleanup()
 
     def __enter__(self) -> _ArenaProber:

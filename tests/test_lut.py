@@ -88,7 +88,7 @@ def test_nothing_to_replace_returns_the_same_bytes() -> None:
 
 def test_rewritten_buffers_stay_16_byte_aligned() -> None:
     rewritten, _ = lut.lut_activations(_activation_model("sigmoid", -4, 4))
-    m = Q._schema().Model.GetRootAs(rewritten, 0)
+    m = lut.tflite_schema().Model.GetRootAs(rewritten, 0)
     starts = []
     for i in range(m.BuffersLength()):
         b = m.Buffers(i)
