@@ -25,7 +25,8 @@ from pipeline import console as C  # noqa: E402 (after the skip)
 from pipeline.ctok import SANITIZE, WARNINGS  # noqa: E402
 
 REPLY = re.compile(rb"(positive|negative) (\d\.\d{4}) tokens=(\d+) ms=(\d+)")
-LIMIT = 2048  # CONSOLE_MAX_LINE = TOK_MAX_INPUT_BYTES
+EDIT = 256  # CONSOLE_EDIT_BYTES: Backspace reaches back this far; older bytes are tokenized
+RELEASE = Path(__file__).resolve().parents[1] / "models" / "release"
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def dev(release: Path) -> C.SimDevice:
 
 
 def _overlong() -> bytes:
-    """3000 bytes whose 2048-byte cut falls inside a 2-byte UTF-8 character."""
+    """3000 bytes (the old 2048-byte cut fell inside a 2-byte UTF-8 character): read whole now."""
     return b"great " * 341 + b"x" + "é".encode() + b" broke" * 160
 
 
@@ -92,7 +93,9 @@ def test_console_builds_with_sanitizers_and_survives_bad_input(release: Path) ->
     assert "Commands: help (this text), info" in out and "arena: " in out and "flash: " in out
     assert "runtime: host driver, fake model" in out
     assert out.count("Commands: help") == 2  # "help " with a trailing space is the command too
-    assert f"note: line cut to its first {LIMIT - 1} bytes" in out
+    assert "note: line cut" not in out  # 3000 bytes, read whole
+    assert re.search(r"note: \d+ tokens, the model reads the first 16", out)
+    assert "console RAM: " in out
     assert len(REPLY.findall(out.encode())) == 7
     # the same bytes in other chunkings, with echo and CR LF: same replies
     for args in (["--chunk", "7"], ["--chunk", "4096", "--echo", "--crlf"]):
@@ -103,6 +106,52 @@ def test_console_builds_with_sanitizers_and_survives_bad_input(release: Path) ->
     rng = np.random.default_rng(5)
     noise = rng.integers(0, 256, 200_000, dtype=np.uint8).tobytes()
     _run_driver(exe, noise + b"\n" + bytes(range(256)) * 40 + b"\n", "--echo", "--crlf")
+
+
+def _unsplittable(release: Path) -> bytes:
+    """Two characters xy such that xy and yx are both inside pieces of the release's vocabulary."""
+    from pipeline.tokenizer import Tokenizer
+
+    sp = Tokenizer.load(release).sp
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    for p in pieces:
+        if len(p) == 2 and "\u2581" not in p and any(p[::-1] in q for q in pieces):
+            return p.encode()
+    raise AssertionError("no such pair in the vocabulary")
+
+
+def _reply(out: str) -> list[tuple[bytes, ...]]:
+    return [m[:3] for m in REPLY.findall(out.encode())]
+
+
+def test_console_long_lines_and_editing_under_sanitizers(release: Path) -> None:
+    """Lines of any length in bounded RAM: the reply to a long line is the reply to its text,
+    Backspace reaches back EDIT bytes, Ctrl-U clears even a long line, a huge word is survived."""
+    exe = C.build_driver(release, sanitize=True)
+    rng = np.random.default_rng(3)
+    words = [b"great", b"the", b"seller", b"broke", "caf\u00e9".encode(), b"\xff", b"was"]
+    long_line = b" ".join(words[i] for i in rng.integers(0, len(words), 40_000))  # ~190 KB
+    plain = _run_driver(exe, long_line + b"\n", "--chunk", "4096")
+    assert len(_reply(plain)) == 1
+    for args in (["--chunk", "1"], ["--chunk", "13", "--echo", "--crlf"]):
+        assert _reply(_run_driver(exe, long_line + b"\r\n", *args)) == _reply(plain)
+    # Backspace: 300 x, 300 DEL (only the last EDIT bytes go), then text
+    typed = b"x" * 300 + b"\x7f" * 300 + b" great\n"
+    want = _run_driver(exe, b"x" * (300 - EDIT) + b" great\n")
+    assert _reply(_run_driver(exe, typed)) == _reply(want)
+    # Ctrl-U on a line longer than EDIT clears all of it; with echo it starts a fresh line
+    out = _run_driver(exe, b"y" * 300 + b"\x15the case is great\n", "--echo", "--crlf")
+    assert "^U\r\n> the case is great" in out
+    assert _reply(out) == _reply(_run_driver(exe, b"the case is great\n"))
+    # Ctrl-C after a long line drops it
+    assert len(_reply(_run_driver(exe, b"z " * 5000 + b"\x03help\n"))) == 0
+    # a 200 KB word without an exact split point (its character pairs are inside pieces): a
+    # note, a reply, no crash
+    out = _run_driver(exe, _unsplittable(release) * 100_000 + b"\nok\n", "--chunk", "4096")
+    assert len(_reply(out)) == 2 and "split(s) inside a word longer than 253 bytes" in out
+    # spaces only, however many, are an empty line; "help" after 300 spaces is the command
+    out = _run_driver(exe, b" \t" * 300 + b"\n" + b" " * 300 + b"help\n")
+    assert len(_reply(out)) == 0 and out.count("Commands: help") == 1
 
 
 def test_sanitizer_flags_are_the_strict_ones() -> None:
@@ -156,10 +205,8 @@ def test_sim_protocol(dev: C.SimDevice) -> None:
         reply = dev.feed(bad)
         assert REPLY.match(reply) and reply.endswith(b"\n> "), reply
     long_reply = dev.feed(_overlong() + b"\n").split(b"\n")
-    assert long_reply[0] == (f"note: line cut to its first {LIMIT - 1} bytes "
-                             f"({len(_overlong()) - LIMIT + 1} more dropped; limit {LIMIT})").encode()
-    assert long_reply[1].startswith(b"note: ") and b"the model reads the first 16" in long_reply[1]
-    assert REPLY.fullmatch(long_reply[2]) and long_reply[3] == b"> "
+    assert long_reply[0].startswith(b"note: ") and b"the model reads the first 16" in long_reply[0]
+    assert REPLY.fullmatch(long_reply[1]) and long_reply[2] == b"> "
     # a line split anywhere, CR LF, and editing keys give the same reply as the plain line
     plain = REPLY.match(dev.feed(b"the case is great but slow\n")).groups()[:3]
     parts = [b"the ca", b"se is gr", b"eat but slowX\x7f\r", b"\n"]
@@ -171,7 +218,7 @@ def test_sim_equals_predict_tflm(release: Path, dev: C.SimDevice, tmp_path: Path
     from pipeline import predict
     from pipeline.tokenizer import Tokenizer
 
-    reviews = _reviews() + [_overlong()[:LIMIT - 1]]
+    reviews = _reviews() + [_overlong(), b"the seller " * 3000 + b"great"]
     texts = [r.decode("utf-8", "replace") for r in reviews]
     p_tflm = predict.load_predictor(release, "tflm")(texts)
     tok = Tokenizer.load(release)
@@ -189,6 +236,44 @@ def test_sim_equals_predict_tflm(release: Path, dev: C.SimDevice, tmp_path: Path
     want_typed = [w for r, w in zip(reviews, want, strict=True) if r in typed]
     assert [(a.decode(), b.decode()) for a, b in got] == want_typed
     assert len({label for label, _ in want}) == 2  # both labels occur
+
+
+def test_sim_long_lines_in_pieces(dev: C.SimDevice) -> None:
+    """A long line fed in random pieces gets classify's reply on the same bytes."""
+    rng = np.random.default_rng(11)
+    for raw in [_overlong(), b"the seller " * 3000 + b"great", "caf\u00e9 \u2581x".encode() * 900,
+                bytes(rng.integers(0, 256, 20_000, dtype=np.uint8)).translate(
+                    None, b"\r\n\x03\x08\x15\x1b\x7f")]:
+        r = dev.classify(raw)
+        cuts = np.sort(rng.integers(0, len(raw), 60))
+        pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+        out = b"".join(dev.feed(p) for p in pieces) + dev.feed(b"\r\n")
+        label, p, n = REPLY.search(out).groups()[:3]
+        assert (label.decode(), p.decode(), int(n)) == (r.label, f"{r.p:.4f}", r.tokens), raw[:60]
+
+
+@pytest.mark.skipif(not (RELEASE / "model.json").exists(), reason="models/release not here")
+def test_release_sim_equals_predict_tflm_on_long_reviews(real_slice: dict[str, Path]) -> None:
+    """models/release on real reviews, all long ones of the slice (> 2,048 bytes: cut before):
+    the console's reply (a line, and console_classify) equals predict --runtime tflm."""
+    from pipeline import data, predict
+    from pipeline.tokenizer import Tokenizer
+
+    texts = [t for t, _ in data.iter_reviews(real_slice["amazon"])]
+    long = [t for t in texts if len(t.encode()) > 2048]
+    rows = long[:150] + [t for t in texts if len(t.encode()) <= 2048][:100]
+    assert len(long) >= 20
+    p_tflm = predict.load_predictor(RELEASE, "tflm")(rows)
+    tok = Tokenizer.load(RELEASE)
+    sim = C.SimDevice(RELEASE)
+    for text, p in zip(rows, p_tflm, strict=True):
+        raw = text.encode()
+        r = sim.classify(raw)
+        assert r.p == float(p) and r.tokens_total == len(tok.encode(text)), text[:80]
+        line = raw.replace(b"\r", b" ").replace(b"\n", b" ")  # CR/LF are spaces to the tokenizer
+        label, shown, n = REPLY.search(sim.feed(line + b"\n")).groups()[:3]
+        assert (label.decode(), shown.decode(), int(n)) == (
+            "positive" if p >= 0.5 else "negative", f"{p:.4f}", len(tok.ids([text])[0]))
 
 
 def test_sim_with_pruned_rows_equals_predict_tflm(tmp_path_factory) -> None:

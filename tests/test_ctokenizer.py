@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import random
 import re
 import shutil
 import struct
@@ -32,6 +34,7 @@ from pipeline.ctok import (  # noqa: E402 (after the skip)
     SRC,
     WARNINGS,
     CTokenizer,
+    _Info,
     build_driver,
     compiler,
 )
@@ -91,9 +94,71 @@ def host(tok_dir: Path) -> CTokenizer:
 
 
 @pytest.fixture(scope="module")
+def stream(dev: CTokenizer) -> CStream:
+    """The device's streaming tokenizer (what the console uses)."""
+    return CStream(dev)
+
+
+@pytest.fixture(scope="module")
+def whole_stream(whole: CTokenizer) -> CStream:
+    """The stream when merges may cross "▁" (split_at_space = 0): bounded buffer, rule-2 splits."""
+    return CStream(whole)
+
+
+@pytest.fixture(scope="module")
 def whole(tok_dir: Path) -> CTokenizer:
     """BPE over the whole text at once instead of word by word (tables' split_at_space = 0)."""
     return CTokenizer(tok_dir, max_input_bytes=HOST_MAX, defines=("TOK_NEVER_SPLIT",))
+
+
+class CStream:
+    """ctypes glue for the streaming tokenizer (tok_stream_* in the library of a CTokenizer)."""
+
+    def __init__(self, c: CTokenizer) -> None:
+        lib = self._lib = ctypes.CDLL(str(c.library))
+        lib.tok_stream_size.restype = lib.tok_stream_bytes.restype = ctypes.c_size_t
+        lib.tok_stream_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32),
+                                        ctypes.c_size_t, ctypes.c_bool]
+        lib.tok_stream_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.tok_stream_finish.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Info)]
+        lib.tok_stream_finish.restype = ctypes.c_size_t
+        lib.tok_stream_forced_splits.argtypes = [ctypes.c_void_p]
+        lib.tok_stream_forced_splits.restype = ctypes.c_uint32
+        self.capacity = int(lib.tok_stream_bytes())
+        self._state = ctypes.create_string_buffer(int(lib.tok_stream_size()))
+
+    def encode(self, data: bytes, max_ids: int | None = None, tail: bool = False,
+               pieces: list[int] | None = None) -> tuple[list[int], int, int]:
+        """(ids written, untruncated count, forced splits) of ``data`` fed in ``pieces`` sizes."""
+        cap = len(data) + 1 if max_ids is None else max_ids
+        ids = (ctypes.c_int32 * max(cap, 1))()
+        self._lib.tok_stream_init(self._state, ids, cap, tail)
+        pos = 0
+        for k in [*(pieces or []), len(data)]:
+            part = data[pos:pos + k]
+            self._lib.tok_stream_feed(self._state, part, len(part))
+            pos += len(part)
+        info = _Info()
+        n = self._lib.tok_stream_finish(self._state, ctypes.byref(info))
+        assert info.input_bytes_used == len(data) and not info.input_cut
+        return list(ids[:n]), int(info.n_ids), int(self._lib.tok_stream_forced_splits(self._state))
+
+
+def _pieces(rng: random.Random, n: int, biggest: int = 12) -> list[int]:
+    return [rng.randint(1, biggest) for _ in range(n // 4 + 1)]
+
+
+def _check_stream(tok: Tokenizer, s: CStream, raw: bytes, rng: random.Random) -> None:
+    """The stream, in random pieces, gives Python's ids (unless it reports a forced split)."""
+    want = _python_ids(tok, raw)
+    ids, n, forced = s.encode(raw, pieces=_pieces(rng, len(raw)))
+    assert n == len(ids)
+    if forced == 0:
+        assert ids == want, raw[:200]
+    k = rng.randint(0, 20)
+    head, n_head, _ = s.encode(raw, max_ids=k, pieces=_pieces(rng, len(raw)))
+    tail, _, _ = s.encode(raw, max_ids=k, tail=True, pieces=_pieces(rng, len(raw)))
+    assert n_head == n and head == ids[:k] and tail == ids[-k:][:k]
 
 
 def _python_ids(tok: Tokenizer, raw: bytes) -> list[int]:
@@ -163,15 +228,48 @@ def test_export_refuses_models_it_cannot_reproduce(tmp_path: Path) -> None:
 
 
 def test_real_reviews(real_slice: dict[str, Path], corpus: list[str], py: Tokenizer,
-                      host: CTokenizer, dev: CTokenizer, whole: CTokenizer) -> None:
+                      host: CTokenizer, dev: CTokenizer, whole: CTokenizer, stream: CStream,
+                      whole_stream: CStream) -> None:
     texts = corpus + [t for t, _ in data.iter_reviews(real_slice["heldout"])]
     assert len(texts) >= 3000
+    rng = random.Random(4)
     for i, text in enumerate(texts):
         raw = text.encode()
-        assert host.encode_bytes(raw) == py.encode(text), text
+        want = py.encode(text)
+        assert host.encode_bytes(raw) == want, text
         _check_device(py, dev, raw)
+        assert stream.encode(raw, pieces=_pieces(rng, len(raw), 40)) == (want, len(want), 0), text
         if i % 5 == 0:
-            assert whole.encode_bytes(raw) == py.encode(text), text
+            assert whole.encode_bytes(raw) == want, text
+            assert whole_stream.encode(raw, pieces=_pieces(rng, len(raw))) == (want, len(want), 0)
+
+
+RELEASE = Path(__file__).resolve().parents[1] / "models" / "release"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "amazon").is_dir() or not (RELEASE / "tokenizer.model").exists(),
+                    reason="../shared/data or models/release not here")
+def test_release_stream_on_all_test_and_heldout_reviews() -> None:
+    """The device path (streaming C tokenizer, models/release) == Tokenizer.ids on every review of
+    the test split of ../shared/data/amazon and of every held-out set, however long."""
+    tok = Tokenizer.load(RELEASE)
+    s = CStream(CTokenizer(RELEASE))
+    texts = [t for t, _ in data.iter_reviews(SHARED_DATA / "amazon") if data.split_of(t) == "test"]
+    n_test = len(texts)
+    for path in sorted((SHARED_DATA / "heldout").glob("*.jsonl.gz")):
+        texts += [t for t, _ in data.iter_reviews(path)]
+    full = tok.encode_batch(texts)
+    rng = random.Random(8)
+    long = 0
+    for text, ids in zip(texts, full, strict=True):
+        raw = text.encode()
+        got = s.encode(raw, max_ids=tok.cfg.seq_len, tail=tok.cfg.truncate == "tail")
+        assert got == (tok.truncate(ids), len(ids), 0), text[:200]
+        if len(raw) > 2048:  # all long ones again, in random pieces
+            long += 1
+            assert s.encode(raw, pieces=_pieces(rng, len(raw), 60)) == (ids, len(ids), 0)
+    assert n_test > 10_000 and len(texts) > 25_000 and long > 400
 
 
 def test_known_cases(py: Tokenizer, host: CTokenizer) -> None:
@@ -203,11 +301,14 @@ _texts = st.one_of(
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=_texts)
 def test_hypothesis_text(text: str, py: Tokenizer, host: CTokenizer, dev: CTokenizer,
-                         whole: CTokenizer) -> None:
+                         whole: CTokenizer, stream: CStream, whole_stream: CStream) -> None:
     raw = text.encode()
     assert host.encode_bytes(raw) == py.encode(text) == whole.encode_bytes(raw)
     assert host.normalize_bytes(raw) == normalize(text).encode()
     _check_device(py, dev, raw)
+    rng = random.Random(len(raw))
+    _check_stream(py, stream, raw, rng)
+    _check_stream(py, whole_stream, raw, rng)
 
 
 _utf8_pieces = st.one_of(
@@ -224,18 +325,53 @@ _bytes = st.one_of(
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=_bytes)
-def test_hypothesis_bytes(raw: bytes, py: Tokenizer, host: CTokenizer, dev: CTokenizer) -> None:
+def test_hypothesis_bytes(raw: bytes, py: Tokenizer, host: CTokenizer, dev: CTokenizer,
+                          stream: CStream, whole_stream: CStream) -> None:
     assert host.encode_bytes(raw) == _python_ids(py, raw)
     assert host.normalize_bytes(raw) == normalize(raw.decode("utf-8", "replace")).encode()
     _check_device(py, dev, raw)
+    rng = random.Random(len(raw))
+    _check_stream(py, stream, raw, rng)
+    _check_stream(py, whole_stream, raw, rng)
+
+
+def test_stream_long_inputs(py: Tokenizer, stream: CStream, whole_stream: CStream) -> None:
+    """Inputs far beyond TOK_MAX_INPUT_BYTES and words beyond the stream's buffer: exact, or a
+    reported forced split (only for words without an exact split point, and then bounded)."""
+    rng = random.Random(6)
+    url = "http://example.com/" + "/".join(f"p{i}q.x?a={i}&b=" for i in range(60))  # > 256 B
+    cases = [
+        ("The seller was great, it broke. " * 800).encode(),  # 25 KB
+        (url + " great " + url.upper()).encode(),
+        "é😀\u2581x ".encode() * 3000,
+        bytes(rng.randrange(256) for _ in range(50_000)),
+        b"\xe2\x96" * 500 + b"\xe2\x96\x81" * 200 + b"\x00" * 300,
+    ]
+    for raw in cases:
+        for s in (stream, whole_stream):
+            ids, n, forced = s.encode(raw, pieces=_pieces(rng, len(raw), 50))
+            assert (ids, n, forced) == (_python_ids(py, raw), n, 0), raw[:100]
+    # one 1 MB word of a single letter: no exact split point, bounded work, counted
+    sp = py.sp
+    doubled = next(p for p in (sp.id_to_piece(i) for i in range(sp.get_piece_size()))
+                   if len(p) == 2 and p[0] == p[1] and p[0] != "\u2581")
+    ids, n, forced = stream.encode(("a " + doubled[0] * 1_000_000 + " b").encode())
+    assert forced > 0 and len(ids) == n > 0
 
 
 def test_stopwords_model(stop_dir: Path, corpus: list[str]) -> None:
     tok = Tokenizer.load(stop_dir)
     c = CTokenizer(stop_dir, max_input_bytes=HOST_MAX)
-    texts = corpus[:1500] + [" ".join(sorted(STOPWORDS)), "I'M NOT sure it's the ONE", "the a an"]
+    s = CStream(c)
+    s_whole = CStream(CTokenizer(stop_dir, max_input_bytes=HOST_MAX, defines=("TOK_NEVER_SPLIT",)))
+    rng = random.Random(2)
+    texts = corpus[:1500] + [" ".join(sorted(STOPWORDS)), "I'M NOT sure it's the ONE", "the a an",
+                             "the " * 2000 + "end", "x" * 600 + " the " + "y" * 300]
     for text in texts:
         assert c.encode(text) == tok.encode(text), text
+        for st_ in (s, s_whole):
+            ids, n, forced = st_.encode(text.encode(), pieces=_pieces(rng, len(text)))
+            assert forced > 0 or ids == tok.encode(text), text
         expected = remove_stopwords(normalize(text)).encode()
         assert c.normalize_bytes(text.encode(), stopwords=True) == expected
     assert tok.encode("the a an") == c.encode("the a an") == []
@@ -274,17 +410,21 @@ def test_sanitizer_driver(tok_dir: Path, stop_dir: Path, py: Tokenizer, corpus: 
     exe = build_driver(tok_dir, sanitize=True)
     texts = [t.encode() for t in corpus[:200]] + [b"\xff" * 2100, "é😀 ".encode() * 600, b""]
     cases = [(b, 0xFFFFFFFF, 0) for b in texts] + [(b, 7, i % 2) for i, b in enumerate(texts[:50])]
+    # the streaming tokenizer (flag 2), on inputs far beyond the one-shot limit too
+    long = [b" ".join(texts[:200]) * 3, "é😀 ".encode() * 20_000, b"\xff\xe2\x96 x" * 9000]
+    cases += [(b, 0xFFFFFFFF, 2) for b in texts[:100] + long]
+    cases += [(b, 9, 2 | i % 2) for i, b in enumerate(texts[:40] + long)]
     records = b"".join(struct.pack("<IIB", len(b), k, tail) + b for b, k, tail in cases)
     proc = subprocess.run([exe], input=records, capture_output=True, env=SAN_ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     lines = proc.stdout.decode().splitlines()
     assert len(lines) == len(cases)
-    for (raw, k, tail), line in zip(cases, lines, strict=True):
+    for (raw, k, flags), line in zip(cases, lines, strict=True):
         counts, _, ids = line.partition(":")
-        n, used = map(int, counts.split())
+        n, used = map(int, counts.split())  # no "forced=" here: these need no forced split
         expected = _python_ids(py, raw[:used])
-        assert n == len(expected)
-        assert list(map(int, ids.split())) == (expected[-k:] if tail else expected[:k])
+        assert n == len(expected) and (used == len(raw) or not flags & 2)
+        assert list(map(int, ids.split())) == (expected[-k:] if flags & 1 else expected[:k])
 
 
 def test_cli_python_and_c_agree(tok_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

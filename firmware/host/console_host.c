@@ -11,6 +11,7 @@
  * Usage: console_host [--echo] [--crlf] [--chunk N] < input > output
  * Reads stdin to the end, feeding it to the console N bytes at a time (default 7, so that lines
  * and UTF-8 sequences straddle the chunks), then prints the output. The clock is fake (ms=0).
+ * Lines may be of any length (the console tokenizes them as they arrive, in bounded RAM).
  *
  * gcc -std=c99 -Wall -Wextra -Werror -pedantic -fsanitize=address,undefined -Ifirmware/src \
  *     -IGEN/src firmware/host/console_host.c firmware/src/console.c firmware/src/sentiment.c \

@@ -18,12 +18,17 @@
  *
  *   fuzz_tokenizer --random N SEED   N pseudo-random inputs (bytes, UTF-8 mixes, long inputs)
  *   fuzz_tokenizer                   records from stdin, one output line each, for parity tests:
- *       record = u32le length, u32le max_ids (0xFFFFFFFF = all), u8 tail, then the bytes;
- *       line   = "n_ids input_bytes_used:" followed by " id" for each id written.
+ *       record = u32le length, u32le max_ids (0xFFFFFFFF = all), u8 flags, then the bytes;
+ *       flags: 1 = tail (keep the last max_ids), 2 = the streaming tokenizer (tok_stream_*, fed
+ *       7 bytes at a time, no input limit) instead of tok_encode;
+ *       line   = "n_ids input_bytes_used:" followed by " id" for each id written (streaming:
+ *       " forced=N" before the colon when N > 0 forced splits happened).
  *
  * Every input is checked for: ids in [0, vocab), head/tail truncation equal to the prefix/suffix
- * of the full sequence, counts and input cut consistent, normalization idempotent. A failed
- * check aborts (a finding, like a sanitizer report).
+ * of the full sequence, counts and input cut consistent, normalization idempotent; the stream, fed
+ * in pieces whose sizes come from the input, equals tok_encode on the bytes tok_encode read
+ * (unless it made a forced split) and, on the whole input, keeps head and tail ids consistent with
+ * its own full count. A failed check aborts (a finding, like a sanitizer report).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -35,9 +40,11 @@
 
 #define MAX_IDS (TOK_MAX_SYMBOLS + 8)
 #define NORM_CAP (3 * 4 * TOK_MAX_INPUT_BYTES + 16)
+#define STREAM_IDS (4 * TOK_MAX_INPUT_BYTES + 64) /* ids of the longest random input */
 
 static tok_work_t work;
-static int32_t full[MAX_IDS], part[MAX_IDS];
+static tok_stream_t stream;
+static int32_t full[MAX_IDS], part[MAX_IDS], sfull[STREAM_IDS], spart[STREAM_IDS];
 static char norm1[NORM_CAP], norm2[NORM_CAP];
 
 static void check(int ok, const char *what)
@@ -46,6 +53,22 @@ static void check(int ok, const char *what)
         fprintf(stderr, "fuzz_tokenizer: check failed: %s\n", what);
         abort();
     }
+}
+
+/* Streams data[0:size) in pieces of 1..16 bytes (sizes taken from the data, `salt` varies them);
+ * returns the ids written to ids[0:max_ids). */
+static size_t stream_in_pieces(const uint8_t *data, size_t size, int32_t *ids, size_t max_ids,
+                               bool tail, unsigned salt, tok_info_t *info)
+{
+    size_t pos = 0;
+    tok_stream_init(&stream, ids, max_ids, tail);
+    while (pos < size) {
+        size_t k = 1 + (size_t)((data[pos] + salt + pos) % 16u);
+        if (k > size - pos) k = size - pos;
+        tok_stream_feed(&stream, (const char *)data + pos, k);
+        pos += k;
+    }
+    return tok_stream_finish(&stream, info);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -71,6 +94,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(cut == (k < n ? k : n) && info2.n_ids == n, "tail n");
     check(memcmp(part, full + (n - cut), cut * sizeof full[0]) == 0, "tail ids");
     check(tok_encode(s, size, NULL, 0, &work, &info2) == 0 && info2.n_ids == n, "count only");
+
+    /* the stream on the bytes tok_encode read: the same ids, unless a forced split */
+    used = info.input_bytes_used;
+    cut = stream_in_pieces(data, used, sfull, STREAM_IDS, false, 0, &info2);
+    check(info2.n_ids == cut && info2.input_bytes_used == used && !info2.input_cut, "stream n");
+    if (tok_stream_forced_splits(&stream) == 0)
+        check(cut == n && memcmp(sfull, full, n * sizeof full[0]) == 0, "stream == encode");
+    /* the stream on the whole input (no limit): head/tail truncation of its own full count */
+    n1 = stream_in_pieces(data, size, sfull, STREAM_IDS, false, 5, &info2);
+    check(n1 == info2.n_ids && n1 < STREAM_IDS && info2.input_bytes_used == size, "stream all");
+    for (i = 0; i < n1; i++) check(sfull[i] >= 0 && (uint32_t)sfull[i] < tok_tables.vocab_size, "sid");
+    k = size > 1 ? data[1] % (n1 + 2) : 0;
+    cut = stream_in_pieces(data, size, spart, k, false, 3, &info2);
+    check(cut == (k < n1 ? k : n1) && info2.n_ids == n1, "stream head n");
+    check(memcmp(spart, sfull, cut * sizeof sfull[0]) == 0, "stream head ids");
+    cut = stream_in_pieces(data, size, spart, k, true, 9, &info2);
+    check(cut == (k < n1 ? k : n1) && info2.n_ids == n1, "stream tail n");
+    check(memcmp(spart, sfull + (n1 - cut), cut * sizeof sfull[0]) == 0, "stream tail ids");
+    check(tok_stream_finish(&stream, &info2) == cut && info2.n_ids == n1, "finish twice");
 
     if (size <= 4 * TOK_MAX_INPUT_BYTES) {
         n1 = tok_normalize(s, size, norm1, sizeof norm1, tok_tables.stopwords != 0, &used);
@@ -143,6 +185,7 @@ static size_t random_input(uint8_t *buf, size_t cap)
     target = rnd() % 64;
     if (kind == 0) target = rnd() % (2 * TOK_MAX_INPUT_BYTES + 16); /* long, often cut */
     if (kind == 1) target = TOK_MAX_INPUT_BYTES - 4 + rnd() % 8;  /* around the cut */
+    if (kind == 3 || kind == 4) target = rnd() % (2 * TOK_MAX_INPUT_BYTES + 16); /* long words */
     if (target > cap - 4) target = cap - 4;
     while (len < target) {
         uint32_t r = rnd() % 16;
@@ -156,6 +199,9 @@ static size_t random_input(uint8_t *buf, size_t cap)
             len += keep;
         } else if (kind == 3) {
             buf[len++] = (uint8_t)('a' + rnd() % 3); /* one very long word */
+        } else if (kind == 4) { /* URL-like words of ~500 bytes: the stream's split rules */
+            static const char url[] = "abcdefghijklmnopqrstuvwxyz0123456789/.-_?=&%";
+            buf[len++] = rnd() % 500 == 0 ? ' ' : (uint8_t)url[rnd() % (sizeof url - 1)];
         } else {
             uint8_t tmp[4];
             size_t n = put_utf8(tmp, interesting_cp());
@@ -198,14 +244,26 @@ static int run_records(void)
         char *text = malloc(len ? len : 1);
         int32_t *ids;
         tok_info_t info;
-        size_t n, i, cap = max_ids == 0xFFFFFFFFu ? MAX_IDS : max_ids;
+        size_t n, i, cap = max_ids != 0xFFFFFFFFu ? max_ids : (hdr[8] & 2) ? (size_t)len + 2 : MAX_IDS;
         if (text == NULL || !read_exact(text, len)) return 1;
         ids = malloc((cap ? cap : 1) * sizeof *ids);
         if (ids == NULL) return 1;
-        n = hdr[8] ? tok_encode_tail(text, len, ids, cap, &work, &info)
-                   : tok_encode(text, len, ids, cap, &work, &info);
-        LLVMFuzzerTestOneInput((const uint8_t *)text, len);
-        printf("%lu %lu:", (unsigned long)info.n_ids, (unsigned long)info.input_bytes_used);
+        uint32_t forced = 0;
+        if (hdr[8] & 2) {
+            size_t pos = 0;
+            tok_stream_init(&stream, ids, cap, (hdr[8] & 1) != 0);
+            for (pos = 0; pos < len; pos += 7)
+                tok_stream_feed(&stream, text + pos, len - pos < 7 ? len - pos : 7);
+            n = tok_stream_finish(&stream, &info);
+            forced = tok_stream_forced_splits(&stream);
+        } else {
+            n = (hdr[8] & 1) ? tok_encode_tail(text, len, ids, cap, &work, &info)
+                             : tok_encode(text, len, ids, cap, &work, &info);
+        }
+        if (len <= 4 * TOK_MAX_INPUT_BYTES) LLVMFuzzerTestOneInput((const uint8_t *)text, len);
+        printf("%lu %lu", (unsigned long)info.n_ids, (unsigned long)info.input_bytes_used);
+        if (forced > 0) printf(" forced=%lu", (unsigned long)forced);
+        printf(":");
         for (i = 0; i < n; i++) printf(" %ld", (long)ids[i]);
         printf("\n");
         free(ids);

@@ -39,11 +39,22 @@ size_t console_size(void)
     return sizeof(console_t);
 }
 
+/* An empty line: nothing kept, a fresh tokenizer stream. */
+static void line_reset(console_t *con)
+{
+    con->committed = 0;
+    con->committed_text = 0;
+    con->edit_start = 0;
+    con->edit_len = 0;
+    tok_stream_init(&con->tok, con->ids, SENT_MAX_TOKENS, SENT_TRUNCATE_TAIL != 0);
+}
+
 void console_init(console_t *con, const console_io_t *io, const sent_model_t *model)
 {
     memset(con, 0, sizeof *con);
     con->io = *io;
     con->model = model;
+    line_reset(con);
 }
 
 void console_start(console_t *con)
@@ -70,18 +81,16 @@ size_t console_format_prob(float p, char buf[16])
                             whole % 10000u);
 }
 
-int console_classify(console_t *con, const char *text, size_t len, console_result_t *res)
+/* Ends the line's token stream and runs the model on its ids (t0: the end of the input). */
+static int finish_and_run(console_t *con, uint64_t t0, console_result_t *res)
 {
     tok_info_t info;
     size_t n;
     int8_t q;
-    uint64_t t0 = con->io.now_us(con->io.ctx);
 
     memset(res, 0, sizeof *res);
+    n = tok_stream_finish(&con->tok, &info);
     if (con->model == NULL) return -1;
-    n = SENT_TRUNCATE_TAIL
-            ? tok_encode_tail(text, len, con->ids, SENT_MAX_TOKENS, &con->work, &info)
-            : tok_encode(text, len, con->ids, SENT_MAX_TOKENS, &con->work, &info);
     if (sent_run(con->model, con->ids, n, &q) != 0) return -1;
     res->p = sent_probability(q);
     res->positive = res->p >= 0.5f;
@@ -91,15 +100,26 @@ int console_classify(console_t *con, const char *text, size_t len, console_resul
     return 0;
 }
 
+int console_classify(console_t *con, const char *text, size_t len, console_result_t *res)
+{
+    uint64_t t0 = con->io.now_us(con->io.ctx);
+    int rc;
+    line_reset(con);
+    tok_stream_feed(&con->tok, text, len);
+    rc = finish_and_run(con, t0, res);
+    line_reset(con);
+    return rc;
+}
+
 static void cmd_help(console_t *con)
 {
     char buf[160];
     println(con, "Type a review (UTF-8) and press Enter; the reply is");
     println(con, "  positive|negative P(positive) tokens=<ids read> ms=<time on this device>");
     snprintf(buf, sizeof buf,
-             "The model reads the %s %u tokens; lines are cut at %u bytes.",
+             "Lines of any length; the model reads the %s %u tokens. Backspace reaches back %u bytes.",
              SENT_TRUNCATE_TAIL ? "last" : "first", (unsigned)SENT_MAX_TOKENS,
-             (unsigned)CONSOLE_MAX_LINE);
+             (unsigned)CONSOLE_EDIT_BYTES);
     println(con, buf);
     println(con, "Commands: help (this text), info (model, vocabulary, arena, flash).");
     println(con, "Editing: Backspace deletes a character, Ctrl-U clears the line, Ctrl-C drops it.");
@@ -117,10 +137,9 @@ static void cmd_info(console_t *con)
     println(con, "  ops: " SENT_OPS);
     snprintf(buf, sizeof buf,
              "vocab: %lu pieces (SentencePiece BPE, normalization v%lu); %s %u tokens read; "
-             "lines up to %u bytes",
+             "lines of any length (tokenized as they arrive)",
              (unsigned long)tok_tables.vocab_size, (unsigned long)tok_tables.normalization_version,
-             SENT_TRUNCATE_TAIL ? "last" : "first", (unsigned)SENT_MAX_TOKENS,
-             (unsigned)CONSOLE_MAX_LINE);
+             SENT_TRUNCATE_TAIL ? "last" : "first", (unsigned)SENT_MAX_TOKENS);
     println(con, buf);
     snprintf(buf, sizeof buf,
              "arena: %lu B allocated at start-up (step %lu + head %lu; host-measured minimum %lu + %lu)",
@@ -131,6 +150,10 @@ static void cmd_info(console_t *con)
     snprintf(buf, sizeof buf, "flash: model arrays %lu B + tokenizer tables %lu B = %lu B", arrays,
              (unsigned long)SENT_TOKENIZER_TABLE_BYTES,
              arrays + (unsigned long)SENT_TOKENIZER_TABLE_BYTES);
+    println(con, buf);
+    snprintf(buf, sizeof buf, "console RAM: %lu B static (line end %u B, ids %u B, tokenizer %lu B)",
+             (unsigned long)sizeof(console_t), (unsigned)CONSOLE_EDIT_BYTES,
+             (unsigned)sizeof con->ids, (unsigned long)sizeof(tok_stream_t));
     println(con, buf);
     if (con->io.describe != NULL) {
         buf[0] = '\0';
@@ -155,34 +178,54 @@ static size_t seq_len(unsigned char b)
     return 1;
 }
 
-/* Drops an incomplete UTF-8 sequence at the end of a cut line; returns the bytes dropped. */
-static size_t trim_partial(console_t *con)
+/* Byte i (0 = oldest) of the editable end of the line. */
+static unsigned char edit_at(const console_t *con, size_t i)
 {
-    size_t i, back;
-    for (back = 1; back <= 3 && back <= con->len; back++) {
-        unsigned char b = (unsigned char)con->line[con->len - back];
-        if ((b & 0xC0) != 0x80) { /* a lead (or ASCII) byte */
-            i = con->len - back;
-            if (seq_len(b) > back) {
-                con->len = i;
-                return back;
-            }
-            return 0;
-        }
-    }
-    return 0;
+    return (unsigned char)con->edit[(con->edit_start + i) % CONSOLE_EDIT_BYTES];
 }
 
-static void review(console_t *con, size_t cut)
+/* Gives the editable bytes[0..k) to the tokenizer (at most two pieces of the ring). */
+static void commit(console_t *con, size_t k)
+{
+    while (k > 0) {
+        size_t n = CONSOLE_EDIT_BYTES - con->edit_start, i;
+        if (n > k) n = k;
+        for (i = 0; i < n && !con->committed_text; i++)
+            con->committed_text = !is_blank(con->edit[con->edit_start + i]);
+        tok_stream_feed(&con->tok, con->edit + con->edit_start, n);
+        con->committed += n;
+        con->edit_start = (con->edit_start + n) % CONSOLE_EDIT_BYTES;
+        con->edit_len -= n;
+        k -= n;
+    }
+}
+
+/* Appends a byte to the line (the oldest editable one goes to the tokenizer when full). */
+static void store(console_t *con, unsigned char c)
+{
+    if (con->edit_len == CONSOLE_EDIT_BYTES) commit(con, 1);
+    con->edit[(con->edit_start + con->edit_len) % CONSOLE_EDIT_BYTES] = (char)c;
+    con->edit_len++;
+}
+
+static void review(console_t *con)
 {
     console_result_t r;
     char buf[160], p[16];
-    if (cut > 0) {
-        snprintf(buf, sizeof buf, "note: line cut to its first %lu bytes (%lu more dropped; limit %u)",
-                 (unsigned long)con->len, (unsigned long)cut, (unsigned)CONSOLE_MAX_LINE);
+    uint64_t t0 = con->io.now_us(con->io.ctx);
+    uint32_t forced;
+    int rc;
+    commit(con, con->edit_len);
+    rc = finish_and_run(con, t0, &r);
+    forced = tok_stream_forced_splits(&con->tok);
+    if (forced > 0) {
+        snprintf(buf, sizeof buf,
+                 "note: %lu split(s) inside a word longer than %u bytes; ids there may differ "
+                 "from predict's",
+                 (unsigned long)forced, (unsigned)(TOK_STREAM_BYTES - 3));
         println(con, buf);
     }
-    if (console_classify(con, con->line, con->len, &r) != 0) {
+    if (rc != 0) {
         println(con, con->model == NULL ? "error: no model (it did not load at start-up)"
                                         : "error: the model failed (see the log)");
         return;
@@ -199,48 +242,61 @@ static void review(console_t *con, size_t cut)
     println(con, buf);
 }
 
+/* 1 if the line is exactly `word` (4 bytes) between blanks. */
+static int is_command(const console_t *con, size_t a, size_t b, const char *word)
+{
+    size_t i;
+    if (con->committed_text || b - a != 4) return 0;
+    for (i = 0; i < 4; i++)
+        if (edit_at(con, a + i) != (unsigned char)word[i]) return 0;
+    return 1;
+}
+
 static void end_line(console_t *con)
 {
-    size_t a = 0, b, cut = con->dropped;
+    size_t a = 0, b = con->edit_len;
     if (con->io.echo) newline(con);
-    if (cut > 0) cut += trim_partial(con);
-    b = con->len;
-    while (a < b && is_blank(con->line[a])) a++;
-    while (b > a && is_blank(con->line[b - 1])) b--;
-    if (cut == 0 && b - a == 4 && memcmp(con->line + a, "help", 4) == 0) {
+    while (a < b && is_blank((char)edit_at(con, a))) a++;
+    while (b > a && is_blank((char)edit_at(con, b - 1))) b--;
+    if (is_command(con, a, b, "help")) {
         cmd_help(con);
-    } else if (cut == 0 && b - a == 4 && memcmp(con->line + a, "info", 4) == 0) {
+    } else if (is_command(con, a, b, "info")) {
         cmd_info(con);
-    } else if (b > a) {
-        review(con, cut);
+    } else if (b > a || con->committed_text) {
+        review(con);
     }
-    con->len = 0;
-    con->dropped = 0;
+    line_reset(con);
     prompt(con);
 }
 
+/* Deletes the last character (whole UTF-8 sequence) of the editable end of the line. */
 static void erase_char(console_t *con)
 {
-    size_t i;
-    if (con->dropped > 0) { /* dropped bytes were never echoed */
-        con->dropped--;
-        return;
-    }
-    if (con->len == 0) return;
-    i = con->len - 1;
-    while (i > 0 && con->len - i < 4 && ((unsigned char)con->line[i] & 0xC0) == 0x80) i--;
-    if (seq_len((unsigned char)con->line[i]) == con->len - i) {
-        con->len = i; /* a whole UTF-8 sequence */
+    size_t i, n = con->edit_len;
+    if (n == 0) return; /* nothing, or only bytes already tokenized */
+    i = n - 1;
+    while (i > 0 && n - i < 4 && (edit_at(con, i) & 0xC0) == 0x80) i--;
+    if (seq_len(edit_at(con, i)) == n - i) {
+        con->edit_len = i; /* a whole UTF-8 sequence */
     } else {
-        con->len--; /* a stray byte */
+        con->edit_len--; /* a stray byte */
     }
     if (con->io.echo) puts_(con, "\b \b");
 }
 
 static void clear_line(console_t *con)
 {
-    con->dropped = 0;
-    while (con->len > 0) erase_char(con);
+    if (con->committed == 0) {
+        while (con->edit_len > 0) erase_char(con);
+        return;
+    }
+    /* part of the line scrolled out of reach: start a fresh one on the screen */
+    if (con->io.echo) {
+        puts_(con, "^U");
+        newline(con);
+        prompt(con);
+    }
+    line_reset(con);
 }
 
 static void feed_byte(console_t *con, unsigned char c)
@@ -279,8 +335,7 @@ static void feed_byte(console_t *con, unsigned char c)
     case 0x03: /* Ctrl-C */
         if (con->io.echo) puts_(con, "^C");
         newline(con);
-        con->len = 0;
-        con->dropped = 0;
+        line_reset(con);
         prompt(con);
         return;
     case 0x1B:
@@ -289,14 +344,10 @@ static void feed_byte(console_t *con, unsigned char c)
     default:
         break;
     }
-    if (con->len < CONSOLE_MAX_LINE) {
-        con->line[con->len++] = (char)c;
-        if (con->io.echo) {
-            char e = c < 0x20 ? '?' : (char)c; /* keep one screen cell per stored control byte */
-            out(con, &e, 1);
-        }
-    } else {
-        con->dropped++;
+    store(con, c);
+    if (con->io.echo) {
+        char e = c < 0x20 ? '?' : (char)c; /* keep one screen cell per stored control byte */
+        out(con, &e, 1);
     }
 }
 

@@ -9,22 +9,37 @@
  * read, the milliseconds from the end of the line to the reply on this device).
  *
  * Input bytes
- *   - CR, LF or CR LF end a line. An empty line (or one of only ASCII spaces/tabs) prints nothing
- *     but a new prompt. `help` and `info` (surrounding spaces ignored) are commands; any other
- *     line is a review.
- *   - Backspace (0x08) and DEL (0x7F) delete the last character (a whole UTF-8 sequence);
- *     Ctrl-U clears the line; Ctrl-C abandons it. ESC [ ... and ESC O x sequences (arrow and
- *     function keys) are skipped; a lone ESC is dropped.
+ *   - LF, CR LF and a lone CR end a line (a CR LF is one line end, never two: the LF after a CR
+ *     is swallowed). A lone CR has to end a line: PuTTY, screen, picocom and minicom send CR
+ *     alone for Enter (`pio device monitor` sends CR LF, the Arduino monitor LF or CR LF). A CR
+ *     or LF inside a review therefore splits it; clients that send stored reviews replace them
+ *     by spaces, which gives the same ids (CR and LF are separators of normalization rule 3),
+ *     and console_classify (no line framing) treats them as the tokenizer does, as spaces.
+ *   - An empty line (or one of only ASCII spaces/tabs) prints nothing but a new prompt. `help`
+ *     and `info` (surrounding spaces ignored) are commands; any other line is a review.
+ *   - Backspace (0x08) and DEL (0x7F) delete the last character (a whole UTF-8 sequence) of the
+ *     last CONSOLE_EDIT_BYTES bytes of the line; Ctrl-U clears the line; Ctrl-C abandons it.
+ *     ESC [ ... and ESC O x sequences (arrow and function keys) are skipped; a lone ESC is dropped.
  *   - Every other byte is part of the review, including other control characters and invalid
  *     UTF-8: the tokenizer decodes exactly like Python's bytes.decode("utf-8", "replace") and
  *     drops control characters, so the reply equals predict's on that text.
- *   - A line longer than CONSOLE_MAX_LINE bytes is cut: the first CONSOLE_MAX_LINE bytes are kept
- *     (less an incomplete UTF-8 sequence at the cut), the rest up to the end of the line is
- *     dropped, and a `note:` line says so before the reply.
  *
- * Worst cases: sizeof(console_t) = CONSOLE_MAX_LINE + sizeof(tok_work_t) + 4 * SENT_MAX_TOKENS +
- * a few words (about 21.5 KB for the defaults): keep it in static storage. One review costs
- * the tokenizer's worst case (tokenizer.h) plus SENT_MAX_TOKENS step invokes.
+ * Lines of any length: the console keeps the last CONSOLE_EDIT_BYTES bytes of the line it is
+ * given (editable) and hands older bytes to the streaming tokenizer (tokenizer.h, tok_stream_*)
+ * as the line grows; the tokenizer keeps the first SENT_MAX_TOKENS ids (the last ones when the
+ * release truncates "tail") and counts all of them. So the reply to a line of any length is
+ * predict's on the whole line (a note says when the model reads only part of the ids), and the
+ * RAM does not grow with it. What this costs: Backspace cannot reach further back than
+ * CONSOLE_EDIT_BYTES bytes (it then does nothing; Ctrl-U still clears the whole line), and a
+ * word longer than TOK_STREAM_BYTES - 3 bytes that the tokenizer cannot split exactly (no real
+ * review needs it; e.g. 300 letters "hahaha...") gets a `note:` that its ids may differ.
+ *
+ * RAM (static storage): sizeof(console_t) = CONSOLE_EDIT_BYTES + 4 * SENT_MAX_TOKENS +
+ * sizeof(tok_stream_t) + ~50 B = 4,228 B on a 32-bit target for the defaults (256 + 2,048 +
+ * 1,872 + 52; 4,288 B on a 64-bit host), whatever the line's length. Before (a 2,048-byte line
+ * buffer and the one-shot tokenizer's 18,444-byte tok_work_t): 22,584 B. `info` prints it. One
+ * review costs the tokenizer's per-byte work as the bytes arrive (tokenizer.h) plus, after the
+ * line end, the last word's BPE and at most SENT_MAX_TOKENS step invokes.
  */
 #ifndef CONSOLE_H
 #define CONSOLE_H
@@ -40,12 +55,12 @@
 extern "C" {
 #endif
 
-/* Longest review line in bytes (the tokenizer's input limit, so it never cuts again). */
-#ifndef CONSOLE_MAX_LINE
-#define CONSOLE_MAX_LINE TOK_MAX_INPUT_BYTES
+/* Bytes at the end of a line that Backspace can still delete (older ones are tokenized). */
+#ifndef CONSOLE_EDIT_BYTES
+#define CONSOLE_EDIT_BYTES 256
 #endif
-#if CONSOLE_MAX_LINE > TOK_MAX_INPUT_BYTES
-#error "CONSOLE_MAX_LINE must not exceed TOK_MAX_INPUT_BYTES"
+#if CONSOLE_EDIT_BYTES < 8
+#error "CONSOLE_EDIT_BYTES must be at least 8"
 #endif
 
 #define CONSOLE_PROMPT "> "
@@ -73,13 +88,15 @@ typedef struct {
 typedef struct {
     console_io_t io;
     const sent_model_t *model; /* NULL: the model failed to load; reviews get an error */
-    size_t len;                /* bytes of the line kept so far */
-    size_t dropped;            /* bytes beyond CONSOLE_MAX_LINE */
     int esc;                   /* escape sequence state */
     int after_cr;              /* the previous byte was CR (swallow the LF of CR LF) */
-    char line[CONSOLE_MAX_LINE];
+    size_t committed;          /* bytes of the line already given to the tokenizer */
+    int committed_text;        /* one of them was not a space or tab */
+    size_t edit_start;         /* ring buffer `edit`: index of the oldest byte kept */
+    size_t edit_len;           /* bytes kept in `edit` (the end of the line) */
+    char edit[CONSOLE_EDIT_BYTES];
     int32_t ids[SENT_MAX_TOKENS];
-    tok_work_t work;
+    tok_stream_t tok; /* the line's tokenizer state */
 } console_t;
 
 /* Sets up `con` (no output). io is copied; model must outlive the console (NULL allowed). */
@@ -91,8 +108,9 @@ void console_start(console_t *con);
 /* Processes input bytes (any split of the stream gives the same output). */
 void console_feed(console_t *con, const uint8_t *data, size_t len);
 
-/* Classifies text[0..len) as the console does a review line (no output). Returns 0, or -1 when
- * there is no model or a model call failed. */
+/* Classifies text[0..len) (any length) as the console does a review line with these bytes (no
+ * line editing, no output): same ids, same answer. Returns 0, or -1 when there is no model or a
+ * model call failed. It shares the line's tokenizer state: a partly typed line is dropped. */
 int console_classify(console_t *con, const char *text, size_t len, console_result_t *out);
 
 /* p as `python -m pipeline.predict` prints it (Python's "%.4f": round half to even on the exact

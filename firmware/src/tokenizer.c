@@ -214,13 +214,15 @@ static size_t char_len(unsigned char c)
     return c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
 }
 
+typedef tok_ids_t emitter_t;
+
+/* The BPE scratch arrays of a tok_work_t or a tok_stream_t. */
 typedef struct {
-    int32_t *ids;
-    size_t max_ids;
-    size_t count;
-    bool tail;
-    bool prev_unk;
-} emitter_t;
+    char *buf;
+    tok_off_t *start;
+    uint16_t *id;
+    uint16_t *pair;
+} bpe_t;
 
 static void emit(emitter_t *e, int32_t id)
 {
@@ -236,14 +238,14 @@ static void emit(emitter_t *e, int32_t id)
 }
 
 /* Pair id of symbols i and i+1 of the current segment. */
-static uint16_t pair_id(const tok_work_t *w, size_t i)
+static uint16_t pair_id(const bpe_t *w, size_t i)
 {
     return lookup(w->buf + w->start[i], (size_t)w->start[i + 2] - w->start[i]);
 }
 
 /* SentencePiece BPE on buf[a:b]: repeatedly merge the adjacent pair whose merged piece has the
  * best score (leftmost on ties) until no adjacent pair is a piece; then emit the pieces. */
-static void bpe_segment(tok_work_t *w, size_t a, size_t b, emitter_t *e)
+static void bpe_segment(const bpe_t *w, size_t a, size_t b, emitter_t *e)
 {
     size_t m = 0, p = a, i;
     while (p < b) {
@@ -280,6 +282,23 @@ static void bpe_segment(tok_work_t *w, size_t a, size_t b, emitter_t *e)
     for (i = 0; i < m; i++) emit(e, w->id[i] == TOK_NONE ? T->unk_id : (int32_t)w->id[i]);
 }
 
+/* BPE on buf[a:b], segment by segment: a segment ends before each "▁" when merges never cross
+ * one (split_at_space). */
+static void bpe_range(const bpe_t *w, size_t a, size_t b, emitter_t *e)
+{
+    while (a < b) {
+        size_t c = b;
+        if (SPLIT_AT_SPACE) { /* next "▁" after a: merges never cross it */
+            for (c = a + 1; c + 3 <= b; c++) {
+                if (memcmp(w->buf + c, kSpace, 3) == 0) break;
+            }
+            if (c + 3 > b) c = b;
+        }
+        bpe_segment(w, a, c, e);
+        a = c;
+    }
+}
+
 static void reverse(int32_t *v, size_t n)
 {
     size_t i;
@@ -290,11 +309,23 @@ static void reverse(int32_t *v, size_t n)
     }
 }
 
+/* Tail mode: the ring buffer of ids -> chronological order. */
+static void unring(emitter_t *e)
+{
+    if (e->tail && e->count > e->max_ids && e->max_ids > 0) {
+        size_t k = e->count % e->max_ids;
+        reverse(e->ids, k);
+        reverse(e->ids + k, e->max_ids - k);
+        reverse(e->ids, e->max_ids);
+    }
+}
+
 static size_t encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids, tok_work_t *w,
                      tok_info_t *info, bool tail)
 {
     emitter_t e;
-    size_t used = 0, n = 0, total, r, o, spaces = 0, a;
+    bpe_t bw;
+    size_t used = 0, n = 0, total, r, o, spaces = 0;
 
     e.ids = ids;
     e.max_ids = ids != NULL ? max_ids : 0;
@@ -321,27 +352,14 @@ static size_t encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids,
             }
         }
         memcpy(w->buf, kSpace, 3); /* dummy prefix */
-
-        a = 0;
-        while (a < total) {
-            size_t b = total;
-            if (SPLIT_AT_SPACE) { /* next "▁" after a: merges never cross it */
-                for (b = a + 3; b + 3 <= total; b++) {
-                    if (memcmp(w->buf + b, kSpace, 3) == 0) break;
-                }
-                if (b + 3 > total) b = total;
-            }
-            bpe_segment(w, a, b, &e);
-            a = b;
-        }
+        bw.buf = w->buf;
+        bw.start = w->start;
+        bw.id = w->id;
+        bw.pair = w->pair;
+        bpe_range(&bw, 0, total, &e);
     }
 
-    if (tail && e.count > e.max_ids && e.max_ids > 0) { /* ring buffer -> chronological order */
-        size_t k = e.count % e.max_ids;
-        reverse(ids, k);
-        reverse(ids + k, e.max_ids - k);
-        reverse(ids, e.max_ids);
-    }
+    unring(&e);
     if (info != NULL) {
         info->n_ids = e.count;
         info->ids_truncated = e.count > e.max_ids;
@@ -371,4 +389,233 @@ size_t tok_work_size(void)
 size_t tok_max_input_bytes(void)
 {
     return TOK_MAX_INPUT_BYTES;
+}
+
+/* ------------------------------------------------------------------ streaming */
+
+#define CAP ((size_t)TOK_STREAM_BYTES)
+
+void tok_stream_init(tok_stream_t *s, int32_t *ids, size_t max_ids, bool tail)
+{
+    memset(s, 0, offsetof(tok_stream_t, buf)); /* the scratch arrays need no clearing */
+    s->out.ids = ids;
+    s->out.max_ids = ids != NULL ? max_ids : 0;
+    s->out.tail = tail;
+}
+
+static bpe_t stream_bpe(tok_stream_t *s)
+{
+    bpe_t w;
+    w.buf = s->buf;
+    w.start = s->start;
+    w.id = s->id;
+    w.pair = s->pair;
+    return w;
+}
+
+/* Encodes buf[0:f) and drops it from buf. */
+static void stream_flush(tok_stream_t *s, size_t f)
+{
+    bpe_t w = stream_bpe(s);
+    bpe_range(&w, 0, f, &s->out);
+    memmove(s->buf, s->buf + f, s->len - f);
+    s->len = (uint16_t)(s->len - f);
+    if (s->in_word) {
+        if (f > s->word_start) {
+            s->word_flushed = true;
+            s->word_start = 0;
+        } else {
+            s->word_start = (uint16_t)(s->word_start - f);
+        }
+    }
+}
+
+/* Rule 2 of tokenizer.h: true if the bytes p[0:n) (two characters) occur in no piece. */
+static bool pair_is_safe(tok_stream_t *s, const char *p, size_t n)
+{
+    const char *pool = T->pool;
+    size_t i, k;
+    uint32_t id;
+    bool safe = true;
+    tok_pair_memo_t *memo;
+    for (k = 0; k < 4; k++) {
+        if (s->memo[k].n == n && memcmp(s->memo[k].bytes, p, n) == 0) return s->memo[k].safe != 0;
+    }
+    for (id = 0; id < T->vocab_size && safe; id++) {
+        size_t b = T->off[id + 1];
+        for (i = T->off[id]; i + n <= b; i++) {
+            if (pool[i] == p[0] && memcmp(pool + i, p, n) == 0) {
+                safe = false;
+                break;
+            }
+        }
+    }
+    memo = &s->memo[s->memo_next];
+    s->memo_next = (uint8_t)((s->memo_next + 1) % 4);
+    memo->n = (uint8_t)n;
+    memo->safe = safe;
+    memcpy(memo->bytes, p, n);
+    return safe;
+}
+
+static bool is_lead(char c)
+{
+    return ((unsigned char)c & 0xC0) != 0x80;
+}
+
+/* buf is too full for the next character: encode a first part of it (see tokenizer.h). */
+static void stream_make_room(tok_stream_t *s)
+{
+    size_t len = s->len, f, lo = CAP / 2, hi = len - 1;
+    /* stopwords: never split the current word (unless it fills buf: then it is none) */
+    bool keep_word = T->stopwords && s->in_word && s->word_start > 0;
+    if (keep_word) {
+        lo = 1;
+        hi = s->word_start;
+    }
+    if (SPLIT_AT_SPACE && !keep_word) { /* rule 1: before the last "▁" */
+        for (f = len - 3; f > 0; f--) {
+            if (memcmp(s->buf + f, kSpace, 3) == 0) {
+                stream_flush(s, f);
+                return;
+            }
+        }
+    }
+    for (f = hi; f >= lo && f > 0; f--) { /* rule 2, from the end */
+        size_t a = f, e = f;
+        if (!is_lead(s->buf[f])) continue;
+        do a--; while (a > 0 && !is_lead(s->buf[a]));
+        e += char_len((unsigned char)s->buf[f]);
+        if (e > len) continue;
+        if (pair_is_safe(s, s->buf + a, e - a)) {
+            stream_flush(s, f);
+            return;
+        }
+    }
+    s->forced_splits++;
+    stream_flush(s, keep_word ? s->word_start : len);
+}
+
+/* Makes room for n more bytes in buf (n <= 7). */
+static void stream_room(tok_stream_t *s, size_t n)
+{
+    while (s->len + n > CAP) stream_make_room(s);
+}
+
+static void stream_end_word(tok_stream_t *s)
+{
+    size_t w = (size_t)s->word_start + 3;
+    if (T->stopwords && !s->word_flushed && is_stopword(s->buf + w, s->len - w))
+        s->len = s->word_start;
+    s->in_word = false;
+    if (SPLIT_AT_SPACE) stream_flush(s, s->len);
+}
+
+/* Non-space normalized bytes (whole characters, n <= 4). */
+static void stream_text(tok_stream_t *s, const char *p, size_t n)
+{
+    if (!s->in_word) {
+        stream_room(s, 3 + n);
+        s->word_start = s->len;
+        memcpy(s->buf + s->len, kSpace, 3);
+        s->len = (uint16_t)(s->len + 3);
+        s->in_word = true;
+        s->word_flushed = false;
+    } else {
+        stream_room(s, n);
+    }
+    memcpy(s->buf + s->len, p, n);
+    s->len = (uint16_t)(s->len + n);
+}
+
+/* One decoding unit u[0:k) (code point cp, INVALID if ill-formed): normalization rules 1-5,
+ * separators collapsed and stripped by the word logic (a word is open or not). */
+static void stream_unit(tok_stream_t *s, const unsigned char *u, size_t k, uint32_t cp)
+{
+    const tok_norm_rule_t *r = find_rule(cp == INVALID ? 0xFFFDu : cp);
+    const char *rep;
+    size_t rl, i = 0;
+    if (r != NULL) {
+        rep = r->out;
+        rl = r->len;
+    } else if (cp == INVALID) {
+        rep = "\xEF\xBF\xBD";
+        rl = 3;
+    } else {
+        rep = (const char *)u;
+        rl = k;
+    }
+    while (i < rl) {
+        if (rep[i] == ' ') {
+            if (s->in_word) stream_end_word(s);
+            i++;
+        } else {
+            size_t j = i;
+            while (j < rl && rep[j] != ' ') j++;
+            stream_text(s, rep + i, j - i);
+            i = j;
+        }
+    }
+}
+
+/* Decodes the pending bytes; an incomplete but so far valid sequence waits unless `final`. */
+static void stream_decode(tok_stream_t *s, bool final)
+{
+    while (s->n_pend > 0) {
+        uint32_t cp;
+        unsigned char u[4];
+        size_t k = decode_unit(s->pend, s->n_pend, &cp);
+        if (!final && cp == INVALID && k == s->n_pend && s->pend[0] >= 0xC2 && s->pend[0] <= 0xF4)
+            return; /* a lead byte and valid continuations so far: more may come */
+        memcpy(u, s->pend, k);
+        s->n_pend = (uint8_t)(s->n_pend - k);
+        memmove(s->pend, s->pend + k, s->n_pend);
+        stream_unit(s, u, k, cp);
+    }
+}
+
+void tok_stream_feed(tok_stream_t *s, const char *data, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i;
+    if (s->finished || data == NULL) return;
+    s->bytes_in += len;
+    for (i = 0; i < len; i++) {
+        s->pend[s->n_pend++] = p[i];
+        stream_decode(s, false);
+    }
+}
+
+size_t tok_stream_finish(tok_stream_t *s, tok_info_t *info)
+{
+    tok_ids_t *e = &s->out;
+    if (!s->finished) {
+        stream_decode(s, true);
+        if (s->in_word) stream_end_word(s);
+        stream_flush(s, s->len);
+        unring(e);
+        s->finished = true;
+    }
+    if (info != NULL) {
+        info->n_ids = e->count;
+        info->ids_truncated = e->count > e->max_ids;
+        info->input_bytes_used = s->bytes_in;
+        info->input_cut = false;
+    }
+    return e->count < e->max_ids ? e->count : e->max_ids;
+}
+
+uint32_t tok_stream_forced_splits(const tok_stream_t *s)
+{
+    return s->forced_splits;
+}
+
+size_t tok_stream_size(void)
+{
+    return sizeof(tok_stream_t);
+}
+
+size_t tok_stream_bytes(void)
+{
+    return TOK_STREAM_BYTES;
 }
