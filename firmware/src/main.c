@@ -20,10 +20,20 @@
 #include "sdkconfig.h"
 #include "tflm_model.h"
 
-#if defined(CONFIG_ESP_CONSOLE_UART_NUM) && CONFIG_ESP_CONSOLE_UART_NUM >= 0
-#define CONSOLE_UART CONFIG_ESP_CONSOLE_UART_NUM
+#if ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 3, 0)
+#error "tinysent needs ESP-IDF >= 5.3 (the esp_driver_uart component; see src/idf_component.yml)"
+#endif
+
+/* The console is the primary ESP-IDF console UART (sdkconfig.defaults: CONFIG_ESP_CONSOLE_UART_DEFAULT).
+ * A primary console on USB-Serial-JTAG, USB CDC or none is not served: stop the build rather than
+ * read a UART nobody is wired to. (A *secondary* USB-Serial-JTAG console, the ESP32-C3/S3 default,
+ * is fine: the reviews come in on the UART.) */
+#if !defined(CONFIG_ESP_CONSOLE_UART) || !defined(CONFIG_ESP_CONSOLE_UART_NUM)
+#error "tinysent's console needs CONFIG_ESP_CONSOLE_UART (UART default or custom) as the primary console; USB-Serial-JTAG / USB CDC consoles are not supported (sdkconfig.defaults)"
+#elif CONFIG_ESP_CONSOLE_UART_NUM < 0
+#error "CONFIG_ESP_CONSOLE_UART_NUM is negative: no console UART to read reviews from"
 #else
-#define CONSOLE_UART UART_NUM_0 /* console on USB-Serial-JTAG: see sdkconfig.defaults */
+#define CONSOLE_UART CONFIG_ESP_CONSOLE_UART_NUM
 #endif
 #define RX_BUFFER 1024 /* a 2 KB pasted line at 115200 baud arrives while we read; no loss */
 

@@ -89,6 +89,12 @@ bool build(tflite::MicroInterpreter *&out, const unsigned char *data, uint8_t *a
 
 extern "C" const sent_model_t *tflm_model_init(char *err, size_t err_cap)
 {
+    return tflm_model_init_sized(SENT_STEP_ARENA_BYTES, SENT_HEAD_ARENA_BYTES, err, err_cap);
+}
+
+extern "C" const sent_model_t *tflm_model_init_sized(size_t step_bytes, size_t head_bytes,
+                                                      char *err, size_t err_cap)
+{
     static bool done = false;
     if (done) return g_step != nullptr && g_head != nullptr ? &g_model : nullptr;
     done = true;
@@ -98,15 +104,15 @@ extern "C" const sent_model_t *tflm_model_init(char *err, size_t err_cap)
         return nullptr;
     }
     uint8_t *arena = static_cast<uint8_t *>(
-        heap_caps_aligned_alloc(16, SENT_ARENA_BYTES, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT));
+        heap_caps_aligned_alloc(16, step_bytes + head_bytes, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT));
     if (arena == nullptr) {
         fail(err, err_cap, "cannot allocate the tensor arena");
         return nullptr;
     }
-    if (!build(g_step, sent_step_model, arena, SENT_STEP_ARENA_BYTES, "step", SENT_STEP_INPUTS,
+    if (!build(g_step, sent_step_model, arena, step_bytes, "step", SENT_STEP_INPUTS,
                SENT_STEP_OUTPUTS, err, err_cap) ||
-        !build(g_head, sent_head_model, arena + SENT_STEP_ARENA_BYTES, SENT_HEAD_ARENA_BYTES,
-               "head", SENT_HEAD_INPUTS, SENT_HEAD_OUTPUTS, err, err_cap)) {
+        !build(g_head, sent_head_model, arena + step_bytes, head_bytes, "head", SENT_HEAD_INPUTS,
+               SENT_HEAD_OUTPUTS, err, err_cap)) {
         g_step = g_head = nullptr;
         return nullptr;
     }

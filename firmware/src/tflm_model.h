@@ -19,6 +19,12 @@ extern "C" {
  * model_config.h. Returns the model for sent_run / the console, or NULL with the reason in err. */
 const sent_model_t *tflm_model_init(char *err, size_t err_cap);
 
+/* The same with the arena split into step_bytes + head_bytes instead of the SENT_*_ARENA_BYTES of
+ * model_config.h (the host build's arena probe; step_bytes a multiple of 16). Only the first
+ * tflm_model_init* call of a process sets up the models. */
+const sent_model_t *tflm_model_init_sized(size_t step_bytes, size_t head_bytes, char *err,
+                                          size_t err_cap);
+
 /* Arena bytes each interpreter uses (0: step, 1: head), 0 before a successful init. */
 size_t tflm_arena_used(int which);
 

@@ -1,2 +1,0 @@
-#pragma once
-const char *esp_get_idf_version(void);

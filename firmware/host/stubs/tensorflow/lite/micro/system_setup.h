@@ -1,4 +1,0 @@
-#pragma once
-namespace tflite {
-void InitializeTarget();
-}  // namespace tflite
