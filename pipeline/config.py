@@ -1,4 +1,9 @@
-"""The one typed configuration of the pipeline, its presets, and ``section.field=value`` overrides."""
+"""The one typed configuration of the pipeline, its presets, and ``section.field=value`` overrides.
+
+The ground floor of the package: plain frozen dataclasses, one per section, and nothing from the
+rest of ``pipeline`` (no TensorFlow either). Every stage takes its section as an argument; a stage
+key is the ``asdict`` of the sections it uses.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,165 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipeline.data import DataConfig
-from pipeline.distill import DistillConfig
-from pipeline.distribute import DistributeConfig
-from pipeline.fasttext_peer import FastTextConfig
-from pipeline.models import StudentConfig, TeacherConfig
-from pipeline.peers import TfidfConfig
-from pipeline.prune import PruneConfig
-from pipeline.tokenizer import TokenizerConfig
-from pipeline.train import TrainConfig
+THREE_STAR_POLICIES = ("drop", "negative", "positive")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def check_three_star(three_star: str) -> None:
+    if three_star not in THREE_STAR_POLICIES:
+        raise ValueError(f"three_star must be one of {THREE_STAR_POLICIES}, not {three_star!r}")
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How reviews become a labelled dataset."""
+
+    three_star: str = "drop"  # "drop" | "negative" | "positive"; 1-2★ -> 0 and 4-5★ -> 1 always
+    balance: bool = False  # down-sample the majority class to the minority count, per split
+    max_reviews: int | None = None  # keep this many reviews (smallest md5 key) after dedup
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        check_three_star(self.three_star)
+        if self.max_reviews is not None and self.max_reviews < 1:
+            raise ValueError(
+                f"max_reviews must be a positive integer or None, not {self.max_reviews}"
+            )
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """How text becomes fixed-length id sequences."""
+
+    vocab_size: int = 16000
+    seq_len: int = 512
+    truncate: str = "head"  # "head" keeps the first seq_len ids, "tail" the last ones
+    stopwords: bool = False
+    character_coverage: float = 0.9995
+    max_train_sentences: int = 2_000_000
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Shape of the teacher network."""
+
+    embed_dim: int = 128
+    units: int = 96
+    attn_units: int = 64
+    dense_units: int = 64
+    dropout: float = 0.5
+    embed_dropout: float = 0.3
+    max_pool: bool = True  # concatenate a masked max over time to the attention pooling
+    init_embeddings: str = "random"  # or "ppmi": SVD of the train split's co-occurrence PPMI
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Shape of the device student: small embedding, small BiGRU, masked mean pooling."""
+
+    embed_dim: int = 32
+    units: int = 32
+    dropout: float = 0.2
+    embed_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by the training stages."""
+
+    batch_size: int = 128
+    max_epochs: int = 10
+    patience: int = 2
+    learning_rate: float = 2e-3
+    lr_decay_on_plateau: float = 0.5
+    clipnorm: float = 1.0
+    bucket_batches: int = 32
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
+    token_dropout: float = 0.0  # share of training tokens replaced by <unk> (word dropout)
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge-distillation loss settings."""
+
+    temperature: float = 2.0
+    alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha for the labels
+    afd_weight: float = 1.0  # weight of attention-based feature distillation in the AFD stage
+    afd_dim: int = 32  # query/key width of AFD's attention over layer pairs
+    augment: int = 2  # teacher-labelled crops per training review (0: the training split only)
+    crop_min: float = 0.2  # a crop keeps a random run of this share ...
+    crop_max: float = 0.7  # ... to this share of the review's words
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Lottery Ticket schedule: round ``r`` reaches sparsity ``min(target, 1 - (1 - rate)^r)``."""
+
+    rounds: int = 2
+    rate: float = 0.4  # share of the surviving prunable weights removed per round
+    target_sparsity: float = 0.64
+    rewind_epoch: int = 1  # late rewinding: surviving weights go back to their values after this epoch
+    retrain_epochs: int = 3  # max epochs per round (early stopping as in TrainConfig.patience)
+
+
+@dataclass(frozen=True)
+class TfidfConfig:
+    """Hyper-parameters of the TF-IDF + LR peer."""
+
+    ngram_max: int = 2
+    min_df: int = 2
+    max_features: int | None = 500_000
+    sublinear_tf: bool = True
+    C: float = 4.0
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class FastTextConfig:
+    """Hyper-parameters of the fastText peer (``epochs`` x ``lrs`` is the validation grid)."""
+
+    word_ngrams: int = 2
+    dim: int = 10
+    bucket: int = 1_000_000
+    min_count: int = 1
+    epochs: tuple[int, ...] = (5, 10)
+    lrs: tuple[float, ...] = (0.1, 0.25, 0.5)
+    threads: int = 1  # >1 is faster but not deterministic (Hogwild updates)
+    quant_cutoff: int = 100_000  # rows of the input matrix kept by the quantized model
+    quant_dsub: int = 2
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class DistributeConfig:
+    """How the training stages place their work (``--set distribute.strategy=mirrored``)."""
+
+    strategy: str = "default"  # default | mirrored | multiworker (cluster from TF_CONFIG)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Settings of the streaming path (the tokenizer's come from ``TokenizerConfig``)."""
+
+    three_star: str = "drop"
+    spill_buckets: int = 256  # memory holds one bucket: about reviews / spill_buckets strings
+    shards: int = 8  # TFRecord files per split
+    tokenizer_sample: int = 100_000  # training reviews the BPE is trained on, at most
+    encode_batch: int = 512
+    repeat: int = 1  # measurement aid: read the input N times, copy k > 0 marked " [copy k]"
+    seed: int = 13
+
+
+# ----------------------------------------------------------------------------- the run
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pipeline import data
-from pipeline.predict import read_input
-from pipeline.tokenizer import Tokenizer
+from pipeline.data.inputs import read_input
+from pipeline.text.tokenizer import Tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             def encode(text: str) -> list[int]:
                 return tok.encode(_utf8(text).decode("utf-8"))[: args.max_len]
         else:
-            from pipeline.ctok import DEVICE_MAX_INPUT_BYTES, CTokenizer
+            from pipeline.text.ctok import DEVICE_MAX_INPUT_BYTES, CTokenizer
 
             size = args.max_input_bytes
             if size is None:  # whole reviews: a power of two keeps the number of builds small

@@ -21,8 +21,9 @@ from test_firmware import synthetic_reviews, tiny_release_dir
 if shutil.which("gcc") is None:
     pytest.skip("gcc not found: the console tests build C on the host", allow_module_level=True)
 
-from pipeline import console as C  # noqa: E402 (after the skip)
-from pipeline.ctok import SANITIZE, WARNINGS  # noqa: E402
+from pipeline.console import main as console_main
+from pipeline.device import console as C  # noqa: E402 (after the skip)
+from pipeline.text.ctok import SANITIZE, WARNINGS  # noqa: E402
 
 REPLY = re.compile(rb"(positive|negative) (\d\.\d{4}) tokens=(\d+) ms=(\d+)")
 LIMIT = 2048  # CONSOLE_MAX_LINE = TOK_MAX_INPUT_BYTES
@@ -112,8 +113,8 @@ def test_sanitizer_flags_are_the_strict_ones() -> None:
 
 def test_loop_equals_python_reference(release: Path) -> None:
     """C step loop (fake model, sanitizers on) == quantize.step_loop_int8 on the same fake model."""
-    from pipeline.quantize import step_loop_int8
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.device.loop import step_loop_int8
+    from pipeline.text.tokenizer import Tokenizer
 
     meta = json.loads((release / "quant.json").read_text())
     units, tok = meta["units"], Tokenizer.load(release)
@@ -169,11 +170,12 @@ def test_sim_protocol(dev: C.SimDevice) -> None:
 
 def test_sim_equals_predict_tflm(release: Path, dev: C.SimDevice, tmp_path: Path, capsys) -> None:
     from pipeline import predict
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.report.predictors import load_predictor
+    from pipeline.text.tokenizer import Tokenizer
 
     reviews = _reviews() + [_overlong()[:LIMIT - 1]]
     texts = [r.decode("utf-8", "replace") for r in reviews]
-    p_tflm = predict.load_predictor(release, "tflm")(texts)
+    p_tflm = load_predictor(release, "tflm")(texts)
     tok = Tokenizer.load(release)
     for raw, text, p in zip(reviews, texts, p_tflm, strict=True):
         r = dev.classify(raw)
@@ -193,13 +195,13 @@ def test_sim_equals_predict_tflm(release: Path, dev: C.SimDevice, tmp_path: Path
 
 def test_sim_with_pruned_rows_equals_predict_tflm(tmp_path_factory) -> None:
     """A release whose embedding table lost pruned rows: the C loop maps ids like Python does."""
-    from pipeline import predict
+    from pipeline.report.predictors import load_predictor
 
     pruned = tiny_release_dir(tmp_path_factory, prune_rows=True)
     dev = C.SimDevice(pruned)
     reviews = _reviews()
     texts = [r.decode("utf-8", "replace") for r in reviews]
-    p_tflm = predict.load_predictor(pruned, "tflm")(texts)
+    p_tflm = load_predictor(pruned, "tflm")(texts)
     for raw, p in zip(reviews, p_tflm, strict=True):
         assert dev.classify(raw).p == float(p), raw
 
@@ -210,12 +212,12 @@ def test_sim_cli(release: Path, monkeypatch, capsys) -> None:
     stdout = io.TextIOWrapper(io.BytesIO(), write_through=True)
     monkeypatch.setattr(sys, "stdin", stdin)
     monkeypatch.setattr(sys, "stdout", stdout)
-    assert C.main([str(release), "--sim"]) == 0
+    assert console_main([str(release), "--sim"]) == 0
     out = stdout.buffer.getvalue()
     assert out.startswith(b"tinysent: ") and out.endswith(b"\n> \n")
     assert b"Editing: " in out and b"\n> > " in out  # help, then the empty line's bare prompt
     assert len(REPLY.findall(out)) == 3
-    assert C.main([str(release.parent / "missing"), "--sim"]) == 1
+    assert console_main([str(release.parent / "missing"), "--sim"]) == 1
     assert "error:" in capsys.readouterr().err
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import data
+from pipeline.config import DataConfig
 from pipeline.data import (
     FORMATS,
-    DataConfig,
     DataError,
     EmptyDatasetError,
     FileStats,
@@ -25,6 +24,7 @@ from pipeline.data import (
     iter_reviews,
     load_splits,
     read_jsonl,
+    readers,
     review_string,
     split_of,
     write_jsonl,
@@ -231,11 +231,11 @@ def test_malformed_rows_counted_others_kept_and_logged(
         + jl({"rating": 1.0, "text": "bad one"})
     )
     path = put(tmp_path / "r.jsonl", content)
-    caplog.set_level(logging.INFO, logger="pipeline.data")
+    caplog.set_level(logging.INFO, logger="pipeline.data.readers")
     rows, stats = read_all(path)
     assert rows == [("good one", 1), ("bad one", 0)]
     assert stats[0] == FileStats(path=str(path), fmt="amazon2023", rows=13, used=2, malformed=11)
-    summaries = [r for r in caplog.records if r.name == "pipeline.data"]
+    summaries = [r for r in caplog.records if r.name == "pipeline.data.readers"]
     assert len(summaries) == 1
     assert summaries[0].levelno == logging.WARNING
     assert (
@@ -274,9 +274,9 @@ def test_malformed_csv_and_fasttext_rows(tmp_path: Path) -> None:
 
 def test_clean_file_logs_one_info_summary(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = put(tmp_path / "r.jsonl.gz", SAMPLES["amazon2023"], gz=True)
-    caplog.set_level(logging.INFO, logger="pipeline.data")
+    caplog.set_level(logging.INFO, logger="pipeline.data.readers")
     read_all(path)
-    msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipeline.data"]
+    msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipeline.data.readers"]
     assert msgs == [
         (logging.INFO, "r.jsonl.gz: format=amazon2023 rows=3 used=3 neutral_dropped=0 malformed=0")
     ]
@@ -312,7 +312,7 @@ def test_unreadable_file_raises_data_error(tmp_path: Path, monkeypatch: pytest.M
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied", str(args[0]))
 
-    monkeypatch.setattr(data, "open", denied, raising=False)
+    monkeypatch.setattr(readers, "open", denied, raising=False)
     with pytest.raises(DataError, match=r"locked\.jsonl.*permission denied"):
         list(iter_reviews(path))
 

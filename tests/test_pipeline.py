@@ -50,7 +50,7 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     for png in (smoke_run / "roc.png", smoke_run / "teacher_eval" / "confusion.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The teacher exposes its attention weights for distillation.
-    from pipeline.models import feature_model, load_model
+    from pipeline.nn.models import feature_model, load_model
 
     fm = feature_model(load_model(smoke_run / "teacher" / "model.keras"))
     prob, attn, feats = fm(__import__("numpy").array([[5, 6, 7, 0, 0]], dtype="int32"))
@@ -60,7 +60,7 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
 
 
 def test_publish_copies_reports_but_no_data_or_models(smoke_run: Path, tmp_path: Path) -> None:
-    from pipeline.evaluate import publish_report
+    from pipeline.report.report import publish_report
 
     files = publish_report(smoke_run, tmp_path / "pub")
     names = {p.relative_to(tmp_path / "pub").as_posix() for p in files}
@@ -90,8 +90,8 @@ def test_int8_student_runs_in_tflm_and_predict_matches_report(smoke_run: Path, c
     if (smoke_run / "qat" / "masks.npz").exists():  # QAT kept the ticket's zeros
         import numpy as np
 
-        from pipeline.models import load_model
-        from pipeline.prune import load_masks, prunable_weights
+        from pipeline.compress.prune import load_masks, prunable_weights
+        from pipeline.nn.models import load_model
 
         masks = load_masks(smoke_run / "qat" / "masks.npz")
         qat = load_model(smoke_run / "qat" / "model.keras")

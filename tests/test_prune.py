@@ -10,11 +10,9 @@ import pytest
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from pipeline.distill import DistillConfig, kd_step
-from pipeline.models import StudentConfig, build_student, load_model, save_model
-from pipeline.prune import (
-    PrunableBidirectional,
-    PruneConfig,
+from pipeline.compress.distill import kd_step
+from pipeline.compress.prunable import PrunableBidirectional, tfmot_wrap, to_plain, to_prunable
+from pipeline.compress.prune import (
     _load_arrays,
     global_masks,
     load_masks,
@@ -24,11 +22,10 @@ from pipeline.prune import (
     size_report,
     sparsity_schedule,
     structure_report,
-    tfmot_wrap,
-    to_plain,
-    to_prunable,
 )
-from pipeline.train import TrainConfig, set_determinism
+from pipeline.config import DistillConfig, PruneConfig, StudentConfig, TrainConfig
+from pipeline.nn.models import build_student, load_model, save_model
+from pipeline.nn.train import set_determinism
 
 VOCAB = 50
 TINY = StudentConfig(embed_dim=6, units=4, dropout=0.0, embed_dropout=0.0)
@@ -219,9 +216,10 @@ class _Spy:
 def stage(tmp_path_factory) -> dict:
     import logging
 
+    from pipeline.config import TokenizerConfig
     from pipeline.data import read_jsonl, write_jsonl
-    from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-    from pipeline.train import fit_and_save, labelled_ids
+    from pipeline.nn.train import fit_and_save, labelled_ids
+    from pipeline.text.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("stage")
     rng = np.random.default_rng(3)

@@ -114,9 +114,9 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
 
     One teacher pass (its own tokenizer and truncation); logits are ``log(p / (1 - p))``.
     """
-    from pipeline.models import load_model
-    from pipeline.tokenizer import Tokenizer
-    from pipeline.train import pad_batch
+    from pipeline.nn.models import load_model
+    from pipeline.nn.train import pad_batch
+    from pipeline.text.tokenizer import Tokenizer
 
     t_tok = Tokenizer.load(teacher_dir)
     feats = teacher_feature_model(load_model(Path(teacher_dir) / "model.keras"))
@@ -148,7 +148,7 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
 
 def student_feature_model(model: keras.Model) -> keras.Model:
     """``ids -> (logit [B], embedding [B,T,E], BiGRU states [B,T,2U])`` sharing the student's weights."""
-    from pipeline.distill import logits_model
+    from pipeline.nn.models import logits_model
 
     return keras.Model(model.input, [logits_model(model).output,
                                      model.get_layer("embedding").output,

@@ -39,10 +39,12 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.config import TokenizerConfig
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +112,6 @@ def normalize(text: str) -> str:
 def remove_stopwords(text: str) -> str:
     """Drop stopwords from normalized text; negations are always kept."""
     return " ".join(w for w in text.split(" ") if w not in STOPWORDS)
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """How text becomes fixed-length id sequences."""
-
-    vocab_size: int = 16000
-    seq_len: int = 512
-    truncate: str = "head"  # "head" keeps the first seq_len ids, "tail" the last ones
-    stopwords: bool = False
-    character_coverage: float = 0.9995
-    max_train_sentences: int = 2_000_000
-    seed: int = 13
 
 
 class Tokenizer:

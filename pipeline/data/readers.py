@@ -1,4 +1,4 @@
-"""Read Amazon review files in several layouts and build deterministic train/val/test splits.
+"""Read Amazon review files in several layouts, recognised by content.
 
 Every reader yields ``(s, label)`` pairs: ``s`` is the review string (title and text joined),
 ``label`` is 1 for positive and 0 for negative. Formats are recognised by content, never by
@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import logging
 import math
 import os
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from pipeline.config import check_three_star
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ FORMAT_HELP = (
     "each may be gzip-compressed"
 )
 README_HINT = "See the data section of README.md (and ../shared/data/README.md) for the layouts."
-THREE_STAR_POLICIES = ("drop", "negative", "positive")
-SPLITS = ("train", "val", "test")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_MAGIC = {
@@ -63,23 +61,6 @@ class EmptyDatasetError(DataError):
     """The input holds no usable review."""
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """How reviews become a labelled dataset."""
-
-    three_star: str = "drop"  # "drop" | "negative" | "positive"; 1-2★ -> 0 and 4-5★ -> 1 always
-    balance: bool = False  # down-sample the majority class to the minority count, per split
-    max_reviews: int | None = None  # keep this many reviews (smallest md5 key) after dedup
-    seed: int = 13
-
-    def __post_init__(self) -> None:
-        _check_policy(self.three_star)
-        if self.max_reviews is not None and self.max_reviews < 1:
-            raise ValueError(
-                f"max_reviews must be a positive integer or None, not {self.max_reviews}"
-            )
-
-
 @dataclass
 class FileStats:
     """Row counts for one input file."""
@@ -92,30 +73,15 @@ class FileStats:
     dropped_neutral: int = 0
 
 
-def _check_policy(three_star: str) -> None:
-    if three_star not in THREE_STAR_POLICIES:
-        raise ValueError(f"three_star must be one of {THREE_STAR_POLICIES}, not {three_star!r}")
-
-
 def review_string(title: str, text: str) -> str:
     """Join title and text into the review string ``s``."""
     return (title + " " + text).strip()
 
 
-def split_of(s: str) -> str:
-    """Split of review string ``s``: md5 bucket 0 -> "test", 1 -> "val", else "train"."""
-    b = int(hashlib.md5(s.encode("utf-8")).hexdigest()[:8], 16) % 10
-    return "test" if b == 0 else "val" if b == 1 else "train"
-
-
-def _key(tag: str, s: str) -> str:
-    return hashlib.md5(f"{tag}{s}".encode()).hexdigest()
-
-
 # ---------------------------------------------------------------------------- opening files
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> IO[bytes]:
     """Open ``path`` for reading bytes, gunzipping when it starts with the gzip magic."""
     try:
         raw = open(path, "rb")  # closed by the returned wrapper
@@ -140,14 +106,14 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gz  # type: ignore[return-value]
 
 
-def _open_text(path: Path, newline: str | None) -> io.TextIOWrapper:
+def open_text(path: Path, newline: str | None) -> io.TextIOWrapper:
     """Open ``path`` as UTF-8 text (a leading BOM is dropped); bad bytes become U+FFFD."""
     return io.TextIOWrapper(
-        _open_binary(path), encoding="utf-8-sig", errors="replace", newline=newline
+        open_binary(path), encoding="utf-8-sig", errors="replace", newline=newline
     )
 
 
-def _read_error(path: Path, err: BaseException, done: int | None = None) -> DataError:
+def read_error(path: Path, err: BaseException, done: int | None = None) -> DataError:
     where = f" after {done} rows" if done is not None else ""
     return DataError(
         f"{path}: the file is truncated or corrupt ({type(err).__name__}: {err}){where}; "
@@ -156,7 +122,7 @@ def _read_error(path: Path, err: BaseException, done: int | None = None) -> Data
     )
 
 
-_READ_ERRORS = (OSError, EOFError, zlib.error)
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 # ---------------------------------------------------------------------------- detection
@@ -191,20 +157,20 @@ def detect_format(path: Path) -> str:
         with open(path, "rb") as f:
             magic = f.read(6)
     except OSError:
-        magic = b""  # let _open_binary raise the friendly error
+        magic = b""  # let open_binary raise the friendly error
     for sig, name in _OTHER_MAGIC.items():
         if magic.startswith(sig):
             raise _unknown(path, f"{name}-compressed; only gzip is read, decompress it first")
     lines: list[str] = []
     try:
-        with _open_text(path, newline="") as f:
+        with open_text(path, newline="") as f:
             for line in f:
                 if line.strip():
                     lines.append(line)
                     if len(lines) >= 4 * _DETECT_LINES:
                         break
-    except _READ_ERRORS as e:
-        raise _read_error(path, e) from e
+    except READ_ERRORS as e:
+        raise read_error(path, e) from e
     if not lines:
         raise EmptyDatasetError(
             f"{path}: the file is empty; expected review rows. Formats read: {FORMAT_HELP}."
@@ -391,7 +357,7 @@ def _iter_file(
     fs = FileStats(path=str(path), fmt=fmt)
     stats.append(fs)
     noted: list[int] = []
-    with _open_text(path, newline="" if fmt == "polarity_csv" else "\n") as f:
+    with open_text(path, newline="" if fmt == "polarity_csv" else "\n") as f:
         if fmt == "polarity_csv":
             rows = _iter_csv(f)
         elif fmt == "fasttext":
@@ -403,8 +369,8 @@ def _iter_file(
                 n, item = next(rows)
             except StopIteration:
                 break
-            except _READ_ERRORS as e:
-                raise _read_error(path, e, fs.rows) from e
+            except READ_ERRORS as e:
+                raise read_error(path, e, fs.rows) from e
             fs.rows += 1
             if item is None:
                 fs.malformed += 1
@@ -426,10 +392,10 @@ def _iter_file(
         log.info("%s", msg)
 
 
-def _iter_paths(
+def iter_paths(
     paths: Sequence[Path], three_star: str, stats: list[FileStats]
 ) -> Iterator[tuple[str, int]]:
-    _check_policy(three_star)
+    check_three_star(three_star)
     start = len(stats)
     for root in paths:
         for p in _list_files(root):
@@ -460,156 +426,4 @@ def iter_reviews(
     ``label`` is 1 positive / 0 negative. Per-file counts are appended to ``stats`` when given.
     Raises :class:`EmptyDatasetError` at the end when no row was usable.
     """
-    return _iter_paths([Path(path)], three_star, stats if stats is not None else [])
-
-
-# ---------------------------------------------------------------------------- datasets
-
-
-def _as_paths(path: str | Path | Sequence[str | Path]) -> list[Path]:
-    if isinstance(path, str | os.PathLike):
-        return [Path(path)]
-    return [Path(p) for p in path]
-
-
-def load_splits(
-    path: str | Path | Sequence[str | Path], cfg: DataConfig
-) -> tuple[dict[str, list[tuple[str, int]]], dict]:
-    """Read, dedup, cap, split, balance and order reviews; return ``(splits, stats)``.
-
-    ``path`` is a file, a folder, or a list of them. Output depends only on the set of
-    reviews and ``cfg``, not on file or row order (except which label a duplicate keeps).
-    """
-    paths = _as_paths(path)
-    file_stats: list[FileStats] = []
-    labels: dict[str, int] = {}
-    duplicates = conflicts = 0
-    for s, y in _iter_paths(paths, cfg.three_star, file_stats):
-        old = labels.get(s)
-        if old is None:
-            labels[s] = y
-        else:
-            duplicates += 1
-            conflicts += old != y
-    items = list(labels.items())
-    unique = len(items)
-    capped = 0
-    if cfg.max_reviews is not None and unique > cfg.max_reviews:
-        items.sort(key=lambda it: _key(f"{cfg.seed}:", it[0]))
-        capped = unique - cfg.max_reviews
-        items = items[: cfg.max_reviews]
-
-    splits: dict[str, list[tuple[str, int]]] = {k: [] for k in SPLITS}
-    for s, y in items:
-        splits[split_of(s)].append((s, y))
-
-    split_stats: dict[str, dict[str, int]] = {}
-    for name in SPLITS:
-        rows = splits[name]
-        before = len(rows)
-        if cfg.balance:
-            rows = _balance(rows, cfg.seed)
-            if before and not rows:
-                log.warning("split %s: only one class present, balancing left it empty", name)
-        rows.sort(key=lambda it: _key(f"{cfg.seed}:order:", it[0]))
-        splits[name] = rows
-        pos = sum(y for _, y in rows)
-        split_stats[name] = {
-            "n": len(rows),
-            "positives": pos,
-            "negatives": len(rows) - pos,
-            "before_balance": before,
-        }
-    stats = {
-        "inputs": [str(p) for p in paths],
-        "files": [asdict(fs) for fs in file_stats],
-        "totals": {
-            "rows": sum(fs.rows for fs in file_stats),
-            "used": sum(fs.used for fs in file_stats),
-            "malformed": sum(fs.malformed for fs in file_stats),
-            "neutral_dropped": sum(fs.dropped_neutral for fs in file_stats),
-            "duplicates": duplicates,
-            "duplicate_label_conflicts": conflicts,
-            "unique": unique,
-            "capped": capped,
-        },
-        "splits": split_stats,
-        "config": asdict(cfg),
-    }
-    log.info(
-        "dataset: unique=%d duplicates=%d capped=%d train=%d val=%d test=%d",
-        unique,
-        duplicates,
-        capped,
-        *(split_stats[k]["n"] for k in SPLITS),
-    )
-    return splits, stats
-
-
-def _balance(rows: list[tuple[str, int]], seed: int) -> list[tuple[str, int]]:
-    """Keep all of the minority class and as many majority rows (smallest md5 key)."""
-    pos = [r for r in rows if r[1] == 1]
-    neg = [r for r in rows if r[1] == 0]
-    minority, majority = (pos, neg) if len(pos) <= len(neg) else (neg, pos)
-    majority = sorted(majority, key=lambda it: _key(f"{seed}:bal:", it[0]))[: len(minority)]
-    return minority + majority
-
-
-def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:  # umask permissions
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(path: Path, rows: Iterable[tuple[str, int]]) -> None:
-    """Write ``{"text": s, "label": y}`` lines atomically (temp file, then ``os.replace``)."""
-    _atomic_write(
-        path, (json.dumps({"text": s, "label": y}, ensure_ascii=False) + "\n" for s, y in rows)
-    )
-
-
-def read_jsonl(path: Path) -> list[tuple[str, int | None]]:
-    """Read ``{"text", "label"}`` lines (as written by :func:`write_jsonl`); no label -> None."""
-    path = Path(path)
-    out: list[tuple[str, int | None]] = []
-    try:
-        with _open_text(path, newline="\n") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line, strict=False)
-                except ValueError as e:
-                    raise DataError(f"{path}:{n}: not a JSON object ({e.msg})") from e
-                text = row.get("text") if isinstance(row, dict) else None
-                label = row.get("label") if isinstance(row, dict) else None
-                if not isinstance(text, str) or (
-                    label is not None and (isinstance(label, bool) or label not in (0, 1))
-                ):
-                    raise DataError(
-                        f'{path}:{n}: expected {{"text": str, "label": 0 or 1 (optional)}}'
-                    )
-                out.append((text, None if label is None else int(label)))
-    except _READ_ERRORS as e:
-        raise _read_error(path, e, len(out)) from e
-    return out
-
-
-def build_dataset(path: str | Path | Sequence[str | Path], out_dir: Path, cfg: DataConfig) -> dict:
-    """Write ``out_dir/{train,val,test}.jsonl`` and ``out_dir/stats.json``; return the stats."""
-    splits, stats = load_splits(path, cfg)
-    out_dir = Path(out_dir)
-    for name in SPLITS:
-        write_jsonl(out_dir / f"{name}.jsonl", splits[name])
-    _atomic_write(out_dir / "stats.json", [json.dumps(stats, indent=2, ensure_ascii=False) + "\n"])
-    return stats
+    return iter_paths([Path(path)], three_star, stats if stats is not None else [])

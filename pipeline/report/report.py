@@ -1,316 +1,13 @@
-"""Evaluation helpers: binary metrics, ROC data, plots, atomic JSON and markdown tables."""
+"""The run's ``report.md`` and ``roc.png`` from the finished stages, and ``--publish``."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
-
-PERCENT_METRICS = frozenset({"accuracy", "balanced_accuracy", "precision", "recall", "f1"})
-INT_METRICS = frozenset({"n", "positives"})
-MISSING = "–"
-
-
-def _arrays(y_true: Sequence[int], prob: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert labels / probabilities to 1-D numpy arrays."""
-    y = np.asarray(y_true, dtype=np.int64).ravel()
-    p = np.asarray(prob, dtype=np.float64).ravel()
-    if y.shape != p.shape:
-        raise ValueError(f"y_true and prob differ in length: {y.size} vs {p.size}")
-    if y.size == 0:
-        raise ValueError("cannot evaluate an empty set")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("y_true must contain only 0/1 labels")
-    return y, p
-
-
-def _two_classes(y: np.ndarray) -> bool:
-    return np.unique(y).size == 2
-
-
-def compute_metrics(
-    y_true: Sequence[int], prob: Sequence[float], threshold: float = 0.5
-) -> dict[str, Any]:
-    """Binary metrics of P(positive) ``prob`` thresholded at ``threshold`` (pred = prob >= t).
-
-    Returns plain Python floats/ints: n, accuracy, balanced_accuracy, precision, recall, f1,
-    roc_auc (None with only one class present), confusion [[tn, fp], [fn, tp]], positives,
-    threshold. Precision/recall/f1 are 0.0 when undefined.
-    """
-    y, p = _arrays(y_true, prob)
-    pred = (p >= threshold).astype(np.int64)
-    cm = confusion_matrix(y, pred, labels=[0, 1])
-    if _two_classes(y):
-        bal = float(balanced_accuracy_score(y, pred))
-        auc: float | None = float(roc_auc_score(y, p))
-    else:  # balanced accuracy degenerates to recall of the single present class
-        bal = float(accuracy_score(y, pred))
-        auc = None
-    return {
-        "n": int(y.size),
-        "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": bal,
-        "precision": float(precision_score(y, pred, labels=[0, 1], zero_division=0)),
-        "recall": float(recall_score(y, pred, labels=[0, 1], zero_division=0)),
-        "f1": float(f1_score(y, pred, labels=[0, 1], zero_division=0)),
-        "roc_auc": auc,
-        "confusion": [[int(v) for v in row] for row in cm],
-        "positives": int(y.sum()),
-        "threshold": float(threshold),
-    }
-
-
-def roc_points(
-    y_true: Sequence[int], prob: Sequence[float], max_points: int = 200
-) -> dict[str, list[float]]:
-    """ROC curve as {"fpr": [...], "tpr": [...]}, at most ``max_points`` points (ends kept).
-
-    Empty lists when only one class is present (ROC undefined).
-    """
-    if max_points < 2:
-        raise ValueError("max_points must be >= 2")
-    y, p = _arrays(y_true, prob)
-    if not _two_classes(y):
-        return {"fpr": [], "tpr": []}
-    fpr, tpr, _ = roc_curve(y, p)
-    if fpr.size > max_points:
-        idx = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(np.int64))
-        fpr, tpr = fpr[idx], tpr[idx]
-    return {
-        "fpr": [round(float(v), 6) for v in fpr],
-        "tpr": [round(float(v), 6) for v in tpr],
-    }
-
-
-def plot_roc(
-    curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path, title: str
-) -> None:
-    """Write one PNG with a ROC curve per name (``name (AUC 0.973)``) plus the chance diagonal."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    try:
-        for name, (y_true, prob) in curves.items():
-            y, p = _arrays(y_true, prob)
-            if not _two_classes(y):
-                ax.plot([], [], label=f"{name} (AUC n/a)")
-                continue
-            fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
-        ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="chance")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate",
-               ylabel="True positive rate", title=title)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-
-
-def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:
-    """Write a 2x2 confusion heatmap (rows true, cols predicted) with counts and row-%."""
-    cm = np.asarray(confusion, dtype=np.int64)
-    if cm.shape != (2, 2):
-        raise ValueError(f"confusion must be 2x2, got shape {cm.shape}")
-    rows = cm.sum(axis=1, keepdims=True)
-    frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    labels = ["negative", "positive"]
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    try:
-        im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-        for i in range(2):
-            for j in range(2):
-                ax.text(j, i, f"{cm[i, j]}\n({100 * frac[i, j]:.1f}%)", ha="center",
-                        va="center", color="white" if frac[i, j] > 0.5 else "black")
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=labels, yticklabels=labels,
-               xlabel="Predicted", ylabel="True", title=title)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="row fraction")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-
-
-def _json_default(obj: Any) -> Any:
-    """Make numpy scalars/arrays and paths json-serialisable."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` as JSON (indent=2, sorted keys) via a temp file + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _round(value: float, scale: int, places: int) -> str:
-    """Half-up rounding of the shortest decimal repr (so 0.92345 * 100 -> '92.35')."""
-    d = Decimal(repr(float(value))).scaleb(scale)
-    return str(d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
-
-
-def _fmt(column: str, value: Any) -> str:
-    """Format one table cell: % for rate metrics, 4 decimals for roc_auc, int for counts."""
-    if value is None:
-        return MISSING
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-        return MISSING
-    if column in PERCENT_METRICS:
-        return _round(value, 2, 2)
-    if column in INT_METRICS:
-        return str(int(value))
-    if column == "roc_auc" or isinstance(value, (float, np.floating)):
-        return _round(value, 0, 4)
-    return str(value)
-
-
-def metrics_table(
-    rows: list[tuple[str, dict]],
-    columns: Sequence[str] = (
-        "n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
-    ),
-    name_header: str = "model",
-) -> str:
-    """Markdown table, one row per (name, metrics); rates in % (2 dp), roc_auc 4 dp, missing '–'."""
-    header = "| " + " | ".join([name_header, *columns]) + " |"
-    sep = "|" + "|".join(["---", *(["---:"] * len(columns))]) + "|"
-    lines = [header, sep]
-    for name, metrics in rows:
-        cells = [_fmt(c, metrics.get(c)) for c in columns]
-        lines.append("| " + " | ".join([str(name), *cells]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-# --- stage-level evaluation and the report ------------------------------------------------------
-
-def load_heldout(heldout: Path | None) -> dict[str, list[tuple[str, int]]]:
-    """Each readable file in the held-out folder as a named labelled set (name = file stem)."""
-    from pipeline.data import iter_reviews
-
-    if heldout is None:
-        return {}
-    files = sorted(p for p in Path(heldout).iterdir()
-                   if p.is_file() and not p.name.startswith(".") and not p.name.startswith("README"))
-    return {p.name.split(".")[0]: list(iter_reviews(p)) for p in files}
-
-
-def eval_sets(data_dir: Path, heldout: Path | None = None) -> dict[str, list[tuple[str, int]]]:
-    """The labelled sets every model is scored on: ``test``, ``val``, ``heldout/NAME`` per file."""
-    from pipeline.data import read_jsonl
-
-    sets = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("test", "val")}
-    sets.update({f"heldout/{k}": v for k, v in load_heldout(heldout).items()})
-    return sets
-
-
-def evaluate_predictor(
-    predict: Callable[[Sequence[str]], np.ndarray], sets: dict[str, list[tuple[str, int]]],
-    reference: Callable[[Sequence[str]], np.ndarray] | None = None,
-) -> dict:
-    """Metrics (+ ROC points, host ms per review) on each set of :func:`eval_sets`.
-
-    With a ``reference`` predictor (the float model an int8 one came from), each set also gets
-    ``agreement`` (share of equal labels at 0.5) and ``max_abs_prob_diff``.
-    """
-    out: dict[str, Any] = {"heldout": {}}
-    for name, rows in sets.items():
-        texts = [t for t, _ in rows]
-        t0 = time.perf_counter()
-        prob = np.asarray(predict(texts))
-        ms = 1000 * (time.perf_counter() - t0) / max(len(rows), 1)
-        y = [int(lab) for _, lab in rows]
-        m = compute_metrics(y, prob)
-        m["roc"] = roc_points(y, prob)
-        m["host_ms_per_review"] = round(ms, 4)
-        if reference is not None:
-            ref = np.asarray(reference(texts))
-            m["agreement"] = float(np.mean((prob >= 0.5) == (ref >= 0.5)))
-            m["max_abs_prob_diff"] = float(np.max(np.abs(prob - ref)))
-        if name.startswith("heldout/"):
-            out["heldout"][name.split("/", 1)[1]] = m
-        else:
-            out[name] = m
-    return out
-
-
-def evaluate_model_dir(
-    model_dir: Path, data_dir: Path, out_dir: Path, heldout: Path | None, runtime: str,
-    reference_dir: Path | None = None,
-) -> dict:
-    """Stage: evaluate a model directory with one runtime; writes metrics.json and PNG plots.
-
-    ``reference_dir``: a Keras model directory to measure label agreement against (see
-    :func:`evaluate_predictor`).
-    """
-    from pipeline.predict import load_predictor
-
-    info = json.loads((Path(model_dir) / "model.json").read_text())
-    ref = load_predictor(reference_dir, "keras") if reference_dir else None
-    metrics = evaluate_predictor(load_predictor(model_dir, runtime), eval_sets(data_dir, heldout),
-                                 ref)
-    files = info.get("files") or sorted(set(info["runtimes"].values()))
-    metrics.update(runtime=runtime, model=info, model_files_bytes={
-        f: (Path(model_dir) / f).stat().st_size for f in files})
-    write_json(Path(out_dir) / "metrics.json", metrics)
-    test = metrics["test"]
-    plot_confusion(test["confusion"], Path(out_dir) / "confusion.png",
-                   f"{info.get('kind', 'model')} ({runtime}) — test split")
-    return {"test_accuracy": test["accuracy"], "test_roc_auc": test["roc_auc"]}
-
-
-def _plot_roc_points(curves: dict[str, dict], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, m in curves.items():
-        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{name} (AUC {m['roc_auc']:.4f})")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+from pipeline.report.metrics import MISSING, fmt_cell, metrics_table
+from pipeline.report.plots import plot_roc_points
 
 
 def _human_bytes(n: float) -> str:
@@ -388,7 +85,7 @@ def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) ->
         tok = load(f"{_MODEL_STAGE[eval_stage]}/tokenizer.json") if eval_stage else None
         tokens = (tok or {}).get("seq_len", MISSING)
         lines.append(f"| {stage} | {name} | {tokens} | " + " | ".join(
-            _fmt(c, t.get(c)) for c in ("accuracy", "balanced_accuracy", "f1", "roc_auc")) +
+            fmt_cell(c, t.get(c)) for c in ("accuracy", "balanced_accuracy", "f1", "roc_auc")) +
             f" | {size} | {t['host_ms_per_review']:.3f} |")
     lines += ["", "Host ms / review: batched Keras prediction on this machine's CPU; the int8 row "
               "runs one review at a time, token by token, in the TFLM interpreter.", ""]
@@ -425,7 +122,7 @@ def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) ->
                 f"{r['size']['int8_gzip_bytes']:,} |")
         lines += ["", "Round 0 is the dense distilled student. TFLM stores zeros densely, so the "
                   "device gains from pruning only where whole structures empty: embedding rows that "
-                  "are entirely zero leave the int8 table (`quantize.compact_rows`, an id map "
+                  "are entirely zero leave the int8 table (`pipeline.device.step.compact_rows`, an id map "
                   "sends their ids to one shared zero row).", ""]
     return lines
 
@@ -506,7 +203,7 @@ def write_report(run_dir: Path, command: str) -> Path:
     lines.append("|---|" + "---:|" * (len(cols) + 3))
     for name, m, extra in models:
         t = m["test"]
-        cells = [_fmt(c, t.get(c)) for c in cols]
+        cells = [fmt_cell(c, t.get(c)) for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) +
                      f" | {_human_bytes(extra['size'])} | {extra['params'] or MISSING} |"
                      f" {t['host_ms_per_review']:.3f} |")
@@ -541,12 +238,12 @@ def write_report(run_dir: Path, command: str) -> Path:
                   f"(largest probability difference "
                   f"{int8['test'].get('max_abs_prob_diff', float('nan')):.3f}).", "",
                   "The int8 rows run the exact `.tflite` bytes in the TensorFlow Lite Micro "
-                  "interpreter, token by token (`pipeline/quantize.py`; the step model's sigmoid "
-                  "and tanh are 256-entry int8 lookup tables, `pipeline/lut.py`). Host ms: best "
+                  "interpreter, token by token (`pipeline/device/loop.py`; the step model's sigmoid "
+                  "and tanh are 256-entry int8 lookup tables, `pipeline/device/lut.py`). Host ms: best "
                   "of 20 runs of one 128-token review. Arenas: the minimum each "
                   "interpreter needs, found by bisection on this 64-bit host, added up (both live "
                   "on the device). Flash totals are the generated firmware arrays "
-                  "(`firmware_export` stage, `pipeline/export.py`). ESP32-S3 estimate: "
+                  "(`firmware_export` stage, `pipeline/device/firmware.py`). ESP32-S3 estimate: "
                   f"{_s3_estimate(d['macs_per_128_tokens'])}.", ""]
     names = sorted({k for _, m, _ in models for k in m.get("heldout", {})})
     if names:
@@ -561,7 +258,7 @@ def write_report(run_dir: Path, command: str) -> Path:
                     cells.append(MISSING)
                     continue
                 n = str(h["n"])
-                cells.append(" / ".join(_fmt(k, h[k]) for k in ("accuracy", "balanced_accuracy",
+                cells.append(" / ".join(fmt_cell(k, h[k]) for k in ("accuracy", "balanced_accuracy",
                                                                   "f1")))
             lines.append(f"| {s} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -582,7 +279,7 @@ def write_report(run_dir: Path, command: str) -> Path:
         total = sum(h["seconds"] for h in history["history"])
         lines += ["", f"Training time: {total / 60:.1f} min on this machine.", ""]
     if models:
-        _plot_roc_points({n.split(" (")[0]: m["test"] for n, m, _ in models}, run_dir / "roc.png",
+        plot_roc_points({n.split(" (")[0]: m["test"] for n, m, _ in models}, run_dir / "roc.png",
                          "ROC — test split")
     report = run_dir / "report.md"
     tmp = report.with_suffix(".md.tmp")

@@ -1,6 +1,6 @@
 """Second classic peer: a fastText bigram classifier and its quantized ``.ftz``, same split.
 
-Text: the pipeline's normalization (spec v1, :func:`pipeline.tokenizer.normalize`) with punctuation
+Text: the pipeline's normalization (spec v1, :func:`pipeline.text.tokenizer.normalize`) with punctuation
 split off words (fastText tokenizes on whitespace only). Labels ``__label__0`` / ``__label__1``.
 Epochs and learning rate are picked on the validation split (accuracy; ties -> the first setting of
 the grid). Training uses one thread and a fixed seed, so a run is deterministic.
@@ -37,10 +37,12 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.config import FastTextConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +52,9 @@ _PUNCT = re.compile(r"""([.,!?;:()\[\]{}"/*&#@$%^=+<>|~_]|-{2,}|\.{2,})""")
 _SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True)
-class FastTextConfig:
-    """Hyper-parameters of the fastText peer (``epochs`` x ``lrs`` is the validation grid)."""
-
-    word_ngrams: int = 2
-    dim: int = 10
-    bucket: int = 1_000_000
-    min_count: int = 1
-    epochs: tuple[int, ...] = (5, 10)
-    lrs: tuple[float, ...] = (0.1, 0.25, 0.5)
-    threads: int = 1  # >1 is faster but not deterministic (Hogwild updates)
-    quant_cutoff: int = 100_000  # rows of the input matrix kept by the quantized model
-    quant_dsub: int = 2
-    seed: int = 13
-
-
 def ft_text(text: str) -> str:
     """One review as fastText sees it: normalized, punctuation split off, on one line."""
-    from pipeline.tokenizer import normalize
+    from pipeline.text.tokenizer import normalize
 
     return _SPACES.sub(" ", _PUNCT.sub(r" \1 ", normalize(text))).strip()
 
@@ -198,7 +184,7 @@ def run_fasttext_peer(
     import fasttext
 
     from pipeline.data import read_jsonl
-    from pipeline.evaluate import eval_sets, evaluate_predictor, write_json
+    from pipeline.report.metrics import eval_sets, evaluate_predictor, write_json
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
-from pipeline.models import StudentConfig, TeacherConfig
-from pipeline.tokenizer import UNK_ID
+from pipeline.config import TrainConfig
+from pipeline.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +29,6 @@ PAD_MULTIPLE = 16
 TrainStep = Callable[[np.ndarray, np.ndarray, np.ndarray, bool], tuple[float, float]]
 """``step(x, y, batch_indices, first_batch_of_epoch) -> (running loss, running accuracy)``."""
 StepFactory = Callable[[keras.Model, keras.optimizers.Optimizer], TrainStep]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by the training stages."""
-
-    batch_size: int = 128
-    max_epochs: int = 10
-    patience: int = 2
-    learning_rate: float = 2e-3
-    lr_decay_on_plateau: float = 0.5
-    clipnorm: float = 1.0
-    bucket_batches: int = 32
-    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
-    token_dropout: float = 0.0  # share of training tokens replaced by <unk> (word dropout)
-    seed: int = 13
 
 
 def set_determinism(seed: int) -> None:
@@ -277,7 +260,7 @@ def labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
 def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_dir: Path,
                  out_dir: Path, kind: str, make_step: StepFactory | None = None) -> dict:
     """Train with :func:`fit`, then write a self-contained model directory."""
-    from pipeline.models import save_model
+    from pipeline.nn.models import save_model
 
     log.info("%s: %d train / %d val reviews, %d parameters", kind, len(splits["train"][1]),
              len(splits["val"][1]), model.count_params())
@@ -290,65 +273,6 @@ def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_d
     (out_dir / "history.json").write_text(json.dumps(state, indent=2))
     return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
             "params": int(model.count_params())}
-
-
-def _train_distributed(data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path, kind: str,
-                       model_cfg, cfg: TrainConfig, strategy) -> dict:
-    """A training stage under a ``tf.distribute`` strategy (``pipeline.distribute``)."""
-    from pipeline.distribute import train_distributed
-
-    model, state = train_distributed(data_dir, tok_dir, out_dir, kind, model_cfg, cfg, strategy,
-                                     work_dir)
-    return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
-            "params": int(model.count_params()), "replicas": state["replicas"],
-            "global_batch": state["global_batch"]}
-
-
-def train_teacher(
-    data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: TeacherConfig, cfg: TrainConfig, strategy=None,
-) -> dict:
-    """Stage: train the BiGRU teacher; ``out_dir`` becomes a self-contained model directory.
-
-    With a ``tf.distribute`` ``strategy`` (``pipeline.distribute.strategy_from_name``) it trains
-    with ``pipeline.distribute.fit_distributed``: ``cfg.batch_size`` reviews per replica.
-    """
-    from pipeline.models import build_teacher
-    from pipeline.tokenizer import Tokenizer
-
-    if strategy is not None:
-        if model_cfg.init_embeddings != "random":
-            raise ValueError("init_embeddings='ppmi' is not supported with a distribution strategy")
-        return _train_distributed(data_dir, tok_dir, out_dir, work_dir, "teacher", model_cfg, cfg,
-                                  strategy)
-    set_determinism(cfg.seed)
-    tok = Tokenizer.load(tok_dir)
-    splits = labelled_ids(data_dir, tok)
-    model = build_teacher(tok.vocab_size, model_cfg)
-    if model_cfg.init_embeddings == "ppmi":
-        log.info("teacher: initialising embeddings from PPMI-SVD of the training split")
-        emb = ppmi_embeddings(splits["train"][0], tok.vocab_size, model_cfg.embed_dim,
-                              seed=cfg.seed)
-        model.get_layer("embedding").set_weights([emb])
-    return fit_and_save(model, tok, splits, cfg, work_dir, out_dir, "teacher")
-
-
-def train_student(
-    data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: StudentConfig, cfg: TrainConfig, strategy=None,
-) -> dict:
-    """Stage: train the device student on labels only (the ablation's first row)."""
-    from pipeline.models import build_student
-    from pipeline.tokenizer import Tokenizer
-
-    if strategy is not None:
-        return _train_distributed(data_dir, tok_dir, out_dir, work_dir, "student", model_cfg, cfg,
-                                  strategy)
-    set_determinism(cfg.seed)
-    tok = Tokenizer.load(tok_dir)
-    model = build_student(tok.vocab_size, model_cfg)
-    return fit_and_save(model, tok, labelled_ids(data_dir, tok), cfg, work_dir, out_dir,
-                         "student")
 
 
 def write_model_info(model_dir: Path, runtimes: dict[str, str], **extra) -> None:

@@ -1,0 +1,171 @@
+"""Full-int8 conversion of the BiGRU student: calibration, TFLite conversion, the ``int8`` stage.
+
+The float step and head models (:mod:`pipeline.device.step`) are calibrated on real step inputs
+(states from the student's own BiGRU features), converted with ``TFLiteConverter`` to full int8,
+their state outputs given their inputs' quantization, the step model's sigmoid / tanh replaced by
+lookup tables (:mod:`pipeline.device.lut`), and written as a release folder
+(:mod:`pipeline.device.release`) with the device figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from pipeline.device import flatbuf
+from pipeline.device.arena import min_arena
+from pipeline.device.lut import lut_activations
+from pipeline.device.release import (
+    FORMAT_VERSION,
+    HEAD_FILE,
+    QUANT_FILE,
+    STEP_FILE,
+    STEP_OUTPUTS,
+    write_release,
+)
+from pipeline.device.runtime import TflmModel, ms_per_review
+from pipeline.device.step import build_head_model, build_step_model, compact_rows
+from pipeline.nn.models import student_parts
+
+log = logging.getLogger(__name__)
+
+CONVERSION_VERSION = 2  # bump when convert_int8 makes different bytes from the same student (2: LUTs)
+
+
+def calibration_data(
+    student: keras.Model, calibration_ids: Sequence[Sequence[int]], max_steps: int = 2000,
+    seed: int = 0,
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Real ``(tokens, h_fwd, h_bwd)`` step inputs and ``pooled`` head inputs from float runs.
+
+    States come from the student's own BiGRU features: before step ``t`` the forward state is the
+    feature at ``t-1`` and the backward state the backward feature at ``T-t`` (zeros at ``t=0``).
+    """
+    from pipeline.nn.train import pad_batch
+
+    rows = [list(r) for r in calibration_ids if len(r)]
+    if not rows:
+        raise ValueError("calibration needs at least one non-empty id list")
+    units = student.get_layer("bigru").forward_layer.units
+    feats = keras.Model(student.input, student.get_layer("bigru").output)
+    steps: list[dict[str, np.ndarray]] = []
+    heads: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(rows), 64):
+        batch = rows[start : start + 64]
+        H = np.asarray(feats.predict_on_batch(pad_batch(batch)), np.float32)
+        for r, h in zip(batch, H, strict=True):
+            T = len(r)
+            heads.append({"pooled": h[:T].mean(0, keepdims=True)})
+            z = np.zeros((1, units), np.float32)
+            for t in range(T):
+                steps.append({
+                    "tokens": np.array([[r[t], r[T - 1 - t]]], np.int32),
+                    "h_fwd": h[t - 1 : t, :units] if t else z,
+                    "h_bwd": h[T - t : T - t + 1, units:] if t else z,
+                })
+    rng = np.random.default_rng(seed)
+    if len(steps) > max_steps:
+        steps = [steps[i] for i in sorted(rng.choice(len(steps), max_steps, replace=False))]
+    return steps, heads
+
+
+def _to_int8(model: keras.Model, samples: list[dict[str, np.ndarray]]) -> bytes:
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: iter(samples)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return bytes(conv.convert())
+
+
+def convert_int8(
+    student: keras.Model, calibration_ids: Sequence[Sequence[int]], max_steps: int = 2000
+) -> dict[str, Any]:
+    """Calibrate and convert: ``{"step": bytes, "head": bytes, "meta": quant.json dict}``.
+
+    Raises ``ValueError`` if any operator of either model touches a float tensor.
+    """
+    steps, heads = calibration_data(student, calibration_ids, max_steps)
+    full_table, _ = student_parts(student)
+    rows, id_map = compact_rows(full_table)
+    if id_map is not None:
+        for s in steps:
+            s["tokens"] = id_map[s["tokens"]]
+    step_model = flatbuf.load(_to_int8(build_step_model(student, rows), steps))
+    head = _to_int8(build_head_model(student), heads)
+    step_io, head_io = flatbuf.io_map(step_model), flatbuf.io_map(head)
+    for name, nxt in (("h_fwd", "h_fwd_next"), ("h_bwd", "h_bwd_next")):
+        flatbuf.copy_quant(step_model, step_io["inputs"][name], step_io["outputs"][nxt])
+    n_lut = lut_activations(step_model)  # the per-token model only: the head runs once a review
+    log.info("step model: %d int8 activations replaced by lookup tables", n_lut)
+    step = flatbuf.pack(step_model)
+    step_io["outputs"] = {n: step_io["outputs"][f"{n}_next"] for n in STEP_OUTPUTS}
+    for name, blob in (("step", step), ("head", head)):
+        if bad := flatbuf.float_ops(blob):
+            raise ValueError(f"{name} model is not full-integer: float tensors at {bad}")
+    table, bigru = student_parts(student)
+    q = {n: flatbuf.tensor_quant(step, "inputs", step_io["inputs"][n]) for n in STEP_OUTPUTS}
+    q["pooled"] = flatbuf.tensor_quant(head, "inputs", head_io["inputs"]["pooled"])
+    q["prob"] = flatbuf.tensor_quant(head, "outputs", head_io["outputs"]["prob"])
+    for d in ("fwd", "bwd"):
+        q[f"m_{d}"] = float(np.float32(q[f"h_{d}"]["scale"] / q["pooled"]["scale"]))
+    meta = {
+        "format": FORMAT_VERSION,
+        "vocab_size": int(table.shape[0]), "embed_dim": int(table.shape[1]),
+        "table_rows": int(rows.shape[0]),
+        "id_map": None if id_map is None else id_map.tolist(),
+        "units": int(bigru.forward_layer.units),
+        **{name: {"file": file, **io, "bytes": len(blob), "macs": flatbuf.count_macs(blob),
+                  "arena_bytes": min_arena(blob), "ops": flatbuf.op_set(blob)}
+           for name, file, io, blob in (("step", STEP_FILE, step_io, step),
+                                        ("head", HEAD_FILE, head_io, head))},
+        "quant": q,
+    }
+    return {"step": step, "head": head, "meta": meta}
+
+
+def macs_per_review(meta: dict, n_tokens: int) -> int:
+    """Multiply-accumulates for a review of ``n_tokens`` ids: ``n * step + head`` (FC layers only)."""
+    return n_tokens * meta["step"]["macs"] + meta["head"]["macs"]
+
+
+def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
+                     calibration_reviews: int = 500) -> dict[str, Any]:
+    """Stage: float student model directory -> full-int8 release folder (``--runtime tflm``).
+
+    Calibrates on the first ``calibration_reviews`` training reviews (the split's order is a
+    seeded hash order), writes ``step.tflite``, ``head.tflite``, ``quant.json``, the tokenizer and
+    ``model.json`` with the device figures: flash bytes, minimum arenas, MACs, host TFLM ms.
+    """
+    from pipeline.data import read_jsonl
+    from pipeline.nn.models import load_model
+    from pipeline.nn.train import write_model_info
+    from pipeline.text.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(student_dir)
+    student = load_model(Path(student_dir) / "model.keras")
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")[:calibration_reviews]
+    converted = convert_int8(student, [r for r in tok.ids([t for t, _ in rows]) if r])
+    out_dir = Path(out_dir)
+    write_release(out_dir, converted)
+    tok.save(out_dir)
+    meta = converted["meta"]
+    device = {
+        "flash_bytes": meta["step"]["bytes"] + meta["head"]["bytes"],
+        # both interpreters live side by side on the device: their arenas add up
+        "arena_bytes": meta["step"]["arena_bytes"] + meta["head"]["arena_bytes"],
+        "macs_per_128_tokens": macs_per_review(meta, 128),
+        "host_tflm_ms_per_128_tokens": round(ms_per_review(TflmModel(converted), 128), 3),
+        "ops": {"step": meta["step"]["ops"], "head": meta["head"]["ops"]},
+    }
+    write_model_info(out_dir, {"tflm": QUANT_FILE, "tflite": QUANT_FILE}, kind="student-int8",
+                     files=[STEP_FILE, HEAD_FILE], device=device)
+    return device
