@@ -8,33 +8,66 @@ key is the ``asdict`` of the sections it uses.
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
+import types
+import typing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
 
-THREE_STAR_POLICIES = ("drop", "negative", "positive")
-STRATEGIES = ("default", "mirrored", "multiworker")
+ThreeStar = Literal["drop", "negative", "positive"]
+Strategy = Literal["default", "mirrored", "multiworker"]
+THREE_STAR_POLICIES: tuple[str, ...] = get_args(ThreeStar)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 def check_three_star(three_star: str) -> None:
     if three_star not in THREE_STAR_POLICIES:
-        raise ValueError(f"three_star must be one of {THREE_STAR_POLICIES}, not {three_star!r}")
+        raise ValueError(
+            f"three_star must be one of {', '.join(THREE_STAR_POLICIES)}, not {three_star!r}"
+        )
+
+
+# ----------------------------------------------------------------------------- field types
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def choices(cls: type, name: str) -> tuple[Any, ...] | None:
+    """The allowed values of field ``name`` of section ``cls`` (a ``Literal`` type), else None."""
+    tp = _hints(cls)[name]
+    return get_args(tp) if get_origin(tp) is Literal else None
+
+
+class _Section:
+    """Base of the sections: every ``Literal`` field is checked against its choices."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            allowed = choices(type(self), f.name)
+            value = getattr(self, f.name)
+            if allowed is not None and value not in allowed:
+                raise ValueError(
+                    f"{f.name} must be one of {', '.join(map(str, allowed))}, not {value!r}"
+                )
 
 
 # ----------------------------------------------------------------------------- sections
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """How reviews become a labelled dataset."""
 
-    three_star: str = "drop"  # "drop" | "negative" | "positive"; 1-2★ -> 0 and 4-5★ -> 1 always
+    three_star: ThreeStar = "drop"  # "drop" | "negative" | "positive"; 1-2★ -> 0 and 4-5★ -> 1 always
     balance: bool = False  # down-sample the majority class to the minority count, per split
     max_reviews: int | None = None  # keep this many reviews (smallest md5 key) after dedup
     seed: int = 13
 
     def __post_init__(self) -> None:
-        check_three_star(self.three_star)
+        super().__post_init__()
         if self.max_reviews is not None and self.max_reviews < 1:
             raise ValueError(
                 f"max_reviews must be a positive integer or None, not {self.max_reviews}"
@@ -42,12 +75,12 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TokenizerConfig:
+class TokenizerConfig(_Section):
     """How text becomes fixed-length id sequences."""
 
     vocab_size: int = 16000
     seq_len: int = 512
-    truncate: str = "head"  # "head" keeps the first seq_len ids, "tail" the last ones
+    truncate: Literal["head", "tail"] = "head"  # head keeps the first seq_len ids, tail the last
     stopwords: bool = False
     character_coverage: float = 0.9995
     max_train_sentences: int = 2_000_000
@@ -55,7 +88,7 @@ class TokenizerConfig:
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(_Section):
     """Shape of the teacher network."""
 
     embed_dim: int = 128
@@ -65,11 +98,11 @@ class TeacherConfig:
     dropout: float = 0.5
     embed_dropout: float = 0.3
     max_pool: bool = True  # concatenate a masked max over time to the attention pooling
-    init_embeddings: str = "random"  # or "ppmi": SVD of the train split's co-occurrence PPMI
+    init_embeddings: Literal["random", "ppmi"] = "random"  # ppmi: SVD of the train split's PPMI
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(_Section):
     """Shape of the device student: small embedding, small BiGRU, masked mean pooling."""
 
     embed_dim: int = 32
@@ -79,7 +112,7 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """Optimisation settings shared by the training stages."""
 
     batch_size: int = 128
@@ -95,7 +128,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_Section):
     """Knowledge-distillation loss settings."""
 
     temperature: float = 2.0
@@ -108,7 +141,7 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(_Section):
     """Lottery Ticket schedule: round ``r`` reaches sparsity ``min(target, 1 - (1 - rate)^r)``."""
 
     rounds: int = 2
@@ -119,7 +152,7 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
-class TfidfConfig:
+class TfidfConfig(_Section):
     """Hyper-parameters of the TF-IDF + LR peer."""
 
     ngram_max: int = 2
@@ -131,7 +164,7 @@ class TfidfConfig:
 
 
 @dataclass(frozen=True)
-class FastTextConfig:
+class FastTextConfig(_Section):
     """Hyper-parameters of the fastText peer (``epochs`` x ``lrs`` is the validation grid)."""
 
     word_ngrams: int = 2
@@ -147,21 +180,17 @@ class FastTextConfig:
 
 
 @dataclass(frozen=True)
-class DistributeConfig:
+class DistributeConfig(_Section):
     """How the training stages place their work (``--set distribute.strategy=mirrored``)."""
 
-    strategy: str = "default"  # default | mirrored | multiworker (cluster from TF_CONFIG)
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+    strategy: Strategy = "default"  # multiworker: the cluster comes from TF_CONFIG
 
 
 @dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(_Section):
     """Settings of the streaming path (the tokenizer's come from ``TokenizerConfig``)."""
 
-    three_star: str = "drop"
+    three_star: ThreeStar = "drop"
     spill_buckets: int = 256  # memory holds one bucket: about reviews / spill_buckets strings
     shards: int = 8  # TFRecord files per split
     tokenizer_sample: int = 100_000  # training reviews the BPE is trained on, at most
@@ -196,7 +225,7 @@ class Config:
     release_tokens: int = 512
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
     calibration_reviews: int = 500
-    preset: str = "full"
+    preset: Literal["full", "smoke"] = "full"
 
 
 def preset(name: str) -> Config:
@@ -226,29 +255,51 @@ def preset(name: str) -> Config:
     raise ValueError(f"unknown preset {name!r}: use 'smoke' or 'full'")
 
 
-def _coerce(value: str, current: Any) -> Any:
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
+def parse_value(value: str, tp: Any) -> Any:
+    """Parse the string ``value`` as type ``tp`` (a field's type hint); ValueError says why."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        for a in args:
+            if value == str(a):
+                return a
+        raise ValueError(f"expected one of {', '.join(map(str, args))}, not {value!r}")
+    if origin in (Union, types.UnionType):
+        if type(None) in args and value.strip().lower() in ("none", "null"):
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            raise ValueError(f"cannot parse {value!r} as {tp}")
+        return parse_value(value, rest[0])
+    if origin is tuple:
+        parts = [v.strip() for v in value.split(",") if v.strip()]
+        if not parts:
+            raise ValueError(f"expected comma-separated values, e.g. 5,10, not {value!r}")
+        elem = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if elem is None:
+            raise ValueError(f"cannot parse {value!r} as {tp}")
+        return tuple(parse_value(v, elem) for v in parts)
+    if tp is bool:
+        if value.strip().lower() in ("1", "true", "yes", "on"):
             return True
-        if value.lower() in ("0", "false", "no", "off"):
+        if value.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    if value.lower() in ("none", "null"):
-        return None
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if current is None:
+        raise ValueError(f"expected true or false, not {value!r}")
+    if tp in (int, float):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+            return tp(value)
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if tp is int else 'a number'}, not {value!r}") from None
+    if tp is str:
+        return value
+    raise ValueError(f"cannot parse {value!r} as {tp}")
 
 
 def override(cfg: Config, assignments: list[str]) -> Config:
-    """Apply ``section.field=value`` strings, e.g. ``teacher.units=64`` or ``data.balance=false``."""
+    """Apply ``section.field=value`` strings, e.g. ``teacher.units=64`` or ``data.balance=false``.
+
+    Values are parsed by the field's type: tuples as comma-separated lists (``fasttext.epochs=5,10``),
+    ``Literal`` fields must name one of their choices, ``none`` clears an optional field.
+    """
     for a in assignments:
         path, sep, value = a.partition("=")
         section, dot, name = path.strip().partition(".")
@@ -259,7 +310,11 @@ def override(cfg: Config, assignments: list[str]) -> Config:
             raise ValueError(f"override {a!r}: unknown section {section!r}")
         if name not in {f.name for f in dataclasses.fields(sub)}:
             raise ValueError(f"override {a!r}: {section} has no field {name!r}")
-        cfg = replace(cfg, **{section: replace(sub, **{name: _coerce(value, getattr(sub, name))})})
+        try:
+            new = replace(sub, **{name: parse_value(value.strip(), _hints(type(sub))[name])})
+        except ValueError as e:
+            raise ValueError(f"override {a!r}: {e}") from None
+        cfg = replace(cfg, **{section: new})
     return cfg
 
 

@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.tokenize", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path, help="folder with tokenizer.model + tokenizer.json")
-    ap.add_argument("input", type=Path)
-    ap.add_argument("--impl", choices=("python", "c"), default="python")
+    ap.add_argument("input", type=Path,
+                    help="review file or folder: anything pipeline.predict reads")
+    ap.add_argument("--impl", choices=("python", "c"), default="python",
+                    help="python: SentencePiece; c: the firmware's C tokenizer (default: python)")
     ap.add_argument("--max-len", type=int, default=None, metavar="N", help="keep the first N ids")
     ap.add_argument("--max-input-bytes", type=int, default=None, metavar="B",
                     help="--impl c: cut reviews longer than B bytes (device: 2048; default: none)")
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
             size = args.max_input_bytes
             if size is None:  # whole reviews: a power of two keeps the number of builds small
-                longest = max(len(_utf8(t)) for t, _ in rows)
+                longest = max(len(_utf8(r.text)) for r in rows)
                 size = max(DEVICE_MAX_INPUT_BYTES, 1 << (longest - 1).bit_length())
             ctok = CTokenizer(args.model_dir, size)
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = ctok.encode_info(raw, args.max_len)
                 cut += r.input_bytes_used < len(raw)
                 return r.ids
-        _print_ids((t for t, _ in rows), encode)
+        _print_ids((r.text for r in rows), encode)
     except (OSError, ValueError, RuntimeError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

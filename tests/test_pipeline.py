@@ -112,7 +112,7 @@ def test_predict_cli_unlabeled_and_bad_input(smoke_run: Path, tmp_path: Path, ca
                  '{"text": "Love it, works great and the price was right!"}\nnot json\n')
     assert predict.main([str(smoke_run / "teacher"), str(f)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and all(ln.split("\t")[0] in ("positive", "negative") for ln in lines)
+    assert len(lines) == 2 and all(ln.split("\t")[1] in ("positive", "negative") for ln in lines)
     bad = tmp_path / "bad.txt"
     bad.write_text("just some words\nwith no labels\n")
     assert predict.main([str(smoke_run / "teacher"), str(bad)]) == 2

@@ -10,13 +10,15 @@ from pipeline.data.readers import (
     DataError,
     EmptyDatasetError,
     FileStats,
+    Record,
     UnknownFormatError,
     detect_format,
+    iter_records,
     iter_reviews,
     review_string,
 )
 from pipeline.data.splits import SPLITS, build_dataset, load_splits, read_jsonl, split_of, write_jsonl
 
 __all__ = ["FORMATS", "FORMAT_HELP", "SPLITS", "DataError", "EmptyDatasetError", "FileStats",
-           "UnknownFormatError", "build_dataset", "detect_format", "iter_reviews", "load_splits",
-           "read_jsonl", "review_string", "split_of", "write_jsonl"]
+           "Record", "UnknownFormatError", "build_dataset", "detect_format", "iter_records",
+           "iter_reviews", "load_splits", "read_jsonl", "review_string", "split_of", "write_jsonl"]

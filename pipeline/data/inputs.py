@@ -1,58 +1,33 @@
 """What ``pipeline.predict`` and ``pipeline.tokenize`` read: any review file or folder the readers
-know, or JSON lines with a ``text`` and no label."""
+know, and JSON lines with a ``text`` and no label, as :class:`~pipeline.data.readers.Record` s
+(text, label or None, file, line)."""
 
 from __future__ import annotations
 
-import gzip
-import json
-import logging
 from pathlib import Path
 
-from pipeline.data.readers import EmptyDatasetError, UnknownFormatError, iter_reviews
+from pipeline.data.readers import EmptyDatasetError, FileStats, Record, iter_records
 from pipeline.data.splits import split_of
 
-log = logging.getLogger(__name__)
+PREDICT_THREE_STAR_HINT = "`--three-star negative` (or `positive`) keeps them"
 
 
-def read_input(path: Path, split: str | None = None) -> list[tuple[str, int | None]]:
-    """Rows ``(text, label or None)`` from any readable review file/folder."""
+def read_input(
+    path: Path,
+    split: str | None = None,
+    three_star: str = "drop",
+    stats: list[FileStats] | None = None,
+) -> list[Record]:
+    """Records of a review file or folder, labelled or not; ``split`` keeps one md5 split."""
     path = Path(path)
-    try:
-        rows: list[tuple[str, int | None]] = list(iter_reviews(path))
-    except UnknownFormatError:
-        rows = _read_unlabeled_jsonl(path)
+    records = list(iter_records(path, three_star, stats, unlabeled=True,
+                                three_star_hint=PREDICT_THREE_STAR_HINT))
     if split:
-        rows = [r for r in rows if split_of(r[0]) == split]
-    if not rows:
-        raise EmptyDatasetError(f"{path}: no reviews to predict" +
-                                     (f" in split {split!r}" if split else ""))
-    return rows
-
-
-def _read_unlabeled_jsonl(path: Path) -> list[tuple[str, int | None]]:
-    """JSON lines with ``text`` and no label (the data module only reads labelled data)."""
-    rows: list[tuple[str, int | None]] = []
-    bad = 0
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    with (gzip.open if gz else open)(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                text = obj["text"]
-                if not isinstance(text, str):
-                    raise TypeError
-                rows.append((text, None))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad += 1
-    if not rows:
-        raise UnknownFormatError(
-            f"{path}: not a review file this tool reads. Expected one of the formats in the "
-            "README (Amazon 2023 / McAuley JSON lines, polarity CSV, fastText lines) or JSON "
-            "lines with a 'text' field"
-        )
-    if bad:
-        log.warning("%s: %d malformed lines skipped", path, bad)
-    return rows
+        kept = [r for r in records if split_of(r.text) == split]
+        if not kept:
+            raise EmptyDatasetError(
+                f"{path}: none of its {len(records)} reviews falls in split {split!r} "
+                "(md5 rule, see README); drop --split to read them all"
+            )
+        records = kept
+    return records

@@ -21,7 +21,7 @@ from pipeline.data.readers import (
     READ_ERRORS,
     DataError,
     FileStats,
-    iter_paths,
+    iter_records,
     open_text,
     read_error,
 )
@@ -29,6 +29,7 @@ from pipeline.data.readers import (
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+MIN_SPLIT_REVIEWS = 10  # the data stage stops when a split holds fewer reviews
 
 
 def split_of(s: str) -> str:
@@ -59,7 +60,8 @@ def load_splits(
     file_stats: list[FileStats] = []
     labels: dict[str, int] = {}
     duplicates = conflicts = 0
-    for s, y in iter_paths(paths, cfg.three_star, file_stats):
+    for r in iter_records(paths, cfg.three_star, file_stats):
+        s, y = r.text, int(r.label)  # type: ignore[arg-type]  # labelled input only
         old = labels.get(s)
         if old is None:
             labels[s] = y
@@ -74,6 +76,7 @@ def load_splits(
         capped = unique - cfg.max_reviews
         items = items[: cfg.max_reviews]
 
+    positives = sum(y for _, y in items)
     splits: dict[str, list[tuple[str, int]]] = {k: [] for k in SPLITS}
     for s, y in items:
         splits[split_of(s)].append((s, y))
@@ -107,6 +110,8 @@ def load_splits(
             "duplicate_label_conflicts": conflicts,
             "unique": unique,
             "capped": capped,
+            "positives": positives,
+            "negatives": len(items) - positives,
         },
         "splits": split_stats,
         "config": asdict(cfg),
@@ -180,9 +185,47 @@ def read_jsonl(path: Path) -> list[tuple[str, int | None]]:
     return out
 
 
-def build_dataset(path: str | Path | Sequence[str | Path], out_dir: Path, cfg: DataConfig) -> dict:
-    """Write ``out_dir/{train,val,test}.jsonl`` and ``out_dir/stats.json``; return the stats."""
+def check_splits(stats: dict, min_split: int = MIN_SPLIT_REVIEWS) -> None:
+    """Raise :class:`DataError` saying what to do when the reviews in ``stats`` (from
+    :func:`load_splits`) cannot train and evaluate a model: one class only, or a split with fewer
+    than ``min_split`` reviews or a training split without both classes (``min_split=0``: only
+    the class check)."""
+    where = ", ".join(stats["inputs"])
+    t, sp = stats["totals"], stats["splits"]
+    for name, other, add in (("positive", "negative", "negative reviews (1-2★, label 0)"),
+                             ("negative", "positive", "positive reviews (4-5★, label 1)")):
+        if t[f"{other}s"] == 0:
+            three = ""
+            if t["neutral_dropped"]:
+                three = (f", or count the {t['neutral_dropped']} 3★ reviews as {other}: "
+                         f"`--set data.three_star={other}`")
+            raise DataError(
+                f"{where}: every usable review is {name} ({t[f'{name}s']} {name}, 0 {other}); a "
+                f"sentiment model needs both classes. Add {add} to the input{three}."
+            )
+    if min_split <= 0:
+        return
+    small = [k for k in SPLITS if sp[k]["n"] < min_split]
+    if small or not (sp["train"]["positives"] and sp["train"]["negatives"]):
+        counts = ", ".join(f"{k} {sp[k]['n']}" for k in SPLITS)
+        bal = " after balancing" if stats["config"].get("balance") else ""
+        raise DataError(
+            f"{where}: too few reviews to train and evaluate a model: {counts}{bal} "
+            f"({t['unique']} unique reviews; the md5 split rule puts about 10% in validation and "
+            f"10% in test). Each split needs at least {min_split} reviews and the training split "
+            f"both classes: give it at least {20 * min_split} reviews (thousands for a useful "
+            "model)."
+        )
+
+
+def build_dataset(path: str | Path | Sequence[str | Path], out_dir: Path, cfg: DataConfig,
+                  min_split: int = MIN_SPLIT_REVIEWS) -> dict:
+    """Write ``out_dir/{train,val,test}.jsonl`` and ``out_dir/stats.json``; return the stats.
+
+    Stops first (:func:`check_splits`) when the reviews cannot train a model.
+    """
     splits, stats = load_splits(path, cfg)
+    check_splits(stats, min_split)
     out_dir = Path(out_dir)
     for name in SPLITS:
         write_jsonl(out_dir / f"{name}.jsonl", splits[name])

@@ -4,12 +4,16 @@ A model directory holds ``model.json`` (which runtimes it supports and their fil
 (``tokenizer.model``, ``tokenizer.json``) and the model files themselves. ``keras`` loads the float
 model (TensorFlow); ``tflm`` and ``tflite`` run an int8 release through the device loop
 (:mod:`pipeline.device.runtime`; ``tflm`` needs no TensorFlow).
+
+:func:`load_judge` adds the rule for reviews the model cannot judge
+(:func:`pipeline.text.tokenizer.no_verdict_reason`): they get a reason instead of a probability.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,34 +24,84 @@ RUNTIMES = ("keras", "tflite", "tflm")
 MODEL_INFO = "model.json"
 
 Predictor = Callable[[Sequence[str]], np.ndarray]
+IdsPredictor = Callable[[list[list[int]]], np.ndarray]
 
 
-def load_predictor(model_dir: Path, runtime: str = "keras") -> Predictor:
-    """A function from review strings to P(positive) for the model in ``model_dir``."""
+class ModelDirError(ValueError):
+    """The folder is not a usable model directory for the runtime asked for."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """P(positive) of one review, or None and the ``reason`` the model could not judge it."""
+
+    p_positive: float | None
+    reason: str | None = None
+
+    def label(self, threshold: float = 0.5) -> str:
+        """``positive``, ``negative`` or ``unknown`` (no probability)."""
+        if self.p_positive is None:
+            return "unknown"
+        return "positive" if self.p_positive >= threshold else "negative"
+
+
+def check_model_dir(model_dir: Path, runtime: str = "keras") -> dict:
+    """``model.json`` of ``model_dir``; :class:`ModelDirError` when it is no model directory, lacks
+    the tokenizer or has no model for ``runtime``. Cheap: loads no model."""
     model_dir = Path(model_dir)
     info_path = model_dir / MODEL_INFO
-    if not info_path.exists():
-        raise FileNotFoundError(
+    if not info_path.is_file():
+        raise ModelDirError(
             f"{model_dir} is not a model directory (no {MODEL_INFO}); point at a stage output "
             "such as runs/full/teacher or models/release"
         )
-    info = json.loads(info_path.read_text())
-    if runtime not in info.get("runtimes", {}):
-        raise ValueError(
-            f"{model_dir} has no {runtime!r} model; it offers: {', '.join(info['runtimes'])}"
+    try:
+        info = json.loads(info_path.read_text())
+        offered = dict(info["runtimes"])
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ModelDirError(f"{info_path}: unreadable ({e}); re-copy the model directory") from e
+    if runtime not in offered:
+        raise ModelDirError(
+            f"{model_dir} has no {runtime!r} model; it offers: {', '.join(offered)} (--runtime)"
         )
+    missing = [n for n in (Tokenizer.MODEL_FILE, Tokenizer.CONFIG_FILE, offered[runtime])
+               if not (model_dir / n).is_file()]
+    if missing:
+        raise ModelDirError(f"{model_dir}: missing {', '.join(missing)}; re-copy the model directory")
+    return info
+
+
+def _load(model_dir: Path, runtime: str) -> tuple[Tokenizer, IdsPredictor]:
+    model_dir = Path(model_dir)
+    info = check_model_dir(model_dir, runtime)
     tok = Tokenizer.load(model_dir)
     if runtime == "keras":
         from pipeline.nn.models import load_model
         from pipeline.nn.train import predict_proba
 
         model = load_model(model_dir / info["runtimes"]["keras"])
-
-        def keras_predict(texts: Sequence[str]) -> np.ndarray:
-            return predict_proba(model, tok.ids(texts))
-
-        return keras_predict
+        return tok, lambda ids: predict_proba(model, ids)
     from pipeline.device.runtime import load_tflm_predictor
 
-    int8_predict = load_tflm_predictor(model_dir, runtime)
-    return lambda texts: int8_predict(tok.ids(texts))
+    return tok, load_tflm_predictor(model_dir, runtime)
+
+
+def load_predictor(model_dir: Path, runtime: str = "keras") -> Predictor:
+    """A function from review strings to P(positive) for the model in ``model_dir``."""
+    tok, predict_ids = _load(model_dir, runtime)
+    return lambda texts: predict_ids(tok.ids(texts))
+
+
+def load_judge(model_dir: Path, runtime: str = "keras") -> Callable[[Sequence[str]], list[Verdict]]:
+    """A function from review strings to :class:`Verdict` s: P(positive), or a reason instead for
+    reviews with nothing to judge (no words, or only characters the tokenizer does not know)."""
+    tok, predict_ids = _load(model_dir, runtime)
+
+    def judge(texts: Sequence[str]) -> list[Verdict]:
+        ids = tok.ids(texts)
+        reasons = [tok.no_verdict_reason(r) for r in ids]
+        keep = [r for r, why in zip(ids, reasons, strict=True) if why is None]
+        probs = iter(np.asarray(predict_ids(keep), dtype=np.float64).reshape(-1).tolist() if keep else [])
+        return [Verdict(None, why) if why else Verdict(next(probs)) for why in reasons]
+
+    return judge
