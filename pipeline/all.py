@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import data, setup_logging, stages
+from pipeline import INTERRUPTED, data, setup_logging, stages
 from pipeline.compress import distill, prune, qat
 from pipeline.config import Config, override, preset, to_dict
 from pipeline.device import convert, firmware, release
@@ -43,6 +43,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     before any TensorFlow op) for the teacher and labels-only student training stages.
     """
     out.mkdir(parents=True, exist_ok=True)
+    stages.clean_stray(out)
     held = stages.files_fingerprint(heldout) if heldout else None
     # only a non-default strategy enters the training stages' keys: finished runs stay valid
     dist = {} if cfg.distribute.strategy == "default" else {"strategy": cfg.distribute.strategy}
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     if args.publish:
         files = report.publish_report(out, args.publish)
         log.info("published %d files to %s", len(files), args.publish)

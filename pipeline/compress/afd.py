@@ -33,6 +33,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
               (int(o.shape[-1]) for o in (feats.outputs[0], feats.outputs[1], feats.outputs[3]))]
     logits = np.zeros(n, np.float32)
     order = np.argsort([len(r) for r in t_ids], kind="stable")
-    for k, start in enumerate(range(0, n, batch_size)):
+    progress = Progress(n, "teacher targets", "reviews")
+    for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         e, h, w, p, prob = (np.asarray(a) for a in
                             feats.predict_on_batch(pad_batch([t_ids[i] for i in idx])))
@@ -141,8 +143,8 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
             pooled[0][i] = e[r, :L].mean(0) if L else 0.0
             pooled[1][i] = h[r, :L].mean(0) if L else 0.0
             pooled[2][i] = p[r]
-        if k % 200 == 0:
-            log.info("afd: teacher pass %d/%d", min(start + batch_size, n), n)
+        progress.update(len(idx))
+    progress.close()
     return TeacherFeatures(maps, pooled), logits
 
 

@@ -106,6 +106,8 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
             totals["n"] += len(idx)
             return totals["loss"] / totals["n"], totals["correct"] / totals["n"]
 
+        if use_afd:  # saved and restored with the model by fit: a resumed run continues them
+            run.checkpoint = {"afd_pairs": pairs, "afd_optimizer": pair_opt}  # type: ignore[attr-defined]
         return run
 
     return factory

@@ -39,6 +39,7 @@ from pipeline.compress.prunable import Masks, prunable_weights
 from pipeline.config import PruneConfig, TrainConfig
 from pipeline.nn.models import TokenEmbedding
 from pipeline.nn.train import StepFactory, TrainStep, fit, predict_proba
+from pipeline.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def masked_step(masks: Masks, make_step: StepFactory | None = None,
             enforce()
             return out
 
+        run.checkpoint = getattr(inner, "checkpoint", {})  # type: ignore[attr-defined]
         return run
 
     return factory
@@ -375,7 +377,8 @@ def lottery_ticket(
         _write_json(state_path, state)
         log.info("lottery ticket: dense model val_acc %.4f val_loss %.4f", row["val_accuracy"],
                  row["val_loss"])
-    for r in range(state["rounds"][-1]["round"] + 1, len(schedule) + 1):
+    first = state["rounds"][-1]["round"] + 1
+    for r in track(range(first, len(schedule) + 1), desc="lottery ticket rounds", unit="rounds"):
         rdir = work_dir / f"round-{r}"
         rdir.mkdir(exist_ok=True)
         mask_path = rdir / "masks.npz"

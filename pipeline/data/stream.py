@@ -53,6 +53,7 @@ from pathlib import Path
 
 from pipeline import data
 from pipeline.config import StreamConfig
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +164,20 @@ def write_shards(rows: Iterable[tuple[str, int, str]], tok, out: Path, cfg: Stre
             c["positives"] += y
             c["shards"][i] += 1
 
+    progress = Progress(None, "tokenize", "reviews")
     try:
         batch: list[tuple[str, int, str]] = []
         for row in rows:
             batch.append(row)
             if len(batch) >= cfg.encode_batch:
                 flush(batch)
+                progress.update(len(batch))
                 batch = []
         if batch:
             flush(batch)
+            progress.update(len(batch))
     finally:
+        progress.close()
         for w in writers.values():
             w.close()
     return counts

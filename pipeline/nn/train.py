@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,20 +22,55 @@ import tf_keras as keras
 
 import pipeline  # noqa: F401
 from pipeline.config import TrainConfig
+from pipeline.progress import Progress
 from pipeline.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 16
+CKPT_PAUSE_ENV = "TINYSENT_TEST_CKPT_PAUSE"  # test hook, see _test_pause
 
 TrainStep = Callable[[np.ndarray, np.ndarray, np.ndarray, bool], tuple[float, float]]
-"""``step(x, y, batch_indices, first_batch_of_epoch) -> (running loss, running accuracy)``."""
+"""``step(x, y, batch_indices, first_batch_of_epoch) -> (running loss, running accuracy)``.
+
+A step with state of its own (AFD's pair attention and its optimizer) lists it in a ``checkpoint``
+attribute (a dict of trackables) so that :func:`fit` saves and restores it with the model."""
 StepFactory = Callable[[keras.Model, keras.optimizers.Optimizer], TrainStep]
 
 
 def set_determinism(seed: int) -> None:
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def seeded_dropout(model: keras.Model) -> list[tf.random.Generator]:
+    """Give every random layer of ``model`` (dropout) its own ``tf.random.Generator``; returns them.
+
+    By default tf_keras' dropout runs a stateful random kernel whose position lives in the process
+    (inside the traced training function), so a run resumed from a checkpoint drew other masks
+    than one never stopped. A generator's state is a variable: :func:`fit` re-seeds it at every
+    epoch from ``(seed, epoch, layer)``, so an epoch's masks do not depend on the process.
+    """
+    from tf_keras.src.backend import RandomGenerator
+    from tf_keras.src.engine.base_layer import BaseRandomLayer
+
+    gens = []
+    for layer in model.submodules:
+        if isinstance(layer, BaseRandomLayer):
+            rg = getattr(layer, "_seeded_rng", None)
+            if rg is None:
+                rg = RandomGenerator(1, rng_type=RandomGenerator.RNG_STATEFUL)
+                rg._maybe_init()
+                # bypass Keras' attribute tracking: the state is re-seeded, not saved with weights
+                object.__setattr__(layer, "_seeded_rng", rg)
+                object.__setattr__(layer, "_random_generator", rg)
+            gens.append(rg._generator)
+    return gens
+
+
+def epoch_seed(seed: int, epoch: int, part: int = 0) -> int:
+    """A 63-bit seed for ``part`` of ``epoch`` (dropout generators): a function of its arguments only."""
+    return int(np.random.default_rng([seed, epoch, part, 7]).integers(2**63 - 1))
 
 
 def pad_batch(rows: Sequence[Sequence[int]], multiple: int = PAD_MULTIPLE) -> np.ndarray:
@@ -72,24 +109,6 @@ def predict_proba(
         x = pad_batch([ids[i] for i in idx])
         out[idx] = np.asarray(model.predict_on_batch(x)).reshape(-1)
     return out
-
-
-class _Progress:
-    """Logs a progress line at most every ``every`` seconds."""
-
-    def __init__(self, total: int, label: str, every: float = 15.0) -> None:
-        self.total, self.label, self.every = total, label, every
-        self.start = self.last = time.monotonic()
-
-    def update(self, done: int, items: int, extra: str) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every and done < self.total:
-            return
-        self.last = now
-        rate = items / max(now - self.start, 1e-9)
-        eta = (now - self.start) / max(done, 1) * (self.total - done)
-        log.info("%s %d/%d batches  %s  %.0f reviews/s  eta %.0fs", self.label, done,
-                 self.total, extra, rate, eta)
 
 
 def bce(y: np.ndarray, p: np.ndarray) -> float:
@@ -138,13 +157,15 @@ def fit(
             w.assign(e)
             e.assign(live)
 
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=ema)
+    dropout_rngs = seeded_dropout(model)
     if make_step is None:
         def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
             loss, acc = model.train_on_batch(x, y, reset_metrics=first)
             return float(loss), float(acc)
     else:
         step = make_step(model, optimizer)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=ema,
+                               **getattr(step, "checkpoint", {}))
     state_path = work_dir / "state.json"
     best_path = work_dir / "best.weights.h5"
     state = {"epoch": 0, "best_loss": None, "best_epoch": 0, "wait": 0,
@@ -154,23 +175,25 @@ def fit(
         ckpt.read(str(work_dir / f"ckpt-{state['epoch']}")).expect_partial()
         log.info("resuming training after epoch %d (best epoch %d)", state["epoch"],
                  state["best_epoch"])
+    _clean_stale(work_dir, state["epoch"])
     lengths = [len(r) for r in x_train]
     while state["epoch"] < cfg.max_epochs and state["wait"] < cfg.patience:
         epoch = state["epoch"] + 1
         optimizer.learning_rate.assign(state["lr"])
         rng = np.random.default_rng([cfg.seed, epoch])
         batches = bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches)
-        progress = _Progress(len(batches), f"epoch {epoch}/{cfg.max_epochs}")
-        t0, seen = time.monotonic(), 0
-        for i, idx in enumerate(batches):
-            x = pad_batch([x_train[j] for j in idx])
-            if cfg.token_dropout:
-                x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
-            loss, acc = step(x, y_train[idx], idx, i == 0)
-            if ema:
-                ema_update()
-            seen += len(idx)
-            progress.update(i + 1, seen, f"loss {loss:.4f} acc {acc:.4f}")
+        for part, gen in enumerate(dropout_rngs):
+            gen.reset_from_seed(epoch_seed(cfg.seed, epoch, part))
+        t0 = time.monotonic()
+        with Progress(len(y_train), f"epoch {epoch}/{cfg.max_epochs}", "reviews") as progress:
+            for i, idx in enumerate(batches):
+                x = pad_batch([x_train[j] for j in idx])
+                if cfg.token_dropout:
+                    x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
+                loss, acc = step(x, y_train[idx], idx, i == 0)
+                if ema:
+                    ema_update()
+                progress.update(len(idx), f"loss {loss:.4f} acc {acc:.4f}")
         if ema:
             swap_ema()  # validate (and keep as best) the averaged weights
         p_val = predict_proba(model, x_val)
@@ -192,6 +215,7 @@ def fit(
             swap_ema()
         state["epoch"] = epoch
         ckpt.write(str(work_dir / f"ckpt-{epoch}"))
+        _test_pause(work_dir, epoch)
         tmp_state = work_dir / "state.json.tmp"
         tmp_state.write_text(json.dumps(state, indent=2))
         tmp_state.replace(state_path)
@@ -205,6 +229,22 @@ def fit(
     model.load_weights(str(best_path))
     log.info("training done: best epoch %d, val_loss %.4f", state["best_epoch"], state["best_loss"])
     return state
+
+
+def _clean_stale(work_dir: Path, epoch: int) -> None:
+    """Delete what a killed run left half-written: checkpoints other than ``ckpt-epoch``, temp files."""
+    for p in work_dir.iterdir():
+        stale = p.name.startswith("ckpt-") and not p.name.startswith(f"ckpt-{epoch}.")
+        if stale or ".tmp" in p.name or p.name.endswith(".writing"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _test_pause(work_dir: Path, epoch: int) -> None:
+    """Test hook: with ``$TINYSENT_TEST_CKPT_PAUSE == epoch``, mark ``ckpt-N.writing`` and sleep
+    between the checkpoint files and ``state.json``, so that a test can kill the run mid-write."""
+    if os.environ.get(CKPT_PAUSE_ENV) == str(epoch):
+        (work_dir / f"ckpt-{epoch}.writing").touch()
+        time.sleep(600)
 
 
 def ppmi_embeddings(

@@ -24,8 +24,11 @@ from sklearn.metrics import (
 )
 
 from pipeline.data import iter_reviews, read_jsonl
+from pipeline.progress import Progress
 from pipeline.report.plots import plot_confusion
 from pipeline.report.predictors import load_predictor
+
+EVAL_CHUNK = 4096  # reviews per predictor call in an evaluation (the progress bar's step)
 
 PERCENT_METRICS = frozenset({"accuracy", "balanced_accuracy", "precision", "recall", "f1"})
 INT_METRICS = frozenset({"n", "positives"})
@@ -202,10 +205,15 @@ def evaluate_predictor(
     ``agreement`` (share of equal labels at 0.5) and ``max_abs_prob_diff``.
     """
     out: dict[str, Any] = {"heldout": {}}
+    progress = Progress(sum(len(r) for r in sets.values()), "evaluation", "reviews")
     for name, rows in sets.items():
         texts = [t for t, _ in rows]
         t0 = time.perf_counter()
-        prob = np.asarray(predict(texts))
+        parts = []
+        for i in range(0, len(texts), EVAL_CHUNK):  # chunks: progress on long sets (TFLM)
+            parts.append(np.asarray(predict(texts[i : i + EVAL_CHUNK])).reshape(-1))
+            progress.update(len(parts[-1]))
+        prob = np.concatenate(parts) if parts else np.asarray(predict(texts))
         ms = 1000 * (time.perf_counter() - t0) / max(len(rows), 1)
         y = [int(lab) for _, lab in rows]
         m = compute_metrics(y, prob)
@@ -219,6 +227,7 @@ def evaluate_predictor(
             out["heldout"][name.split("/", 1)[1]] = m
         else:
             out[name] = m
+    progress.close()
     return out
 
 

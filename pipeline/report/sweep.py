@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pipeline.progress import track
+
 log = logging.getLogger(__name__)
 
 KIB = 1024
@@ -273,7 +275,7 @@ def run_sweep(out: Path, cfg, grid: Grid, data_path: Path | None = None,
     else:
         k_data = stages.fingerprint({"split": stages.files_fingerprint(data_dir)})
     rows = []
-    for i, (v, e, u) in enumerate(grid.points(), 1):
+    for i, (v, e, u) in enumerate(track(grid.points(), desc="sweep", unit="points"), 1):
         t0 = time.monotonic()
         log.info("sweep point %d/%d: vocab %d, embed %d, units %d", i, len(grid.points()), v, e, u)
         rows.append(run_point(out, Path(data_dir), k_data, cfg, v, e, u))
