@@ -142,13 +142,21 @@ class DistillConfig(_Section):
 
 @dataclass(frozen=True)
 class PruneConfig(_Section):
-    """Lottery Ticket schedule: round ``r`` reaches sparsity ``min(target, 1 - (1 - rate)^r)``."""
+    """Lottery Ticket schedule: round ``r`` reaches ``min(target, 1 - (1 - rate)^r)`` of the mode's target.
 
+    ``structured`` prunes whole vocabulary rows, embedding dims and GRU unit pairs until that share of
+    the int8 model arrays' flash bytes is saved (``target_flash_saving``), then shrinks the student;
+    ``unstructured`` prunes single weights to that share of the prunable weights (``target_sparsity``).
+    """
+
+    mode: Literal["structured", "unstructured"] = "structured"
     rounds: int = 2
-    rate: float = 0.4  # share of the surviving prunable weights removed per round
-    target_sparsity: float = 0.64
+    rate: float = 0.4  # share of what is left (flash bytes, or weights) removed per round
+    target_flash_saving: float = 0.5  # structured: share of the dense int8 model arrays' bytes saved
+    target_sparsity: float = 0.64  # unstructured: share of the prunable weights set to zero
     rewind_epoch: int = 1  # late rewinding: surviving weights go back to their values after this epoch
     retrain_epochs: int = 3  # max epochs per round (early stopping as in TrainConfig.patience)
+    keep: Literal["deepest_accurate", "last"] = "deepest_accurate"  # deepest round >= dense val acc
 
 
 @dataclass(frozen=True)

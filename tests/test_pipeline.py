@@ -46,7 +46,7 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     assert "Baseline / Distilled / Pruned / Quantized" in report and "Lottery Ticket rounds" in report
     pruning = json.loads((smoke_run / "student_pruned" / "pruning.json").read_text())
     assert [r["round"] for r in pruning["rounds"]] == [0, 1, 2]
-    assert pruning["rounds"][-1]["sparsity"] == pytest.approx(0.64, abs=1e-3)
+    assert pruning["rounds"][-1]["flash"]["saved"] >= 0.5  # structured: int8 flash bytes saved
     for png in (smoke_run / "roc.png", smoke_run / "teacher_eval" / "confusion.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The teacher exposes its attention weights for distillation.

@@ -52,12 +52,20 @@ def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) ->
                      ", float32", m, _human_bytes(sum(m["model_files_bytes"].values())) +
                      f" (Keras file; {m['model'].get('params', 0):,} weights)", chosen))
     if evals.get("prune_eval") and prune:
-        m, last = evals["prune_eval"], prune["rounds"][-1]
-        sz = last["size"]
-        rows.append(("Pruned", f"Lottery ticket, {100 * last['sparsity']:.0f}% sparse, float32", m,
-                     f"{sz['nonzero_weights']:,} non-zero of {sz['weights']:,} weights; int8 "
-                     f"{_human_bytes(sz['int8_dense_bytes'])} dense, "
-                     f"{_human_bytes(sz['int8_gzip_bytes'])} gzip", "prune_eval"))
+        m = evals["prune_eval"]
+        last = next((r for r in prune["rounds"] if r["round"] == prune.get("round")), prune["rounds"][-1])
+        sz, fl = last["size"], last.get("flash")
+        if fl:  # structured tickets (and the structures an unstructured one happened to empty)
+            name = (f"Lottery ticket round {last['round']}, {fl['dims']} dims x {fl['units']} units, "
+                    f"{fl['dropped_rows']:,} rows dropped, float32")
+            size = (f"int8 arrays {_human_bytes(fl['bytes'])}: {_human_bytes(fl['saved_bytes'])} "
+                    f"({100 * fl['saved']:.1f}%) less than dense; {sz['nonzero_weights']:,} weights")
+        else:
+            name = f"Lottery ticket, {100 * last['sparsity']:.0f}% sparse, float32"
+            size = (f"{sz['nonzero_weights']:,} non-zero of {sz['weights']:,} weights; int8 "
+                    f"{_human_bytes(sz['int8_dense_bytes'])} dense, "
+                    f"{_human_bytes(sz['int8_gzip_bytes'])} gzip")
+        rows.append(("Pruned", name, m, size, "prune_eval"))
     if evals.get("int8_eval"):
         m = evals["int8_eval"]
         d = m["model"]["device"]
@@ -105,25 +113,40 @@ def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) ->
                           f"before, {qat.get('val_loss_after', float('nan')):.5f} after).")
         lines += [""]
     if prune:
-        names = list(prune["rounds"][-1]["layers"])
-        lines += ["### Lottery Ticket rounds (one global magnitude threshold; rewind to epoch "
-                  f"{prune['rewind']['epoch']}, source: {prune['rewind']['source']})", "",
-                  "| round | sparsity | threshold | " + " | ".join(f"`{n}`" for n in names) +
-                  " | zero embedding rows | val acc | non-zero | int8 dense | int8 gzip |",
-                  "|---:|---:|---:|" + "---:|" * len(names) + "---:|---:|---:|---:|---:|"]
-        for r in prune["rounds"]:
-            emb = next((v for v in r.get("structure", {}).values() if "zero_rows" in v), {})
-            lines.append(
-                f"| {r.get('round', 0)} | {100 * r['sparsity']:.1f}% | "
-                f"{r.get('threshold', 0.0):.4f} | " +
-                " | ".join(f"{100 * r['layers'][n]['sparsity']:.1f}%" for n in names) +
-                f" | {emb.get('zero_rows', MISSING)} | {100 * r['val_accuracy']:.2f} | "
-                f"{r['size']['nonzero_weights']:,} | {r['size']['int8_dense_bytes']:,} | "
-                f"{r['size']['int8_gzip_bytes']:,} |")
-        lines += ["", "Round 0 is the dense distilled student. TFLM stores zeros densely, so the "
-                  "device gains from pruning only where whole structures empty: embedding rows that "
-                  "are entirely zero leave the int8 table (`pipeline.device.step.compact_rows`, an id map "
-                  "sends their ids to one shared zero row).", ""]
+        lines += _lottery_rounds(prune)
+    return lines
+
+
+def _lottery_rounds(prune: dict) -> list[str]:
+    """The per-round table: validation accuracy next to the int8 flash bytes each ticket saves."""
+    mode = prune.get("config", {}).get("mode", "unstructured")
+    what = ("groups: vocabulary rows, embedding dims, GRU unit pairs, by RMS" if mode == "structured"
+            else "single weights")
+    lines = [f"### Lottery Ticket rounds (one global magnitude threshold over {what}; rewind to epoch "
+             f"{prune['rewind']['epoch']}, source: {prune['rewind']['source']})", "",
+             "| round | target | threshold | val loss | val acc | rows dropped | dims | units | "
+             "int8 arrays | saved | sparsity | non-zero |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in prune["rounds"]:
+        fl = r.get("flash") or {}
+        saved = f"{fl['saved_bytes']:,} ({100 * fl['saved']:.1f}%)" if fl else MISSING
+        size = f"{fl['bytes']:,}" if fl else MISSING
+        kept = " (kept)" if r.get("round") == prune.get("round") else ""
+        lines.append(
+            f"| {r.get('round', 0)}{kept} | {100 * r.get('target', 0.0):.1f}% | "
+            f"{r.get('threshold', 0.0):.4f} | {r['val_loss']:.4f} | {100 * r['val_accuracy']:.2f} | "
+            f"{fl.get('dropped_rows', MISSING)} | {fl.get('dims', MISSING)} | "
+            f"{fl.get('units', MISSING)} | {size} | {saved} | "
+            f"{100 * r['sparsity']:.1f}% | {r['size']['nonzero_weights']:,} |")
+    lines += ["", "Round 0 is the dense distilled student. Target: the share of the dense int8 model "
+              "arrays' bytes to save (structured) or of the weights to zero (unstructured). int8 "
+              "arrays: the bytes of the embedding rows the device keeps (pruned rows leave the table, "
+              "`pipeline.device.step.compact_rows`: an int16 id map, 2 bytes per token id, sends them to "
+              "one shared zero row), the GRU kernels of the kept dims and units (int8), their biases "
+              "(int32) and the head; TFLM stores zeros densely, so only whole structures count. The "
+              "stage keeps the deepest round at least as accurate on validation as round 0, shrunk to "
+              "its dims and units; the release takes it only if it is at least as accurate as the "
+              "dense distilled student.", ""]
     return lines
 
 
