@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 import pipeline  # noqa: F401
-from pipeline import data
 from pipeline.compress.qat import build_qat_model, student_from_qat
 from pipeline.device.arena import _ArenaProber, min_arena
-from pipeline.device.convert import convert_int8, macs_per_review
+from pipeline.device.convert import CUSTOM_STEP_ARENA_BYTES, convert_int8, macs_per_review
 from pipeline.device.flatbuf import float_ops, op_report, tensor_quant
 from pipeline.device.loop import requantize_pooled, step_loop
 from pipeline.device.release import (
@@ -28,9 +27,10 @@ from pipeline.device.runtime import TflmModel, load_tflm_predictor, ms_per_revie
 from pipeline.device.step import compact_rows
 
 EMBED, UNITS = 32, 32
-# the step model's sigmoid / tanh are lookup tables (CAST + ADD + GATHER, pipeline.lut)
-ALLOWED_OPS = {"step": {"GATHER", "UNPACK", "FULLY_CONNECTED", "SPLIT", "ADD", "SUB", "MUL", "CAST"},
-               "head": {"FULLY_CONNECTED", "LOGISTIC"}}
+# the builtin step's sigmoid / tanh are lookup tables (CAST + ADD + GATHER, pipeline.lut); the
+# default step is one custom operator (pipeline.device.gru, tests/test_gru.py)
+ALLOWED_OPS = {"builtin": {"GATHER", "UNPACK", "FULLY_CONNECTED", "SPLIT", "ADD", "SUB", "MUL", "CAST"},
+               "step": {"TINYSENT_BIGRU"}, "head": {"FULLY_CONNECTED", "LOGISTIC"}}
 
 
 def _fits(model: bytes, size: int) -> bool:
@@ -40,58 +40,32 @@ def _fits(model: bytes, size: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def trained(real_slice) -> dict:
-    import tf_keras as keras
-
-    from pipeline.config import StudentConfig, TokenizerConfig
-    from pipeline.nn.models import build_student
-    from pipeline.nn.train import bucketed_batches, pad_batch, predict_proba
-    from pipeline.text.tokenizer import train_tokenizer
-
-    rows = list(data.iter_reviews(real_slice["amazon"]))
-    order = np.random.default_rng(0).permutation(len(rows))
-    train, test = [rows[i] for i in order[:4000]], [rows[i] for i in order[4000:4600]]
-    heldout = list(data.iter_reviews(real_slice["heldout"]))
-    tok = train_tokenizer([t for t, _ in train], TokenizerConfig(vocab_size=1000, seq_len=128))
-    keras.utils.set_random_seed(0)
-    x = tok.ids([t for t, _ in train])
-    y = np.array([lab for _, lab in train], np.float32)
-    student = build_student(tok.vocab_size, StudentConfig(embed_dim=EMBED, units=UNITS))
-    student.compile(keras.optimizers.Adam(5e-3, clipnorm=1.0), "binary_crossentropy")
-    for epoch in range(2):
-        for idx in bucketed_batches([len(r) for r in x], 64, np.random.default_rng(epoch), 8):
-            student.train_on_batch(pad_batch([x[j] for j in idx]), y[idx])
-    converted = convert_int8(student, x[:200])
-    eval_rows = test + heldout
-    eval_ids = tok.ids([t for t, _ in eval_rows])
-    long_ids = [r for r in tok.encode_batch([t for t, _ in test]) if len(r) >= 256][:2]
-    return {"student": student, "tok": tok, "converted": converted, "eval_ids": eval_ids,
-            "eval_rows": eval_rows,
-            "long_ids": long_ids,
-            "eval_y": np.array([lab for _, lab in eval_rows]),
-            "p_float": predict_proba(student, eval_ids)}
+def builtin(trained) -> dict:
+    """The same student converted with the builtin-operator step (the first releases' format)."""
+    return convert_int8(trained["student"], trained["eval_ids"][:200], step_format="builtin")
 
 
-def test_full_integer_ops_only(trained) -> None:
-    for name in ("step", "head"):
-        blob = trained["converted"][name]
+def test_full_integer_ops_only(trained, builtin) -> None:
+    for name, blob in (("step", trained["converted"]["step"]), ("builtin", builtin["step"]),
+                       ("head", trained["converted"]["head"])):
         assert float_ops(blob) == []
         report = op_report(blob)
         assert {o["op"] for o in report} <= ALLOWED_OPS[name]
         for o in report:
-            assert set(o["inputs"] + o["outputs"]) <= {"INT8", "INT32"}, o
+            allowed = {"INT8", "INT32", "UINT8"} if name == "step" else {"INT8", "INT32"}
+            assert set(o["inputs"] + o["outputs"]) <= allowed, o  # UINT8: the custom op's sigmoid table
             if o["op"] == "FULLY_CONNECTED":
                 assert o["inputs"][:2] == ["INT8", "INT8"]  # int8 activations and weights
-    step_ops = [o["op"] for o in op_report(trained["converted"]["step"])]
+    step_ops = [o["op"] for o in op_report(builtin["step"])]
     assert step_ops.count("FULLY_CONNECTED") == 4
     # the embedding lookup, then one table lookup per direction for each of z, r (sigmoid), c (tanh)
     assert step_ops.count("GATHER") == 1 + 6 and step_ops.count("CAST") == 6
 
 
-def test_state_quantization_in_equals_out(trained) -> None:
+def test_state_quantization_in_equals_out(builtin) -> None:
     from tflite_micro.python.tflite_micro import runtime
 
-    c = trained["converted"]
+    c = builtin
     meta, step = c["meta"], c["step"]
     interp = runtime.Interpreter.from_bytes(step, arena_size=meta["step"]["arena_bytes"])
     for name in STEP_OUTPUTS:
@@ -106,9 +80,13 @@ def test_state_quantization_in_equals_out(trained) -> None:
     assert tensor_quant(step, "inputs", meta["step"]["inputs"]["tokens"])["dtype"] == "INT32"
 
 
-def test_loads_in_tflm_with_minimum_arena(trained) -> None:
-    c = trained["converted"]
+def test_loads_in_tflm_with_minimum_arena(trained, builtin) -> None:
+    c = builtin
     meta = c["meta"]
+    # the custom step cannot load in the TFLM Python interpreter: its arena is a stated estimate
+    custom = trained["converted"]["meta"]
+    assert custom["step"]["arena_bytes"] == CUSTOM_STEP_ARENA_BYTES and not custom["step"]["arena_measured"]
+    assert custom["head"]["arena_bytes"] == meta["head"]["arena_bytes"]
     for name in ("step", "head"):
         arena = meta[name]["arena_bytes"]
         assert min_arena(c[name]) == arena and arena % 16 == 0
@@ -151,12 +129,13 @@ def test_float_step_loop_matches_student(trained) -> None:
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_int8_loop_agrees_with_float_student(trained) -> None:
+def test_int8_loop_agrees_with_float_student(trained, builtin) -> None:
     p, y = trained["p_float"], trained["eval_y"]
     acc = float(np.mean((p >= 0.5) == y))
     assert acc > max(np.mean(y), 1 - np.mean(y)) + 0.03, acc  # trained above the majority class
-    for runtime in ("tflm", "tflite"):
-        q = TflmModel(trained["converted"], runtime=runtime).predict(trained["eval_ids"])
+    for runtime, c in (("tflm", trained["converted"]), ("tflite", trained["converted"]),
+                       ("tflm", builtin), ("tflite", builtin)):
+        q = TflmModel(c, runtime=runtime).predict(trained["eval_ids"])
         agree = float(np.mean((q >= 0.5) == (p >= 0.5)))
         print(f"{runtime}: label agreement {agree:.4f} on {len(p)} reviews, "
               f"max |dP| {np.abs(q - p).max():.4f}, float acc {acc:.4f}")

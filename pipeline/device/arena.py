@@ -2,7 +2,9 @@
 
 The TFLM Python interpreter (``tflite-micro``) runs in a child process: for some too-small arenas
 it crashes the process (seen at 512 B and below, and at 9,200 B for a 13 KB step model) instead of
-raising. These are host (64-bit) figures; ``pipeline.device.native`` measures the 32-bit ones.
+raising. These are host (64-bit) figures; ``pipeline.device.native`` measures the 32-bit ones. A
+custom-operator step model cannot load in the Python interpreter, so only its head is measured
+(the step's figure is ``pipeline.device.convert.CUSTOM_STEP_ARENA_BYTES``, an estimate).
 """
 
 from __future__ import annotations

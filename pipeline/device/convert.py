@@ -1,10 +1,12 @@
 """Full-int8 conversion of the BiGRU student: calibration, TFLite conversion, the ``int8`` stage.
 
-The float step and head models (:mod:`pipeline.device.step`) are calibrated on real step inputs
-(states from the student's own BiGRU features), converted with ``TFLiteConverter`` to full int8,
-their state outputs given their inputs' quantization, the step model's sigmoid / tanh replaced by
-lookup tables (:mod:`pipeline.device.lut`), and written as a release folder
-(:mod:`pipeline.device.release`) with the device figures.
+The step model is one custom operator, ``TINYSENT_BIGRU`` (:mod:`pipeline.device.gru`: the SPEC, its
+constants quantized straight from the student's weights, no calibration: the states are fixed at
+scale 1/128). The head model (:mod:`pipeline.device.step`) is calibrated on the student's own pooled
+BiGRU features and converted with ``TFLiteConverter`` to full int8. ``step_format="builtin"`` still
+makes the older builtin-operator step (calibrated on real step inputs, its state outputs given
+their inputs' quantization, sigmoid / tanh as lookup tables, :mod:`pipeline.device.lut`). Both are
+written as a release folder (:mod:`pipeline.device.release`) with the device figures.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from pipeline.device import flatbuf
+from pipeline.device import flatbuf, gru
 from pipeline.device.arena import min_arena
 from pipeline.device.lut import lut_activations
 from pipeline.device.release import (
@@ -36,7 +38,14 @@ from pipeline.nn.models import student_parts
 
 log = logging.getLogger(__name__)
 
-CONVERSION_VERSION = 2  # bump when convert_int8 makes different bytes from the same student (2: LUTs)
+CONVERSION_VERSION = 3  # bump when convert_int8 makes different bytes from the same student
+# (2: LUTs, 3: the TINYSENT_BIGRU custom-operator step)
+STEP_FORMATS = ("custom", "builtin")
+# The custom step's arena is not measured here (the TFLM Python interpreter cannot load the custom
+# operator): its only non-constant tensors are the 2 tokens and 4 states, plus TFLM's per-tensor
+# bookkeeping (11 tensors) and the operator's ~100 B of OpData. The native 32-bit figure comes from
+# the firmware build (``info`` prints the bytes really used).
+CUSTOM_STEP_ARENA_BYTES = 2048
 
 
 def calibration_data(
@@ -86,47 +95,87 @@ def _to_int8(model: keras.Model, samples: list[dict[str, np.ndarray]]) -> bytes:
     return bytes(conv.convert())
 
 
-def convert_int8(
-    student: keras.Model, calibration_ids: Sequence[Sequence[int]], max_steps: int = 2000
-) -> dict[str, Any]:
-    """Calibrate and convert: ``{"step": bytes, "head": bytes, "meta": quant.json dict}``.
+def _cell_weights(cell: keras.layers.GRUCell) -> list[np.ndarray]:
+    """``[kernel, recurrent_kernel, bias [2, 3U]]`` of a ``GRUCell(reset_after=True)``."""
+    if not cell.reset_after or cell.activation is not keras.activations.tanh or (
+            cell.recurrent_activation is not keras.activations.sigmoid):
+        raise ValueError("the custom step implements GRU(reset_after=True, tanh, sigmoid) only")
+    return cell.get_weights()
 
-    Raises ``ValueError`` if any operator of either model touches a float tensor.
-    """
-    steps, heads = calibration_data(student, calibration_ids, max_steps)
-    full_table, _ = student_parts(student)
-    rows, id_map = compact_rows(full_table)
-    if id_map is not None:
-        for s in steps:
-            s["tokens"] = id_map[s["tokens"]]
+
+def _custom_step(student: keras.Model, rows: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    """The ``TINYSENT_BIGRU`` step model and its ``quant.json`` entries."""
+    _, bigru = student_parts(student)
+    params = gru.quantize(rows, [_cell_weights(layer.cell)
+                                 for layer in (bigru.forward_layer, bigru.backward_layer)])
+    step = gru.build_step_flatbuffer(params)
+    extra = {"macs": gru.macs(params.embed_dim, params.units),
+             "arena_bytes": CUSTOM_STEP_ARENA_BYTES, "arena_measured": False,
+             "custom_op": {"name": gru.OP_NAME, "spec_version": gru.GRU_SPEC_VERSION,
+                           "pack_ru": gru.PACK_RU, "shift": params.shift,
+                           "embedding": {"scale": params.emb_scale,
+                                         "zero_point": params.emb_zero_point}}}
+    return step, extra
+
+
+def _builtin_step(student: keras.Model, rows: np.ndarray, steps: list[dict[str, np.ndarray]]
+                  ) -> tuple[bytes, dict[str, Any]]:
+    """The builtin-operator step model (format of the first releases) and its ``quant.json`` entries."""
     step_model = flatbuf.load(_to_int8(build_step_model(student, rows), steps))
-    head = _to_int8(build_head_model(student), heads)
-    step_io, head_io = flatbuf.io_map(step_model), flatbuf.io_map(head)
+    step_io = flatbuf.io_map(step_model)
     for name, nxt in (("h_fwd", "h_fwd_next"), ("h_bwd", "h_bwd_next")):
         flatbuf.copy_quant(step_model, step_io["inputs"][name], step_io["outputs"][nxt])
     n_lut = lut_activations(step_model)  # the per-token model only: the head runs once a review
     log.info("step model: %d int8 activations replaced by lookup tables", n_lut)
     step = flatbuf.pack(step_model)
-    step_io["outputs"] = {n: step_io["outputs"][f"{n}_next"] for n in STEP_OUTPUTS}
+    outputs = {n: step_io["outputs"][f"{n}_next"] for n in STEP_OUTPUTS}
+    return step, {"outputs": outputs, "macs": flatbuf.count_macs(step),
+                  "arena_bytes": min_arena(step)}
+
+
+def convert_int8(
+    student: keras.Model, calibration_ids: Sequence[Sequence[int]], max_steps: int = 2000,
+    step_format: str = "custom",
+) -> dict[str, Any]:
+    """Calibrate and convert: ``{"step": bytes, "head": bytes, "meta": quant.json dict}``.
+
+    ``step_format``: ``custom`` (the ``TINYSENT_BIGRU`` operator) or ``builtin``. Raises
+    ``ValueError`` if any operator of either model touches a float tensor.
+    """
+    if step_format not in STEP_FORMATS:
+        raise ValueError(f"step_format {step_format!r} is not one of {STEP_FORMATS}")
+    steps, heads = calibration_data(student, calibration_ids, max_steps)
+    full_table, bigru = student_parts(student)
+    rows, id_map = compact_rows(full_table)
+    if step_format == "custom":
+        step, step_meta = _custom_step(student, rows)
+    else:
+        if id_map is not None:
+            for s in steps:
+                s["tokens"] = id_map[s["tokens"]]
+        step, step_meta = _builtin_step(student, rows, steps)
+    head = _to_int8(build_head_model(student), heads)
+    step_io, head_io = flatbuf.io_map(step), flatbuf.io_map(head)
+    step_io.update({k: v for k, v in step_meta.items() if k == "outputs"})
     for name, blob in (("step", step), ("head", head)):
         if bad := flatbuf.float_ops(blob):
             raise ValueError(f"{name} model is not full-integer: float tensors at {bad}")
-    table, bigru = student_parts(student)
     q = {n: flatbuf.tensor_quant(step, "inputs", step_io["inputs"][n]) for n in STEP_OUTPUTS}
     q["pooled"] = flatbuf.tensor_quant(head, "inputs", head_io["inputs"]["pooled"])
     q["prob"] = flatbuf.tensor_quant(head, "outputs", head_io["outputs"]["prob"])
     for d in ("fwd", "bwd"):
         q[f"m_{d}"] = float(np.float32(q[f"h_{d}"]["scale"] / q["pooled"]["scale"]))
+    step_entry = {"file": STEP_FILE, **step_io, "bytes": len(step), "ops": flatbuf.op_set(step),
+                  **{k: v for k, v in step_meta.items() if k != "outputs"}}
+    head_entry = {"file": HEAD_FILE, **head_io, "bytes": len(head), "macs": flatbuf.count_macs(head),
+                  "arena_bytes": min_arena(head), "ops": flatbuf.op_set(head)}
     meta = {
         "format": FORMAT_VERSION,
-        "vocab_size": int(table.shape[0]), "embed_dim": int(table.shape[1]),
+        "vocab_size": int(full_table.shape[0]), "embed_dim": int(full_table.shape[1]),
         "table_rows": int(rows.shape[0]),
         "id_map": None if id_map is None else id_map.tolist(),
         "units": int(bigru.forward_layer.units),
-        **{name: {"file": file, **io, "bytes": len(blob), "macs": flatbuf.count_macs(blob),
-                  "arena_bytes": min_arena(blob), "ops": flatbuf.op_set(blob)}
-           for name, file, io, blob in (("step", STEP_FILE, step_io, step),
-                                        ("head", HEAD_FILE, head_io, head))},
+        "step": step_entry, "head": head_entry,
         "quant": q,
     }
     return {"step": step, "head": head, "meta": meta}
@@ -143,7 +192,8 @@ def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
 
     Calibrates on the first ``calibration_reviews`` training reviews (the split's order is a
     seeded hash order), writes ``step.tflite``, ``head.tflite``, ``quant.json``, the tokenizer and
-    ``model.json`` with the device figures: flash bytes, minimum arenas, MACs, host TFLM ms.
+    ``model.json`` with the device figures: flash bytes, minimum arenas, MACs, host ms (the custom
+    step runs in NumPy on the host, so that figure is no longer TFLM's).
     """
     from pipeline.data import read_jsonl
     from pipeline.nn.models import load_model

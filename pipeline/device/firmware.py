@@ -10,7 +10,9 @@ at ``OUT`` into ``OUT/src`` from a full-int8 release folder (``step.tflite``, ``
   position of every input/output, the state / pooled / prob scale and zero point, ``m_fwd`` /
   ``m_bwd``, the tensor arena (host-measured minimum + :func:`arena_with_margin`) and flash figures;
 * ``op_resolver.h`` / ``op_resolver.cc``: a ``tflite::MicroMutableOpResolver<N>`` registering
-  exactly the operators found in the two flatbuffers (so it cannot drift from the model);
+  exactly the operators found in the two flatbuffers (so it cannot drift from the model); a custom
+  operator (the ``TINYSENT_BIGRU`` step, :mod:`pipeline.device.gru`) with ``AddCustom`` and its
+  hand-written registration (``firmware/src/gru_op.cc``, kernel ``gru_step.c``);
 * ``tokenizer_tables.c`` of the release folder's tokenizer (:mod:`pipeline.text.ctables`).
 
 Every generated file starts with a comment naming the command and the input files (with sha256).
@@ -84,6 +86,18 @@ _RESOLVER_METHODS = {
     "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "UNPACK": "AddUnpack",
     "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile", "ZEROS_LIKE": "AddZerosLike",
 }
+
+
+# custom operator -> (header declaring its registration, the call returning it), in firmware/src
+CUSTOM_OPS = {"TINYSENT_BIGRU": ("gru_op.h", "tinysent_register_bigru()")}
+
+
+def resolver_call(op: str) -> str:
+    """The ``MicroMutableOpResolver`` call registering ``op``: ``AddConv2D()`` or, for a custom
+    operator, ``AddCustom("NAME", registration())``."""
+    if op in CUSTOM_OPS:
+        return f'AddCustom("{op}", {CUSTOM_OPS[op][1]})'
+    return f"{resolver_method(op)}()"
 
 
 def resolver_method(op: str) -> str:
@@ -189,7 +203,7 @@ def export_firmware(model_dir: Path, out_dir: Path) -> dict:
         raise ExportError(f"{model_dir}: not an int8 release folder ({e!r})") from e
     ops = {name: flatbuf.op_set(converted[name]) for name in ("step", "head")}
     all_ops = sorted(set(ops["step"]) | set(ops["head"]))
-    methods = [(op, resolver_method(op)) for op in all_ops]  # refuses unknown operators first
+    methods = [(op, resolver_call(op)) for op in all_ops]  # refuses unknown operators first
     # everything is written to a scratch folder first: a failure leaves out_dir/src untouched
     with tempfile.TemporaryDirectory() as tmp:
         sizes = _write_firmware(model_dir, out_dir, Path(tmp), converted, tok, ops, methods)
@@ -233,6 +247,7 @@ const unsigned int {HEAD_ARRAY}_len = {len(head)}u;
     all_ops = [op for op, _ in methods]
     used_by = {op: "+".join(n for n in ("step", "head") if op in ops[n]) for op in all_ops}
     ops_comment = [f"Operators of {n}: {' '.join(ops[n])}." for n in ("step", "head")]
+    custom_includes = "".join(f'#include "{CUSTOM_OPS[op][0]}"\n' for op in all_ops if op in CUSTOM_OPS)
     (src / OP_RESOLVER_H).write_text(
         _generated_comment(command, [step_file, head_file], ops_comment)
         + f"""#ifndef OP_RESOLVER_H
@@ -249,12 +264,12 @@ TfLiteStatus sent_register_ops(SentOpResolver &resolver);
 
 #endif /* OP_RESOLVER_H */
 """)
-    adds = "\n".join(f"    if (resolver.{m}() != kTfLiteOk) return kTfLiteError; /* {op} ({used_by[op]}) */"
+    adds = "\n".join(f"    if (resolver.{m} != kTfLiteOk) return kTfLiteError; /* {op} ({used_by[op]}) */"
                      for op, m in methods)
     (src / OP_RESOLVER_CC).write_text(
         _generated_comment(command, [step_file, head_file], ops_comment)
         + f"""#include "op_resolver.h"
-
+{custom_includes}
 TfLiteStatus sent_register_ops(SentOpResolver &resolver)
 {{
 {adds}
@@ -285,6 +300,7 @@ TfLiteStatus sent_register_ops(SentOpResolver &resolver)
         ("SENT_HAS_ID_MAP", f"{int(meta.get('id_map') is not None)} /* 1: ids go through "
                             "sent_id_map (pruned embedding rows dropped) */"),
         ("SENT_TABLE_ROWS", str(meta.get("table_rows", meta["vocab_size"]))),
+        *_custom_step_defines(meta),
         ("tokenizer (tokenizer_tables.c holds the same values at run time)", None),
         ("SENT_MAX_TOKENS", f"{tok.cfg.seq_len} /* ids per review: Tokenizer.truncate */"),
         ("SENT_TRUNCATE_TAIL", f"{int(tok.cfg.truncate == 'tail')} /* 0: keep the first ids */"),
@@ -336,6 +352,18 @@ TfLiteStatus sent_register_ops(SentOpResolver &resolver)
 #endif /* MODEL_CONFIG_H */
 """)
     return sizes
+
+
+def _custom_step_defines(meta: dict) -> list[tuple[str, str | None]]:
+    """``model_config.h`` lines of a custom-operator step (none for a builtin one)."""
+    op = meta["step"].get("custom_op")
+    if op is None:
+        return []
+    return [("SENT_STEP_CUSTOM_OP", f'"{op["name"]}" /* the step model is this one custom operator */'),
+            ("SENT_GRU_SPEC_VERSION", f'{op["spec_version"]} /* must equal gru_step.h GRU_SPEC_VERSION */'),
+            ("SENT_GRU_PACK_RU", f'{op["pack_ru"]} /* must equal gru_step.h GRU_RU */'),
+            ("SENT_STEP_ARENA_ESTIMATED", f'{int(not meta["step"].get("arena_measured", True))} '
+                                          "/* 1: the step arena is an estimate, not host-measured */")]
 
 
 def _id_map_c(meta: dict) -> str:

@@ -90,10 +90,20 @@ def name(x) -> bytes:
 
 
 def builtin(model, op) -> str:
-    """Name of operator ``op``'s builtin code (``max`` of the new and the deprecated field)."""
+    """Name of operator ``op``: its builtin code's (``max`` of the new and the deprecated field), or
+    for a custom operator its custom code (``TINYSENT_BIGRU``)."""
     code = model.operatorCodes[op.opcodeIndex]
     b = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if b == schema().BuiltinOperator.CUSTOM and code.customCode:
+        return name(code.customCode).decode()
     return op_names().get(b, str(b))
+
+
+def is_custom(model: ModelLike, op_name: str) -> bool:
+    """Whether ``op_name`` (as :func:`builtin` names it) is a custom operator of ``model``."""
+    m = load(model)
+    return any(max(c.builtinCode, c.deprecatedBuiltinCode) == schema().BuiltinOperator.CUSTOM
+               and name(c.customCode).decode() == op_name for c in m.operatorCodes or [])
 
 
 # ----------------------------------------------------------------------------- inspection
@@ -156,8 +166,17 @@ def op_set(model: ModelLike) -> list[str]:
 
 def float_ops(model: ModelLike) -> list[str]:
     """Operators touching a non-integer tensor (empty for a full-integer model)."""
-    integer = {"INT8", "INT16", "INT32", "INT64"}
+    integer = {"INT8", "UINT8", "INT16", "INT32", "INT64"}
     return [o["op"] for o in op_report(model) if not set(o["inputs"] + o["outputs"]) <= integer]
+
+
+def tensor_data(model, t, dtype) -> np.ndarray:
+    """A constant ``TensorT``'s data as a NumPy array of ``dtype`` in the tensor's shape (a copy)."""
+    data = model.buffers[t.buffer].data
+    if data is None or len(data) == 0:
+        raise ValueError(f"tensor {name(t.name).decode()!r} has no constant data")
+    raw = np.asarray(data, np.uint8).tobytes()
+    return np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(list(t.shape))
 
 
 def count_macs(model: ModelLike) -> int:
@@ -218,6 +237,62 @@ def add_constant(model, sg, tensor_name: bytes, data: np.ndarray, dtype: int,
     buf.data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
     model.buffers.append(buf)
     return add_tensor(model, sg, tensor_name, list(data.shape), dtype, len(model.buffers) - 1, quant)
+
+
+def custom_code_index(model, custom_code: str) -> int:
+    """Index of custom operator ``custom_code`` in the model's operator codes (added when missing)."""
+    s = schema()
+    for i, c in enumerate(model.operatorCodes):
+        if c.builtinCode == s.BuiltinOperator.CUSTOM and name(c.customCode).decode() == custom_code:
+            return i
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.CUSTOM
+    code.customCode, code.version = custom_code.encode(), 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def make_custom_op(model, custom_code: str, inputs: list[int], outputs: list[int],
+                   custom_options: bytes = b""):
+    """A new ``OperatorT`` for custom operator ``custom_code`` with raw ``custom_options`` bytes.
+
+    TFLM hands the bytes to the kernel's ``init`` as they are; the format field keeps its only
+    value (``FLEXBUFFERS``), which nothing here or in TFLM interprets for a custom operator.
+    """
+    o = schema().OperatorT()
+    o.opcodeIndex, o.inputs, o.outputs = custom_code_index(model, custom_code), inputs, outputs
+    o.customOptions = list(custom_options)
+    o.customOptionsFormat = 0
+    return o
+
+
+def new_model(description: str):
+    """An empty schema-v3 ``ModelT`` with one subgraph and the empty buffer 0: ``(model, subgraph)``."""
+    s = schema()
+    m, sg = s.ModelT(), s.SubGraphT()
+    m.version, m.description = 3, description.encode()
+    m.operatorCodes, m.buffers, m.subgraphs, m.signatureDefs = [], [s.BufferT()], [sg], []
+    sg.tensors, sg.operators, sg.inputs, sg.outputs, sg.name = [], [], [], [], b"main"
+    return m, sg
+
+
+def set_signature(model, inputs: dict[str, int], outputs: dict[str, int],
+                  key: str = "serving_default") -> None:
+    """Give subgraph 0 one signature: names -> tensor indices (read back by :func:`io_map`)."""
+    s = schema()
+
+    def tensor_maps(d: dict[str, int]) -> list:
+        out = []
+        for n, i in d.items():
+            t = s.TensorMapT()
+            t.name, t.tensorIndex = n.encode(), i
+            out.append(t)
+        return out
+
+    sig = s.SignatureDefT()
+    sig.inputs, sig.outputs = tensor_maps(inputs), tensor_maps(outputs)
+    sig.signatureKey, sig.subgraphIndex = key.encode(), 0
+    model.signatureDefs = [sig]
 
 
 def make_op(model, op: int, inputs: list[int], outputs: list[int], options=None):

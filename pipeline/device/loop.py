@@ -4,11 +4,13 @@ A Keras GRU converts either to a WHILE loop (its int8 calibration fails) or, unr
 so the recurrence runs in the caller (the ESP32 firmware, or :func:`step_loop_int8` here):
 
 * ``step.tflite``: inputs ``tokens`` int32 ``[1, 2]`` (forward token ``ids[t]``, backward token
-  ``ids[T-1-t]``), ``h_fwd`` and ``h_bwd`` int8 ``[1, U]``; one GATHER looks both tokens up, then one
-  GRU cell step per direction (Keras ``reset_after=True`` math, the student's weights; after
-  conversion its sigmoids and tanh are 256-entry lookup tables, :mod:`pipeline.device.lut`); outputs the
-  new int8 states ``h_fwd``, ``h_bwd``. Each state output has *exactly* its input's scale and zero
-  point, so the caller feeds the output bytes straight back.
+  ``ids[T-1-t]``), ``h_fwd`` and ``h_bwd`` int8 ``[1, U]``; outputs the new int8 states ``h_fwd``,
+  ``h_bwd``. Since format 2 it is one custom operator, ``TINYSENT_BIGRU``: both GRU cell steps
+  (Keras ``reset_after=True`` math) in the integer SPEC of :mod:`pipeline.device.gru`, states at
+  scale 1/128, zero point 0 (``firmware/src/gru_step.c`` on the device, the NumPy spec on the host).
+  Format 1 releases: one GATHER, then builtin FULLY_CONNECTED / ADD / MUL ... per direction, sigmoid
+  and tanh as lookup tables (:mod:`pipeline.device.lut`). Either way each state output has *exactly*
+  its input's scale and zero point, so the caller feeds the output bytes straight back.
 * ``head.tflite``: input ``pooled`` int8 ``[1, 2U]`` (mean of the states over time) -> Dense ->
   sigmoid -> int8 ``prob``.
 * ``quant.json``: the constants the loop needs (state / pooled / prob scale and zero point, the

@@ -2,7 +2,8 @@
 
 ``quant.json`` holds the constants the device loop needs (:mod:`pipeline.device.loop`): state /
 pooled / prob scale and zero point, the tensor position of every input and output in each model,
-arena sizes, MACs, the optional ``id_map`` of a compacted embedding table. No TensorFlow.
+arena sizes, MACs, the optional ``id_map`` of a compacted embedding table, and for a custom-operator
+step (:mod:`pipeline.device.gru`) ``step.custom_op``: its name and spec version. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 STEP_FILE, HEAD_FILE, QUANT_FILE = "step.tflite", "head.tflite", "quant.json"
 STEP_INPUTS, STEP_OUTPUTS = ("tokens", "h_fwd", "h_bwd"), ("h_fwd", "h_bwd")
 HEAD_INPUTS, HEAD_OUTPUTS = ("pooled",), ("prob",)
-FORMAT_VERSION = 1  # of quant.json and the step / head interface the device loop relies on
+FORMAT_VERSION = 2  # of quant.json and the step / head interface the device loop relies on
+# 2: ``step.custom_op`` (name, spec version, ...) when the step is one custom operator; the rest is
+# format 1, which stays loadable (the builtin-operator step of the first releases)
+READABLE_FORMATS = (1, 2)
 RELEASE_FILES = (STEP_FILE, HEAD_FILE, QUANT_FILE, "model.json", "tokenizer.model", "tokenizer.json")
 
 
@@ -32,9 +36,9 @@ def load_release(model_dir: Path) -> dict[str, Any]:
     """Read what :func:`write_release` wrote back into :func:`convert_int8`'s dict."""
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / QUANT_FILE).read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{model_dir / QUANT_FILE}: format {meta.get('format')} is not "
-                         f"{FORMAT_VERSION}")
+    if meta.get("format") not in READABLE_FORMATS:
+        raise ValueError(f"{model_dir / QUANT_FILE}: format {meta.get('format')} is not one of "
+                         f"{READABLE_FORMATS}")
     return {"step": (model_dir / meta["step"]["file"]).read_bytes(),
             "head": (model_dir / meta["head"]["file"]).read_bytes(), "meta": meta}
 

@@ -1,9 +1,12 @@
 """The int8 release run by an interpreter: TFLM's Python interpreter (``tflm``) or ``tf.lite``.
 
-``TflmModel`` drives the device loop of :mod:`pipeline.device.loop` with the step and head models
-in the TFLM Python interpreter (``tflite-micro``: the independent cross-check of the firmware) or,
-for comparison, in ``tf.lite`` (which is not bit-exact with TFLM). Only ``tflite`` imports
-TensorFlow.
+``TflmModel`` drives the device loop of :mod:`pipeline.device.loop`. The head model runs in the TFLM
+Python interpreter (``tflite-micro``) or, for comparison, in ``tf.lite`` (which is not bit-exact with
+TFLM). The step model: a custom-operator step (``quant.json``'s ``step.custom_op``, format 2) runs
+by the NumPy SPEC of :mod:`pipeline.device.gru` on the constants read back from the ``.tflite``
+bytes, under both runtimes (the independent cross-check of the firmware's C kernel); a
+builtin-operator step (format 1 releases) in the same interpreter as the head. Only ``tflite``
+imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.device import gru
 from pipeline.device.loop import step_loop_int8
 from pipeline.device.release import HEAD_INPUTS, HEAD_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS, load_release
 
@@ -62,6 +66,20 @@ class _Runner:
         return [it.get_tensor(i).copy() for i in self.out_idx]
 
 
+class _SpecStep:
+    """A ``TINYSENT_BIGRU`` step model run by the NumPy SPEC (:mod:`pipeline.device.gru`)."""
+
+    def __init__(self, model_bytes: bytes, op: dict) -> None:
+        if op.get("name") != gru.OP_NAME or op.get("spec_version") != gru.GRU_SPEC_VERSION:
+            raise ValueError(f"step custom operator {op} is not {gru.OP_NAME} spec "
+                             f"v{gru.GRU_SPEC_VERSION}")
+        self.params = gru.read_step_flatbuffer(model_bytes)
+        self._step = gru.step_fn(self.params)
+
+    def run(self, tokens: np.ndarray, hf: np.ndarray, hb: np.ndarray) -> list[np.ndarray]:
+        return list(self._step(tokens, hf, hb))
+
+
 class TflmModel:
     """The int8 step + head models in the TFLM interpreter (or ``tf.lite``), run by the device loop.
 
@@ -72,8 +90,13 @@ class TflmModel:
                  arena: dict[str, int] | None = None, arena_margin: int = 0) -> None:
         meta = self.meta = converted["meta"]
         arena = arena or {k: meta[k]["arena_bytes"] + arena_margin for k in ("step", "head")}
-        self.step = _Runner(converted["step"], meta["step"], STEP_INPUTS, STEP_OUTPUTS,
-                            runtime, arena["step"])
+        if meta["step"].get("custom_op") is not None:
+            if runtime not in ("tflm", "tflite"):
+                raise ValueError(f"unknown runtime {runtime!r} (tflm or tflite)")
+            self.step: _Runner | _SpecStep = _SpecStep(converted["step"], meta["step"]["custom_op"])
+        else:
+            self.step = _Runner(converted["step"], meta["step"], STEP_INPUTS, STEP_OUTPUTS,
+                                runtime, arena["step"])
         self.head = _Runner(converted["head"], meta["head"], HEAD_INPUTS, HEAD_OUTPUTS,
                             runtime, arena["head"])
 
