@@ -24,21 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import (
-    data,
-    distill,
-    evaluate,
-    export,
-    fasttext_peer,
-    peers,
-    prune,
-    quantize,
-    setup_logging,
-    stages,
-    tokenizer,
-    train,
-)
+from pipeline import INTERRUPTED, data, setup_logging, stages
+from pipeline.compress import distill, prune, qat
 from pipeline.config import Config, override, preset, to_dict
+from pipeline.device import bench, convert, firmware, release
+from pipeline.nn import stage as nn_stage
+from pipeline.report import fasttext_peer, metrics, peers, report
+from pipeline.text import tokenizer
 
 log = logging.getLogger("pipeline")
 
@@ -51,6 +43,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     before any TensorFlow op) for the teacher and labels-only student training stages.
     """
     out.mkdir(parents=True, exist_ok=True)
+    stages.clean_stray(out)
     held = stages.files_fingerprint(heldout) if heldout else None
     # only a non-default strategy enters the training stages' keys: finished runs stay valid
     dist = {} if cfg.distribute.strategy == "default" else {"strategy": cfg.distribute.strategy}
@@ -61,7 +54,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
         inputs = {"model": key, "data": k_data, "heldout": held}
         if reference:
             inputs["reference"] = reference[1]
-        stages.run_stage(out, name, inputs, lambda o, w: evaluate.evaluate_model_dir(
+        stages.run_stage(out, name, inputs, lambda o, w: metrics.evaluate_model_dir(
             model_dir, data_dir, o, heldout, runtime, reference[0] if reference else None))
 
     data_dir, k_data = stages.run_stage(
@@ -75,7 +68,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     teacher_dir, k_teacher = stages.run_stage(
         out, "teacher",
         {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data, **dist},
-        lambda o, w: train.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
+        lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
     stages.run_stage(
@@ -93,7 +86,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     student_dir, k_student = stages.run_stage(
         out, "student",
         {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data, **dist},
-        lambda o, w: train.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train,
+        lambda o, w: nn_stage.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train,
                                          strategy),
     )
     evaluation("student_eval", student_dir, k_student)
@@ -146,23 +139,25 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     qat_dir, k_qat = stages.run_stage(
         out, "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
                      "tokens": cfg.release_tokens},
-        lambda o, w: quantize.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
+        lambda o, w: qat.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
                                           cfg.release_tokens),
     )
     evaluation("qat_eval", qat_dir, k_qat)
     int8_dir, k_int8 = stages.run_stage(
         out, "int8",
         {"student": k_qat, "data": k_data, "n": cfg.calibration_reviews,
-         "conversion": quantize.CONVERSION_VERSION},
-        lambda o, w: quantize.quantize_student(qat_dir, data_dir, o, cfg.calibration_reviews),
+         "conversion": convert.CONVERSION_VERSION},
+        lambda o, w: convert.quantize_student(qat_dir, data_dir, o, cfg.calibration_reviews),
     )
     evaluation("int8_eval", int8_dir, k_int8, "tflm", reference=(qat_dir, k_qat))
+    stages.run_stage(out, "bench", {"int8": k_int8, "bench": bench.BENCH_VERSION},
+                     lambda o, w: bench.bench_stage(int8_dir, o))
     stages.run_stage(out, "firmware_export", {"int8": k_int8},
-                     lambda o, w: export.export_firmware(int8_dir, o))
+                     lambda o, w: firmware.export_firmware(int8_dir, o))
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
-    report = evaluate.write_report(out, command=" ".join(["python -m pipeline.all", *sys.argv[1:]]))
-    log.info("report: %s", report)
-    return report
+    report_path = report.write_report(out, command=" ".join(["python -m pipeline.all", *sys.argv[1:]]))
+    log.info("report: %s", report_path)
+    return report_path
 
 
 def _val_accuracy(eval_dir: Path) -> float:
@@ -199,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{p} does not exist")
     strategy = None
     if cfg.distribute.strategy != "default":
-        from pipeline.distribute import strategy_from_name
+        from pipeline.nn.distribute import strategy_from_name
 
         try:  # before any TensorFlow op: MultiWorkerMirroredStrategy configures the runtime
             strategy = strategy_from_name(cfg.distribute.strategy)
@@ -211,14 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     if args.publish:
-        files = evaluate.publish_report(out, args.publish)
+        files = report.publish_report(out, args.publish)
         log.info("published %d files to %s", len(files), args.publish)
     if args.release:
-        files = quantize.copy_release(out / "int8", args.release)
+        files = release.copy_release(out / "int8", args.release)
         log.info("release model: %d files in %s", len(files), args.release)
     if args.firmware:
-        sizes = export.export_firmware(args.release or out / "int8", args.firmware)
+        sizes = firmware.export_firmware(args.release or out / "int8", args.firmware)
         log.info("firmware sources in %s/src: %s", args.firmware, sizes)
     return 0
 

@@ -1,21 +1,213 @@
-"""The one typed configuration of the pipeline, its presets, and ``section.field=value`` overrides."""
+"""The one typed configuration of the pipeline, its presets, and ``section.field=value`` overrides.
+
+The ground floor of the package: plain frozen dataclasses, one per section, and nothing from the
+rest of ``pipeline`` (no TensorFlow either). Every stage takes its section as an argument; a stage
+key is the ``asdict`` of the sections it uses.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
+import types
+import typing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pipeline.data import DataConfig
-from pipeline.distill import DistillConfig
-from pipeline.distribute import DistributeConfig
-from pipeline.fasttext_peer import FastTextConfig
-from pipeline.models import StudentConfig, TeacherConfig
-from pipeline.peers import TfidfConfig
-from pipeline.prune import PruneConfig
-from pipeline.tokenizer import TokenizerConfig
-from pipeline.train import TrainConfig
+ThreeStar = Literal["drop", "negative", "positive"]
+Strategy = Literal["default", "mirrored", "multiworker"]
+THREE_STAR_POLICIES: tuple[str, ...] = get_args(ThreeStar)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+
+def check_three_star(three_star: str) -> None:
+    if three_star not in THREE_STAR_POLICIES:
+        raise ValueError(
+            f"three_star must be one of {', '.join(THREE_STAR_POLICIES)}, not {three_star!r}"
+        )
+
+
+# ----------------------------------------------------------------------------- field types
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def choices(cls: type, name: str) -> tuple[Any, ...] | None:
+    """The allowed values of field ``name`` of section ``cls`` (a ``Literal`` type), else None."""
+    tp = _hints(cls)[name]
+    return get_args(tp) if get_origin(tp) is Literal else None
+
+
+class _Section:
+    """Base of the sections: every ``Literal`` field is checked against its choices."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            allowed = choices(type(self), f.name)
+            value = getattr(self, f.name)
+            if allowed is not None and value not in allowed:
+                raise ValueError(
+                    f"{f.name} must be one of {', '.join(map(str, allowed))}, not {value!r}"
+                )
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """How reviews become a labelled dataset."""
+
+    three_star: ThreeStar = "drop"  # "drop" | "negative" | "positive"; 1-2★ -> 0 and 4-5★ -> 1 always
+    balance: bool = False  # down-sample the majority class to the minority count, per split
+    max_reviews: int | None = None  # keep this many reviews (smallest md5 key) after dedup
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_reviews is not None and self.max_reviews < 1:
+            raise ValueError(
+                f"max_reviews must be a positive integer or None, not {self.max_reviews}"
+            )
+
+
+@dataclass(frozen=True)
+class TokenizerConfig(_Section):
+    """How text becomes fixed-length id sequences."""
+
+    vocab_size: int = 16000
+    seq_len: int = 512
+    truncate: Literal["head", "tail"] = "head"  # head keeps the first seq_len ids, tail the last
+    stopwords: bool = False
+    character_coverage: float = 0.9995
+    max_train_sentences: int = 2_000_000
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class TeacherConfig(_Section):
+    """Shape of the teacher network."""
+
+    embed_dim: int = 128
+    units: int = 96
+    attn_units: int = 64
+    dense_units: int = 64
+    dropout: float = 0.5
+    embed_dropout: float = 0.3
+    max_pool: bool = True  # concatenate a masked max over time to the attention pooling
+    init_embeddings: Literal["random", "ppmi"] = "random"  # ppmi: SVD of the train split's PPMI
+
+
+@dataclass(frozen=True)
+class StudentConfig(_Section):
+    """Shape of the device student: small embedding, small BiGRU, masked mean pooling."""
+
+    embed_dim: int = 32
+    units: int = 32
+    dropout: float = 0.2
+    embed_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Optimisation settings shared by the training stages."""
+
+    batch_size: int = 128
+    max_epochs: int = 10
+    patience: int = 2
+    learning_rate: float = 2e-3
+    lr_decay_on_plateau: float = 0.5
+    clipnorm: float = 1.0
+    bucket_batches: int = 32
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
+    token_dropout: float = 0.0  # share of training tokens replaced by <unk> (word dropout)
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class DistillConfig(_Section):
+    """Knowledge-distillation loss settings."""
+
+    temperature: float = 2.0
+    alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha for the labels
+    afd_weight: float = 1.0  # weight of attention-based feature distillation in the AFD stage
+    afd_dim: int = 32  # query/key width of AFD's attention over layer pairs
+    augment: int = 2  # teacher-labelled crops per training review (0: the training split only)
+    crop_min: float = 0.2  # a crop keeps a random run of this share ...
+    crop_max: float = 0.7  # ... to this share of the review's words
+
+
+@dataclass(frozen=True)
+class PruneConfig(_Section):
+    """Lottery Ticket schedule: round ``r`` reaches ``min(target, 1 - (1 - rate)^r)`` of the mode's target.
+
+    ``structured`` prunes whole vocabulary rows, embedding dims and GRU unit pairs until that share of
+    the int8 model arrays' flash bytes is saved (``target_flash_saving``), then shrinks the student;
+    ``unstructured`` prunes single weights to that share of the prunable weights (``target_sparsity``).
+    """
+
+    mode: Literal["structured", "unstructured"] = "structured"
+    rounds: int = 2
+    rate: float = 0.4  # share of what is left (flash bytes, or weights) removed per round
+    target_flash_saving: float = 0.5  # structured: share of the dense int8 model arrays' bytes saved
+    target_sparsity: float = 0.64  # unstructured: share of the prunable weights set to zero
+    rewind_epoch: int = 1  # late rewinding: surviving weights go back to their values after this epoch
+    retrain_epochs: int = 3  # max epochs per round (early stopping as in TrainConfig.patience)
+    keep: Literal["deepest_accurate", "last"] = "deepest_accurate"  # deepest round >= dense val acc
+
+
+@dataclass(frozen=True)
+class TfidfConfig(_Section):
+    """Hyper-parameters of the TF-IDF + LR peer."""
+
+    ngram_max: int = 2
+    min_df: int = 2
+    max_features: int | None = 500_000
+    sublinear_tf: bool = True
+    C: float = 4.0
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class FastTextConfig(_Section):
+    """Hyper-parameters of the fastText peer (``epochs`` x ``lrs`` is the validation grid)."""
+
+    word_ngrams: int = 2
+    dim: int = 10
+    bucket: int = 1_000_000
+    min_count: int = 1
+    epochs: tuple[int, ...] = (5, 10)
+    lrs: tuple[float, ...] = (0.1, 0.25, 0.5)
+    threads: int = 1  # >1 is faster but not deterministic (Hogwild updates)
+    quant_cutoff: int = 100_000  # rows of the input matrix kept by the quantized model
+    quant_dsub: int = 2
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class DistributeConfig(_Section):
+    """How the training stages place their work (``--set distribute.strategy=mirrored``)."""
+
+    strategy: Strategy = "default"  # multiworker: the cluster comes from TF_CONFIG
+
+
+@dataclass(frozen=True)
+class StreamConfig(_Section):
+    """Settings of the streaming path (the tokenizer's come from ``TokenizerConfig``)."""
+
+    three_star: ThreeStar = "drop"
+    spill_buckets: int = 256  # memory holds one bucket: about reviews / spill_buckets strings
+    shards: int = 8  # TFRecord files per split
+    tokenizer_sample: int = 100_000  # training reviews the BPE is trained on, at most
+    encode_batch: int = 512
+    repeat: int = 1  # measurement aid: read the input N times, copy k > 0 marked " [copy k]"
+    seed: int = 13
+
+
+# ----------------------------------------------------------------------------- the run
 
 
 @dataclass(frozen=True)
@@ -41,7 +233,7 @@ class Config:
     release_tokens: int = 512
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
     calibration_reviews: int = 500
-    preset: str = "full"
+    preset: Literal["full", "smoke"] = "full"
 
 
 def preset(name: str) -> Config:
@@ -71,29 +263,51 @@ def preset(name: str) -> Config:
     raise ValueError(f"unknown preset {name!r}: use 'smoke' or 'full'")
 
 
-def _coerce(value: str, current: Any) -> Any:
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
+def parse_value(value: str, tp: Any) -> Any:
+    """Parse the string ``value`` as type ``tp`` (a field's type hint); ValueError says why."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        for a in args:
+            if value == str(a):
+                return a
+        raise ValueError(f"expected one of {', '.join(map(str, args))}, not {value!r}")
+    if origin in (Union, types.UnionType):
+        if type(None) in args and value.strip().lower() in ("none", "null"):
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            raise ValueError(f"cannot parse {value!r} as {tp}")
+        return parse_value(value, rest[0])
+    if origin is tuple:
+        parts = [v.strip() for v in value.split(",") if v.strip()]
+        if not parts:
+            raise ValueError(f"expected comma-separated values, e.g. 5,10, not {value!r}")
+        elem = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if elem is None:
+            raise ValueError(f"cannot parse {value!r} as {tp}")
+        return tuple(parse_value(v, elem) for v in parts)
+    if tp is bool:
+        if value.strip().lower() in ("1", "true", "yes", "on"):
             return True
-        if value.lower() in ("0", "false", "no", "off"):
+        if value.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    if value.lower() in ("none", "null"):
-        return None
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if current is None:
+        raise ValueError(f"expected true or false, not {value!r}")
+    if tp in (int, float):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+            return tp(value)
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if tp is int else 'a number'}, not {value!r}") from None
+    if tp is str:
+        return value
+    raise ValueError(f"cannot parse {value!r} as {tp}")
 
 
 def override(cfg: Config, assignments: list[str]) -> Config:
-    """Apply ``section.field=value`` strings, e.g. ``teacher.units=64`` or ``data.balance=false``."""
+    """Apply ``section.field=value`` strings, e.g. ``teacher.units=64`` or ``data.balance=false``.
+
+    Values are parsed by the field's type: tuples as comma-separated lists (``fasttext.epochs=5,10``),
+    ``Literal`` fields must name one of their choices, ``none`` clears an optional field.
+    """
     for a in assignments:
         path, sep, value = a.partition("=")
         section, dot, name = path.strip().partition(".")
@@ -104,7 +318,11 @@ def override(cfg: Config, assignments: list[str]) -> Config:
             raise ValueError(f"override {a!r}: unknown section {section!r}")
         if name not in {f.name for f in dataclasses.fields(sub)}:
             raise ValueError(f"override {a!r}: {section} has no field {name!r}")
-        cfg = replace(cfg, **{section: replace(sub, **{name: _coerce(value, getattr(sub, name))})})
+        try:
+            new = replace(sub, **{name: parse_value(value.strip(), _hints(type(sub))[name])})
+        except ValueError as e:
+            raise ValueError(f"override {a!r}: {e}") from None
+        cfg = replace(cfg, **{section: new})
     return cfg
 
 

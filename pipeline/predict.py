@@ -1,147 +1,124 @@
 """Predict sentiment with a trained model directory.
 
-    python -m pipeline.predict MODEL_DIR INPUT [--runtime keras|tflite|tflm] [--split test] [--json]
+    python -m pipeline.predict MODEL_DIR INPUT [--runtime keras|tflite|tflm|firmware] [--split test] [--json]
 
-INPUT is any file or folder the data module reads (see README), or JSON lines with ``text`` and an
-optional ``label``. With labels and ``--json`` one JSON object of metrics is printed; without labels
-one prediction per line (``label<TAB>P(positive)``).
+INPUT is a review file or a folder of them: any format the data module reads (see README), or
+JSON lines with ``text`` and an optional ``label``. When every review has a label, the metrics are
+printed (``--json``: one JSON object). Otherwise one line per review, in input order:
+``LINE<TAB>LABEL<TAB>P(positive)`` (a folder: ``FILE<TAB>LINE<TAB>...``), where LINE is the
+review's 1-based line number in its file, so a skipped malformed row never shifts the answers;
+``--json`` prints ``{"file": ..., "line": N, "label": "positive", "p_positive": p}`` per review
+(``file`` only for a folder). A review the model cannot judge (no words after normalization, or
+only characters the tokenizer does not know) gets the label ``unknown``, no probability and a
+``reason``; with labels it is left out of the metrics, and a note on stderr says how many were.
+The model is English-only.
 
 A model directory holds ``model.json`` (which runtimes it supports and their files), the tokenizer
-(``tokenizer.model``, ``tokenizer.json``) and the model files themselves.
+(``tokenizer.model``, ``tokenizer.json``) and the model files themselves. Runtimes: ``keras`` for a
+float model folder (a stage output such as ``runs/full/teacher``); for an int8 release folder
+(``models/release``): ``tflm`` (the TFLM Python interpreter, the independent cross-check),
+``firmware`` (the firmware's own C, built natively against the pinned TFLM sources on first use)
+and ``tflite`` (``tf.lite``, not bit-exact with TFLM).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from pipeline import data
-from pipeline.tokenizer import Tokenizer
+from pipeline.config import THREE_STAR_POLICIES
+from pipeline.data.inputs import read_input
+from pipeline.report.predictors import RUNTIMES, ModelDirError, Verdict, check_model_dir, load_judge
 
-log = logging.getLogger(__name__)
-
-RUNTIMES = ("keras", "tflite", "tflm")
-MODEL_INFO = "model.json"
-
-Predictor = Callable[[Sequence[str]], np.ndarray]
+METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
 
 
-def load_predictor(model_dir: Path, runtime: str = "keras") -> Predictor:
-    """A function from review strings to P(positive) for the model in ``model_dir``."""
-    model_dir = Path(model_dir)
-    info_path = model_dir / MODEL_INFO
-    if not info_path.exists():
-        raise FileNotFoundError(
-            f"{model_dir} is not a model directory (no {MODEL_INFO}); point at a stage output "
-            "such as runs/full/teacher or models/release"
-        )
-    info = json.loads(info_path.read_text())
-    if runtime not in info.get("runtimes", {}):
-        raise ValueError(
-            f"{model_dir} has no {runtime!r} model; it offers: {', '.join(info['runtimes'])}"
-        )
-    tok = Tokenizer.load(model_dir)
-    if runtime == "keras":
-        from pipeline.models import load_model
-        from pipeline.train import predict_proba
-
-        model = load_model(model_dir / info["runtimes"]["keras"])
-
-        def keras_predict(texts: Sequence[str]) -> np.ndarray:
-            return predict_proba(model, tok.ids(texts))
-
-        return keras_predict
-    from pipeline.quantize import load_tflm_predictor
-
-    int8_predict = load_tflm_predictor(model_dir, runtime)
-    return lambda texts: int8_predict(tok.ids(texts))
-
-
-def read_input(path: Path, split: str | None = None) -> list[tuple[str, int | None]]:
-    """Rows ``(text, label or None)`` from any readable review file/folder."""
-    path = Path(path)
-    try:
-        rows: list[tuple[str, int | None]] = list(data.iter_reviews(path))
-    except data.UnknownFormatError:
-        rows = _read_unlabeled_jsonl(path)
-    if split:
-        rows = [r for r in rows if data.split_of(r[0]) == split]
-    if not rows:
-        raise data.EmptyDatasetError(f"{path}: no reviews to predict" +
-                                     (f" in split {split!r}" if split else ""))
-    return rows
-
-
-def _read_unlabeled_jsonl(path: Path) -> list[tuple[str, int | None]]:
-    """JSON lines with ``text`` and no label (the data module only reads labelled data)."""
-    rows: list[tuple[str, int | None]] = []
-    bad = 0
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    with (gzip.open if gz else open)(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                text = obj["text"]
-                if not isinstance(text, str):
-                    raise TypeError
-                rows.append((text, None))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad += 1
-    if not rows:
-        raise data.UnknownFormatError(
-            f"{path}: not a review file this tool reads. Expected one of the formats in the "
-            "README (Amazon 2023 / McAuley JSON lines, polarity CSV, fastText lines) or JSON "
-            "lines with a 'text' field"
-        )
-    if bad:
-        log.warning("%s: %d malformed lines skipped", path, bad)
-    return rows
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir", type=Path, metavar="MODEL_DIR",
+                    help="model folder with model.json and the tokenizer (models/release, "
+                         "runs/full/teacher, ...)")
+    ap.add_argument("input", type=Path, metavar="INPUT",
+                    help="review file or folder (searched recursively): a format of the data "
+                         "module, or JSON lines with 'text' and an optional 'label'")
+    ap.add_argument("--runtime", choices=RUNTIMES, default="keras",
+                    help="keras: a float model folder (TensorFlow); for an int8 release folder: "
+                         "tflm (TFLM Python interpreter, no TensorFlow), firmware (the firmware's "
+                         "C + TFLM built for this machine), tflite (tf.lite) (default: keras)")
+    ap.add_argument("--split", choices=data.SPLITS,
+                    help="keep only the reviews of this split (md5 rule, see README)")
+    ap.add_argument("--json", action="store_true",
+                    help="JSON output: one object per review, or one metrics object when every "
+                         "review has a label")
+    ap.add_argument("--threshold", type=float, default=0.5,
+                    help="P(positive) at or above which a review is positive (default 0.5)")
+    ap.add_argument("--three-star", choices=THREE_STAR_POLICIES, default="drop",
+                    help="3-star reviews of rated files: drop (default: neither positive nor "
+                         "negative), or count them as negative or positive")
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dir", type=Path)
-    ap.add_argument("input", type=Path)
-    ap.add_argument("--runtime", choices=RUNTIMES, default="keras")
-    ap.add_argument("--split", choices=("train", "val", "test"),
-                    help="keep only reviews of this split (md5 rule)")
-    ap.add_argument("--json", action="store_true", help="print metrics as one JSON object")
-    ap.add_argument("--threshold", type=float, default=0.5)
-    args = ap.parse_args(argv)
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    stats: list[data.FileStats] = []
     try:
-        rows = read_input(args.input, args.split)
-        predict = load_predictor(args.model_dir, args.runtime)
-    except (data.DataError, FileNotFoundError, ValueError) as e:
+        check_model_dir(args.model_dir, args.runtime)  # before reading INPUT
+        records = read_input(args.input, args.split, args.three_star, stats)
+        judge = load_judge(args.model_dir, args.runtime)
+    except (data.DataError, ModelDirError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    prob = predict([t for t, _ in rows])
-    labels = [y for _, y in rows]
-    if all(y is not None for y in labels):
-        from pipeline.evaluate import compute_metrics
-
-        m = compute_metrics(labels, prob, args.threshold)
-        keys = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
-        out = {k: m[k] for k in keys}
+    dropped = sum(fs.dropped_neutral for fs in stats)
+    if dropped:
+        print(f"note: {dropped} 3-star review(s) left out: a 3-star rating is neither positive nor "
+              "negative (--three-star negative or positive counts them)", file=sys.stderr)
+    verdicts = judge([r.text for r in records])
+    if all(r.label is not None for r in records):
+        return _print_metrics(records, verdicts, args)
+    folder = args.input.is_dir()
+    for r, v in zip(records, verdicts, strict=True):
+        label = v.label(args.threshold)
         if args.json:
-            print(json.dumps(out))
+            obj: dict = {"file": r.file} if folder else {}
+            obj.update(line=r.line, label=label, p_positive=v.p_positive)
+            if v.reason:
+                obj["reason"] = v.reason
+            print(json.dumps(obj, ensure_ascii=False))
         else:
-            for k in keys:
-                print(f"{k}\t{out[k]}")
-        return 0
-    for p in prob:
-        print(f"{'positive' if p >= args.threshold else 'negative'}\t{p:.4f}")
+            where = f"{r.file}\t{r.line}" if folder else str(r.line)
+            print(f"{where}\t{label}\t{v.reason or f'{v.p_positive:.4f}'}")
+    return 0
+
+
+def _print_metrics(records: list[data.Record], verdicts: list[Verdict],
+                   args: argparse.Namespace) -> int:
+    from pipeline.report.metrics import compute_metrics
+
+    judged = [(r.label, v.p_positive) for r, v in zip(records, verdicts, strict=True)
+              if v.p_positive is not None]
+    excluded = Counter(v.reason for v in verdicts if v.reason)
+    if excluded:
+        why = ", ".join(f"{n} with {reason!r}" for reason, n in excluded.items())
+        print(f"note: {sum(excluded.values())} review(s) left out of the metrics, the model cannot "
+              f"judge them: {why}", file=sys.stderr)
+    if not judged:
+        print(f"error: {args.input}: no review the model can judge", file=sys.stderr)
+        return 2
+    m = compute_metrics([y for y, _ in judged], [p for _, p in judged], args.threshold)
+    out = {k: m[k] for k in METRIC_KEYS}
+    out["excluded"] = sum(excluded.values())
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k}\t{v}")
     return 0
 
 

@@ -4,6 +4,8 @@ A stage ``name`` under ``root`` writes into ``root/.name.tmp`` and is published 
 ``root/name`` together with ``stage.json`` (its key and summary). The key hashes the stage's config
 and its inputs' keys, so a change upstream re-runs everything below it. State that must survive a
 kill (training checkpoints) lives in ``root/.name.work-KEY`` and is deleted once the stage is done.
+A stage's ``seconds`` count all its attempts: each attempt adds its time to ``.name.seconds-KEY``
+(a killed one: up to the last change in its work folder).
 """
 
 from __future__ import annotations
@@ -62,6 +64,42 @@ def stage_key(root: Path, name: str) -> str | None:
     return json.loads(f.read_text())["key"] if f.exists() else None
 
 
+def clean_stray(root: Path) -> list[Path]:
+    """Delete the half-written outputs (``.NAME.tmp``, ``.NAME.old``) a killed run left in ``root``."""
+    gone = []
+    for p in sorted(Path(root).glob(".*")):
+        if p.is_dir() and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    if gone:
+        log.info("removed %d half-written folder(s) of an interrupted run: %s", len(gone),
+                 ", ".join(p.name for p in gone))
+    return gone
+
+
+def _last_change(path: Path) -> float | None:
+    """The latest modification time of ``path`` or anything under it (None if it does not exist)."""
+    if not path.exists():
+        return None
+    return max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))])
+
+
+def _earlier_seconds(clock: Path, work: Path) -> float:
+    """Seconds spent by earlier attempts of a stage, from its ``clock`` file.
+
+    An attempt that was killed without closing its entry counts until the last change in its
+    work folder (or not at all when it left nothing there).
+    """
+    if not clock.exists():
+        return 0.0
+    rec = json.loads(clock.read_text())
+    done = float(rec.get("seconds", 0.0))
+    if rec.get("open") is not None:
+        last = _last_change(work)
+        done += max(0.0, last - rec["open"]) if last else 0.0
+    return done
+
+
 def run_stage(
     root: Path, name: str, inputs: Any, fn: Callable[[Path, Path], dict | None]
 ) -> tuple[Path, str]:
@@ -79,13 +117,23 @@ def run_stage(
     work = root / f".{name}.work-{key}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    clock = root / f".{name}.seconds-{key}"
     for stale in root.glob(f".{name}.work-*"):
         if stale != work:
             shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f".{name}.seconds-*"):
+        if stale != clock:
+            stale.unlink()
     log.info("[%s] running (key %s)%s", name, key, ", resuming" if work.exists() else "")
+    earlier = _earlier_seconds(clock, work)
+    clock.write_text(json.dumps({"seconds": earlier, "open": time.time()}))
     t0 = time.monotonic()
-    summary = fn(tmp, work) or {}
-    record = {"key": key, "stage": name, "seconds": round(time.monotonic() - t0, 1),
+    try:
+        summary = fn(tmp, work) or {}
+    except BaseException:  # Ctrl-C or an error: this attempt's time counts for the next one
+        clock.write_text(json.dumps({"seconds": earlier + time.monotonic() - t0, "open": None}))
+        raise
+    record = {"key": key, "stage": name, "seconds": round(earlier + time.monotonic() - t0, 1),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
     (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=_plain))
     old = root / f".{name}.old"
@@ -95,5 +143,6 @@ def run_stage(
     tmp.replace(final)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
+    clock.unlink(missing_ok=True)
     log.info("[%s] done in %.0fs", name, record["seconds"])
     return final, key

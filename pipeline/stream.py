@@ -1,306 +1,26 @@
-"""Streaming data path: reviews -> sharded, tokenized TFRecords in bounded memory -> ``tf.data``.
+"""Reviews -> sharded, tokenized TFRecords in bounded memory (the streaming path).
 
     python -m pipeline.stream --data PATH --out DIR [--preset smoke|full] [--shards N]
                               [--repeat N] [--set section.field=value ...]
 
-The in-memory path (``pipeline.data.load_splits``) holds every review string at once; this one
-holds at most one spill bucket, the tokenizer's sample and a few open files, whatever the number of
-reviews. Same readers (``pipeline.data.iter_reviews``: every format, the 3★ policy, malformed rows
-counted and skipped), same review string, same md5 split rule, same exact-duplicate removal (the
-first label seen wins), same normalization and tokenizer (``pipeline.tokenizer``). Not supported
-here: ``data.max_reviews`` and ``data.balance`` (they need the whole set; use the in-memory path).
-
-Stages, each a pass over files on disk:
-
-1. **ingest**: stream the input once and append each review to one of ``spill_buckets`` spill files
-   chosen by the md5 of its string (``work/spill-BBB.jsonl``), so every copy of a duplicate lands in
-   the same bucket.
-2. **tokenizer**: read the buckets one at a time (dedup inside the bucket), keep a bounded sample of
-   ``tokenizer_sample`` training reviews (the ones with the smallest seeded md5 key: the same sample
-   whatever the file order) and train the SentencePiece BPE on it.
-3. **tokenize**: read the buckets again, dedup, encode in batches and write each review to a shard
-   of its split (shard = md5 key modulo ``shards``).
-
-Layout of ``OUT`` (the documented format training reads)::
-
-    OUT/tokenizer/tokenizer.model, tokenizer.json   the BPE, as pipeline.tokenizer writes it
-    OUT/{train,val,test}/shard-SSSSS-of-NNNNN.tfrecord
-        uncompressed TFRecord files of tf.train.Example records with two features:
-        "ids"   int64 list: token ids, truncated to tokenizer.seq_len, unpadded (0 = padding, never
-                stored; 1 = <unk>)
-        "label" int64: 1 positive, 0 negative
-    OUT/stats.json    counts (rows, used, malformed, 3★ dropped, duplicates, per split and shard),
-                      config, seconds per pass and the process's peak RSS
-
-:func:`make_dataset` reads a split back with ``tf.data``: shard files interleaved, a shuffle buffer,
-batches padded to their longest review (optionally length-bucketed), prefetch; its ``(ids, label)``
-batches feed ``model.fit`` / ``train_on_batch`` or ``strategy.distribute_datasets_from_function``.
+Layout of DIR and how it is made: :mod:`pipeline.data.stream`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import heapq
 import json
-import logging
-import os
-import resource
-import shutil
 import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 
-import pipeline  # selects tf_keras before TensorFlow loads
+import pipeline
 from pipeline import data
-
-log = logging.getLogger(__name__)
-
-SPLITS = data.SPLITS
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """Settings of the streaming path (the tokenizer's come from ``TokenizerConfig``)."""
-
-    three_star: str = "drop"
-    spill_buckets: int = 256  # memory holds one bucket: about reviews / spill_buckets strings
-    shards: int = 8  # TFRecord files per split
-    tokenizer_sample: int = 100_000  # training reviews the BPE is trained on, at most
-    encode_batch: int = 512
-    repeat: int = 1  # measurement aid: read the input N times, copy k > 0 marked " [copy k]"
-    seed: int = 13
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _md5(s: str) -> str:
-    return hashlib.md5(s.encode("utf-8")).hexdigest()
-
-
-def iter_input(paths: Sequence[Path], cfg: StreamConfig,
-               stats: list[data.FileStats]) -> Iterator[tuple[str, int]]:
-    """``(s, label)`` from the input files as a stream; copies after the first are marked."""
-    for k in range(cfg.repeat):
-        for path in paths:
-            for s, y in data.iter_reviews(path, cfg.three_star, stats):
-                yield (s if k == 0 else f"{s} [copy {k}]"), y
-
-
-def spill(rows: Iterable[tuple[str, int]], work: Path, buckets: int) -> int:
-    """Pass 1: append each review to its md5 bucket's file in ``work``; returns the row count."""
-    work.mkdir(parents=True, exist_ok=True)
-    files = [open(work / f"spill-{b:03d}.jsonl", "w", encoding="utf-8") for b in range(buckets)]
-    n = 0
-    try:
-        for s, y in rows:
-            b = int(_md5(s)[:8], 16) % buckets
-            files[b].write(json.dumps([s, y], ensure_ascii=False) + "\n")
-            n += 1
-    finally:
-        for f in files:
-            f.close()
-    return n
-
-
-def iter_unique(work: Path, buckets: int, counts: dict | None = None) -> Iterator[tuple[str, int, str]]:
-    """``(s, label, split)`` of every distinct review, one bucket in memory at a time.
-
-    A duplicate keeps the first label seen (input order is kept within a bucket), as
-    ``load_splits`` does; ``counts`` gets ``duplicates`` and ``duplicate_label_conflicts``.
-    """
-    dup = conflicts = 0
-    for b in range(buckets):
-        seen: dict[str, int] = {}
-        with open(work / f"spill-{b:03d}.jsonl", encoding="utf-8") as f:
-            for line in f:
-                s, y = json.loads(line)
-                old = seen.get(s)
-                if old is None:
-                    seen[s] = y
-                else:
-                    dup += 1
-                    conflicts += old != y
-        for s, y in seen.items():
-            yield s, y, data.split_of(s)
-        del seen
-    if counts is not None:
-        counts.update(duplicates=dup, duplicate_label_conflicts=conflicts)
-
-
-def bounded_sample(texts: Iterable[str], k: int, seed: int) -> list[str]:
-    """The ``k`` texts with the smallest ``md5(f"{seed}:tok:{s}")``: order-independent, O(k) memory."""
-    heap: list[tuple[int, str]] = []  # max-heap via negated keys
-    for s in texts:
-        key = -int(hashlib.md5(f"{seed}:tok:{s}".encode()).hexdigest()[:16], 16)
-        if len(heap) < k:
-            heapq.heappush(heap, (key, s))
-        elif key > heap[0][0]:
-            heapq.heapreplace(heap, (key, s))
-    return [s for _, s in sorted(heap, reverse=True)]
-
-
-def shard_name(i: int, n: int) -> str:
-    return f"shard-{i:05d}-of-{n:05d}.tfrecord"
-
-
-def _example(ids: Sequence[int], label: int) -> bytes:
-    import tensorflow as tf
-
-    return tf.train.Example(features=tf.train.Features(feature={
-        "ids": tf.train.Feature(int64_list=tf.train.Int64List(value=list(ids))),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-    })).SerializeToString()
-
-
-def write_shards(rows: Iterable[tuple[str, int, str]], tok, out: Path, cfg: StreamConfig) -> dict:
-    """Pass 3: tokenize (in batches) and write each review to a shard of its split."""
-    import tensorflow as tf
-
-    writers = {}
-    counts = {s: {"n": 0, "positives": 0, "shards": [0] * cfg.shards} for s in SPLITS}
-    for split in SPLITS:
-        (out / split).mkdir(parents=True, exist_ok=True)
-        for i in range(cfg.shards):
-            writers[split, i] = tf.io.TFRecordWriter(str(out / split / shard_name(i, cfg.shards)))
-
-    def flush(batch: list[tuple[str, int, str]]) -> None:
-        for (s, y, split), ids in zip(batch, tok.ids([r[0] for r in batch]), strict=True):
-            i = int(_md5(s)[8:16], 16) % cfg.shards
-            writers[split, i].write(_example(ids, y))
-            c = counts[split]
-            c["n"] += 1
-            c["positives"] += y
-            c["shards"][i] += 1
-
-    try:
-        batch: list[tuple[str, int, str]] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= cfg.encode_batch:
-                flush(batch)
-                batch = []
-        if batch:
-            flush(batch)
-    finally:
-        for w in writers.values():
-            w.close()
-    return counts
-
-
-def build_stream(paths: str | Path | Sequence[str | Path], out: Path, cfg: StreamConfig,
-                 tok_cfg) -> dict:
-    """Run the three passes into ``out`` (see the module docstring); returns ``stats.json``."""
-    from pipeline.tokenizer import train_tokenizer
-
-    paths = [Path(p) for p in ([paths] if isinstance(paths, str | os.PathLike) else paths)]
-    out = Path(out)
-    work = out / ".work"
-    shutil.rmtree(work, ignore_errors=True)
-    seconds: dict[str, float] = {}
-    file_stats: list[data.FileStats] = []
-
-    t0 = time.monotonic()
-    rows = spill(iter_input(paths, cfg, file_stats), work, cfg.spill_buckets)
-    seconds["ingest"] = time.monotonic() - t0
-    log.info("ingest: %d reviews into %d spill buckets (%.0fs, peak RSS %.0f MiB)", rows,
-             cfg.spill_buckets, seconds["ingest"], peak_rss_mb())
-
-    t0 = time.monotonic()
-    dedup: dict = {}
-    sample = bounded_sample((s for s, _, split in iter_unique(work, cfg.spill_buckets, dedup)
-                             if split == "train"), cfg.tokenizer_sample, cfg.seed)
-    if not sample:
-        raise data.EmptyDatasetError(f"{', '.join(map(str, paths))}: no training review "
-                                     "(every review fell into val/test)")
-    tok = train_tokenizer(sample, tok_cfg)
-    tok.save(out / "tokenizer")
-    del sample
-    seconds["tokenizer"] = time.monotonic() - t0
-    log.info("tokenizer: vocab %d trained on a bounded sample (%.0fs, peak RSS %.0f MiB)",
-             tok.vocab_size, seconds["tokenizer"], peak_rss_mb())
-
-    t0 = time.monotonic()
-    splits = write_shards(iter_unique(work, cfg.spill_buckets), tok, out, cfg)
-    seconds["tokenize"] = time.monotonic() - t0
-    shutil.rmtree(work, ignore_errors=True)
-    unique = sum(c["n"] for c in splits.values())
-    stats = {
-        "inputs": [str(p) for p in paths],
-        "files": [asdict(fs) for fs in file_stats],
-        "totals": {
-            "rows": sum(fs.rows for fs in file_stats),
-            "used": rows,
-            "malformed": sum(fs.malformed for fs in file_stats),
-            "neutral_dropped": sum(fs.dropped_neutral for fs in file_stats),
-            **dedup,
-            "unique": unique,
-            "tokenizer_sample": min(cfg.tokenizer_sample, splits["train"]["n"]),
-        },
-        "splits": splits,
-        "config": asdict(cfg),
-        "tokenizer": asdict(tok_cfg),
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    log.info("stream: %d unique reviews (train %d, val %d, test %d) in %d shards per split; "
-             "peak RSS %.0f MiB", unique, *(splits[s]["n"] for s in SPLITS), cfg.shards,
-             stats["peak_rss_mb"])
-    return stats
-
-
-def make_dataset(root: Path, split: str, batch_size: int, shuffle_buffer: int = 10_000,
-                 seed: int = 13, cycle_length: int = 4, repeat: bool = False,
-                 bucket_boundaries: Sequence[int] | None = None, drop_remainder: bool = False):
-    """``tf.data`` pipeline over ``root/split/*.tfrecord`` yielding ``(ids [B, T] int32, label [B])``.
-
-    Shard files are listed in a seeded shuffled order and interleaved ``cycle_length`` at a time,
-    records go through a ``shuffle_buffer`` (0: no shuffling; order then follows the files), batches
-    are padded to their longest review (or grouped by length when ``bucket_boundaries`` is given)
-    and prefetched. ``repeat=True`` cycles forever (use ``steps_per_epoch``).
-    """
-    import tensorflow as tf
-
-    pattern = str(Path(root) / split / "shard-*.tfrecord")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no TFRecord shards match {pattern}")
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle_buffer:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    spec = {"ids": tf.io.RaggedFeature(tf.int64), "label": tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(record):
-        ex = tf.io.parse_single_example(record, spec)
-        return tf.cast(ex["ids"], tf.int32), tf.cast(ex["label"], tf.float32)
-
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if bucket_boundaries:
-        ds = ds.bucket_by_sequence_length(
-            lambda ids, y: tf.shape(ids)[0], list(bucket_boundaries),
-            [batch_size] * (len(bucket_boundaries) + 1), drop_remainder=drop_remainder)
-    else:
-        ds = ds.padded_batch(batch_size, padded_shapes=([None], []), drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+from pipeline.config import StreamConfig, override, preset
+from pipeline.data.stream import build_stream
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dataclasses import replace
-
-    from pipeline.config import override, preset
-
     ap = argparse.ArgumentParser(prog="python -m pipeline.stream", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, action="append",
@@ -329,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"reviews_read": stats["totals"]["used"], "unique": stats["totals"]["unique"],
-                      "splits": {s: stats["splits"][s]["n"] for s in SPLITS},
+                      "splits": {s: stats["splits"][s]["n"] for s in data.SPLITS},
                       "seconds": stats["seconds"], "peak_rss_mb": stats["peak_rss_mb"]}))
     return 0
 

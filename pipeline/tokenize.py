@@ -21,16 +21,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pipeline import data
-from pipeline.predict import read_input
-from pipeline.tokenizer import Tokenizer
+from pipeline.data.inputs import read_input
+from pipeline.text.tokenizer import Tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.tokenize", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path, help="folder with tokenizer.model + tokenizer.json")
-    ap.add_argument("input", type=Path)
-    ap.add_argument("--impl", choices=("python", "c"), default="python")
+    ap.add_argument("input", type=Path,
+                    help="review file or folder: anything pipeline.predict reads")
+    ap.add_argument("--impl", choices=("python", "c"), default="python",
+                    help="python: SentencePiece; c: the firmware's C tokenizer (default: python)")
     ap.add_argument("--max-len", type=int, default=None, metavar="N", help="keep the first N ids")
     ap.add_argument("--max-input-bytes", type=int, default=None, metavar="B",
                     help="--impl c: cut reviews longer than B bytes (device: 2048; default: none)")
@@ -49,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             def encode(text: str) -> list[int]:
                 return tok.encode(_utf8(text).decode("utf-8"))[: args.max_len]
         else:
-            from pipeline.ctok import DEVICE_MAX_INPUT_BYTES, CTokenizer
+            from pipeline.text.ctok import DEVICE_MAX_INPUT_BYTES, CTokenizer
 
             size = args.max_input_bytes
             if size is None:  # whole reviews: a power of two keeps the number of builds small
-                longest = max(len(_utf8(t)) for t, _ in rows)
+                longest = max(len(_utf8(r.text)) for r in rows)
                 size = max(DEVICE_MAX_INPUT_BYTES, 1 << (longest - 1).bit_length())
             ctok = CTokenizer(args.model_dir, size)
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = ctok.encode_info(raw, args.max_len)
                 cut += r.input_bytes_used < len(raw)
                 return r.ids
-        _print_ids((t for t, _ in rows), encode)
+        _print_ids((r.text for r in rows), encode)
     except (OSError, ValueError, RuntimeError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -51,3 +51,42 @@ def polar_rows(n: int, seed: int, min_filler: int = 2,
         rng.shuffle(words)
         out.append((" ".join(words), y))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained(real_slice) -> dict:
+    """A small student (vocab 1000, embed 32, units 32) trained two short epochs on the real slice,
+    its int8 conversion and evaluation ids (tests/test_quantize.py, tests/test_gru.py)."""
+    import numpy as np
+    import tf_keras as keras
+
+    from pipeline import data
+    from pipeline.config import StudentConfig, TokenizerConfig
+    from pipeline.nn.models import build_student
+    from pipeline.nn.train import bucketed_batches, pad_batch, predict_proba
+    from pipeline.text.tokenizer import train_tokenizer
+
+    rows = list(data.iter_reviews(real_slice["amazon"]))
+    order = np.random.default_rng(0).permutation(len(rows))
+    train, test = [rows[i] for i in order[:4000]], [rows[i] for i in order[4000:4600]]
+    heldout = list(data.iter_reviews(real_slice["heldout"]))
+    tok = train_tokenizer([t for t, _ in train], TokenizerConfig(vocab_size=1000, seq_len=128))
+    keras.utils.set_random_seed(0)
+    x = tok.ids([t for t, _ in train])
+    y = np.array([lab for _, lab in train], np.float32)
+    student = build_student(tok.vocab_size, StudentConfig(embed_dim=32, units=32))
+    student.compile(keras.optimizers.Adam(5e-3, clipnorm=1.0), "binary_crossentropy")
+    for epoch in range(2):
+        for idx in bucketed_batches([len(r) for r in x], 64, np.random.default_rng(epoch), 8):
+            student.train_on_batch(pad_batch([x[j] for j in idx]), y[idx])
+    from pipeline.device.convert import convert_int8
+
+    converted = convert_int8(student, x[:200])
+    eval_rows = test + heldout
+    eval_ids = tok.ids([t for t, _ in eval_rows])
+    long_ids = [r for r in tok.encode_batch([t for t, _ in test]) if len(r) >= 256][:2]
+    return {"student": student, "tok": tok, "converted": converted, "eval_ids": eval_ids,
+            "eval_rows": eval_rows,
+            "long_ids": long_ids,
+            "eval_y": np.array([lab for _, lab in eval_rows]),
+            "p_float": predict_proba(student, eval_ids)}

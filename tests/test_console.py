@@ -21,8 +21,9 @@ from test_firmware import synthetic_reviews, tiny_release_dir
 if shutil.which("gcc") is None:
     pytest.skip("gcc not found: the console tests build C on the host", allow_module_level=True)
 
-from pipeline import console as C  # noqa: E402 (after the skip)
-from pipeline.ctok import SANITIZE, WARNINGS  # noqa: E402
+from pipeline.console import main as console_main
+from pipeline.device import console as C  # noqa: E402 (after the skip)
+from pipeline.text.ctok import SANITIZE, WARNINGS  # noqa: E402
 
 REPLY = re.compile(rb"(positive|negative) (\d\.\d{4}) tokens=(\d+) ms=(\d+)")
 EDIT = 256  # CONSOLE_EDIT_BYTES: Backspace reaches back this far; older bytes are tokenized
@@ -110,7 +111,7 @@ def test_console_builds_with_sanitizers_and_survives_bad_input(release: Path) ->
 
 def _unsplittable(release: Path) -> bytes:
     """Two characters xy such that xy and yx are both inside pieces of the release's vocabulary."""
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.text.tokenizer import Tokenizer
 
     sp = Tokenizer.load(release).sp
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
@@ -161,8 +162,8 @@ def test_sanitizer_flags_are_the_strict_ones() -> None:
 
 def test_loop_equals_python_reference(release: Path) -> None:
     """C step loop (fake model, sanitizers on) == quantize.step_loop_int8 on the same fake model."""
-    from pipeline.quantize import step_loop_int8
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.device.loop import step_loop_int8
+    from pipeline.text.tokenizer import Tokenizer
 
     meta = json.loads((release / "quant.json").read_text())
     units, tok = meta["units"], Tokenizer.load(release)
@@ -216,11 +217,12 @@ def test_sim_protocol(dev: C.SimDevice) -> None:
 
 def test_sim_equals_predict_tflm(release: Path, dev: C.SimDevice, tmp_path: Path, capsys) -> None:
     from pipeline import predict
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.report.predictors import load_predictor
+    from pipeline.text.tokenizer import Tokenizer
 
     reviews = _reviews() + [_overlong(), b"the seller " * 3000 + b"great"]
     texts = [r.decode("utf-8", "replace") for r in reviews]
-    p_tflm = predict.load_predictor(release, "tflm")(texts)
+    p_tflm = load_predictor(release, "tflm")(texts)
     tok = Tokenizer.load(release)
     for raw, text, p in zip(reviews, texts, p_tflm, strict=True):
         r = dev.classify(raw)
@@ -257,7 +259,7 @@ def test_release_sim_equals_predict_tflm_on_long_reviews(real_slice: dict[str, P
     """models/release on real reviews, all long ones of the slice (> 2,048 bytes: cut before):
     the console's reply (a line, and console_classify) equals predict --runtime tflm."""
     from pipeline import data, predict
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.text.tokenizer import Tokenizer
 
     texts = [t for t, _ in data.iter_reviews(real_slice["amazon"])]
     long = [t for t in texts if len(t.encode()) > 2048]
@@ -278,13 +280,13 @@ def test_release_sim_equals_predict_tflm_on_long_reviews(real_slice: dict[str, P
 
 def test_sim_with_pruned_rows_equals_predict_tflm(tmp_path_factory) -> None:
     """A release whose embedding table lost pruned rows: the C loop maps ids like Python does."""
-    from pipeline import predict
+    from pipeline.report.predictors import load_predictor
 
     pruned = tiny_release_dir(tmp_path_factory, prune_rows=True)
     dev = C.SimDevice(pruned)
     reviews = _reviews()
     texts = [r.decode("utf-8", "replace") for r in reviews]
-    p_tflm = predict.load_predictor(pruned, "tflm")(texts)
+    p_tflm = load_predictor(pruned, "tflm")(texts)
     for raw, p in zip(reviews, p_tflm, strict=True):
         assert dev.classify(raw).p == float(p), raw
 
@@ -295,12 +297,12 @@ def test_sim_cli(release: Path, monkeypatch, capsys) -> None:
     stdout = io.TextIOWrapper(io.BytesIO(), write_through=True)
     monkeypatch.setattr(sys, "stdin", stdin)
     monkeypatch.setattr(sys, "stdout", stdout)
-    assert C.main([str(release), "--sim"]) == 0
+    assert console_main([str(release), "--sim"]) == 0
     out = stdout.buffer.getvalue()
     assert out.startswith(b"tinysent: ") and out.endswith(b"\n> \n")
     assert b"Editing: " in out and b"\n> > " in out  # help, then the empty line's bare prompt
     assert len(REPLY.findall(out)) == 3
-    assert C.main([str(release.parent / "missing"), "--sim"]) == 1
+    assert console_main([str(release.parent / "missing"), "--sim"]) == 1
     assert "error:" in capsys.readouterr().err
 
 

@@ -17,19 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import data
-from pipeline.tokenizer import (
-    STOPWORDS,
-    Tokenizer,
-    TokenizerConfig,
-    normalize,
-    remove_stopwords,
-    train_tokenizer,
-)
+from pipeline.config import TokenizerConfig
+from pipeline.text.tokenizer import STOPWORDS, Tokenizer, normalize, remove_stopwords, train_tokenizer
 
 if shutil.which("gcc") is None:
     pytest.skip("gcc not found: the C tokenizer tests need a C compiler", allow_module_level=True)
 
-from pipeline.ctok import (  # noqa: E402 (after the skip)
+from pipeline.text.ctables import ExportError, write_tokenizer_tables  # noqa: E402
+from pipeline.text.ctok import (  # noqa: E402 (after the skip)
     DEVICE_MAX_INPUT_BYTES,
     SRC,
     WARNINGS,
@@ -38,7 +33,6 @@ from pipeline.ctok import (  # noqa: E402 (after the skip)
     build_driver,
     compiler,
 )
-from pipeline.export import ExportError, write_tokenizer_tables  # noqa: E402
 
 HOST_MAX = 1 << 16  # host builds that read whole reviews (32-bit offsets)
 SYNTHETIC = [

@@ -8,9 +8,10 @@ import numpy as np
 import tensorflow as tf
 from test_train import _task  # noqa: E402  (same synthetic task as the training tests)
 
-from pipeline.distill import DistillConfig, kd_loss, kd_step, logits_model
-from pipeline.models import StudentConfig, build_student
-from pipeline.train import TrainConfig, fit, predict_proba, set_determinism
+from pipeline.compress.distill import kd_loss, kd_step
+from pipeline.config import DistillConfig, StudentConfig, TrainConfig
+from pipeline.nn.models import build_student, logits_model
+from pipeline.nn.train import fit, predict_proba, set_determinism
 
 
 def test_kd_loss_limits() -> None:
@@ -49,7 +50,7 @@ def test_distilled_student_learns_from_teacher_logits(tmp_path: Path) -> None:
 
 
 def test_align_moves_mass_by_bytes() -> None:
-    from pipeline.afd import align
+    from pipeline.compress.afd import align
 
     values = np.array([[1.0, 2.0, 3.0]])
     src = np.array([[0, 2], [2, 5], [5, 6]])  # teacher tokens tile bytes 0..6
@@ -61,7 +62,7 @@ def test_align_moves_mass_by_bytes() -> None:
 
 
 def test_afd_loss_prefers_matching_maps() -> None:
-    from pipeline.afd import PairAttention, afd_loss
+    from pipeline.compress.afd import PairAttention, afd_loss
 
     ids = tf.constant([[5, 6, 7, 0]])
     emb = tf.constant([[[1.0], [0.1], [0.1], [9.0]]])  # energy on token 0; padding ignored
@@ -80,7 +81,7 @@ def test_afd_loss_prefers_matching_maps() -> None:
 
 
 def test_afd_step_trains_and_features_roundtrip(tmp_path: Path) -> None:
-    from pipeline.afd import TEACHER_MAPS, TeacherFeatures
+    from pipeline.compress.afd import TEACHER_MAPS, TeacherFeatures
 
     set_determinism(5)
     x, y = _task(300, 0)

@@ -16,7 +16,7 @@ import pytest
 from conftest import polar_rows
 
 from pipeline.data import write_jsonl
-from pipeline.distribute import global_batches, replica_slice, strategy_from_name
+from pipeline.nn.distribute import global_batches, replica_slice, strategy_from_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -29,7 +29,8 @@ def _rows(n: int, seed: int) -> list[tuple[str, int]]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     """``data/{train,val,test}.jsonl`` and a small BPE tokenizer (smoke preset's 128 tokens)."""
-    from pipeline.tokenizer import TokenizerConfig, train_tokenizer
+    from pipeline.config import TokenizerConfig
+    from pipeline.text.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("dist")
     data = root / "data"
@@ -94,10 +95,10 @@ def test_two_cpu_workers_end_with_identical_weights(tiny_run, tmp_path) -> None:
     import tf_keras as keras
 
     from pipeline.config import override, preset
-    from pipeline.distribute import fit_distributed
-    from pipeline.models import build_student
-    from pipeline.tokenizer import Tokenizer
-    from pipeline.train import labelled_ids
+    from pipeline.nn.distribute import fit_distributed
+    from pipeline.nn.models import build_student
+    from pipeline.nn.train import labelled_ids
+    from pipeline.text.tokenizer import Tokenizer
 
     data, tok = tiny_run
     sets = ["student.dropout=0", "student.embed_dropout=0"]

@@ -1,4 +1,4 @@
-"""Tests for pipeline.evaluate."""
+"""Tests for pipeline.report.metrics and plots."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.evaluate import (
-    compute_metrics,
-    metrics_table,
-    plot_confusion,
-    plot_roc,
-    roc_points,
-    write_json,
-)
+from pipeline.report.metrics import compute_metrics, metrics_table, roc_points, write_json
+from pipeline.report.plots import plot_confusion, plot_roc_points
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -99,14 +93,13 @@ def _assert_png(path: Path) -> None:
     assert len(data) > 1000 and data[:8] == PNG_MAGIC
 
 
-def test_plot_roc_writes_png(tmp_path: Path) -> None:
+def test_plot_roc_points_writes_png(tmp_path: Path) -> None:
     y = [0, 0, 1, 1, 0, 1]
-    curves = {
-        "good": (y, [0.1, 0.2, 0.9, 0.8, 0.3, 0.7]),
-        "meh": (y, [0.5, 0.2, 0.4, 0.8, 0.6, 0.7]),
-    }
-    out = tmp_path / "sub" / "roc.png"
-    plot_roc(curves, out, "ROC test")
+    curves = {name: {"roc": roc_points(y, p), "roc_auc": compute_metrics(y, p)["roc_auc"]}
+              for name, p in (("good", [0.1, 0.2, 0.9, 0.8, 0.3, 0.7]),
+                              ("meh", [0.5, 0.2, 0.4, 0.8, 0.6, 0.7]))}
+    out = tmp_path / "roc.png"
+    plot_roc_points(curves, out, "ROC test")
     _assert_png(out)
 
 

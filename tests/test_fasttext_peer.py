@@ -11,15 +11,16 @@ import pytest
 
 pytest.importorskip("fasttext")
 
-from pipeline import fasttext_peer as fp  # noqa: E402
+from pipeline.config import FastTextConfig  # noqa: E402
 from pipeline.data import write_jsonl  # noqa: E402
+from pipeline.report import fasttext_peer as fp  # noqa: E402
 
 POS = ["great", "love", "excellent", "wonderful", "perfect", "Très bien", "naïve joy"]
 NEG = ["bad", "awful", "broken", "terrible", "useless", "n'est pas", "kaputt"]
 NOISE = ["the", "product", "it", "was", "this", "item", "arrived", "box", "and", "really",
          "phone", "cable", "with", "my", "very", "quite", "color", "size", "day", "works",
          "café", "!", "(sort of)", "...", "“quoted”", "sent", "back", "again", "here", "now"]
-TINY = fp.FastTextConfig(bucket=20_000, epochs=(5,), lrs=(0.5, 1.0), quant_cutoff=400)
+TINY = FastTextConfig(bucket=20_000, epochs=(5,), lrs=(0.5, 1.0), quant_cutoff=400)
 
 
 def make_rows(n: int, seed: int) -> list[tuple[str, int]]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import export as E
+from pipeline.device import firmware as E
+from pipeline.export import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -60,10 +61,12 @@ def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, prune_rows: bool 
         return _RELEASE[key]
     import tf_keras as keras
 
-    from pipeline import quantize as Q
-    from pipeline.models import StudentConfig, build_student
-    from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-    from pipeline.train import pad_batch, write_model_info
+    from pipeline.config import StudentConfig, TokenizerConfig
+    from pipeline.device.convert import convert_int8
+    from pipeline.device.release import HEAD_FILE, QUANT_FILE, STEP_FILE, write_release
+    from pipeline.nn.models import build_student
+    from pipeline.nn.train import pad_batch, write_model_info
+    from pipeline.text.tokenizer import train_tokenizer
 
     rows = synthetic_reviews(400)
     tok = train_tokenizer([t for t, _ in rows], TokenizerConfig(vocab_size=300, seq_len=16))
@@ -79,13 +82,13 @@ def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, prune_rows: bool 
         table = student.get_layer("embedding").get_weights()[0]
         table[::3] = 0.0
         student.get_layer("embedding").set_weights([table])
-    converted = Q.convert_int8(student, ids[:120], max_steps=500)
+    converted = convert_int8(student, ids[:120], max_steps=500)
     assert (converted["meta"]["id_map"] is not None) == prune_rows
     out = tmp_path_factory.mktemp("release")
-    Q.write_release(out, converted)
+    write_release(out, converted)
     tok.save(out)
-    write_model_info(out, {"tflm": Q.QUANT_FILE, "tflite": Q.QUANT_FILE}, kind="student-int8",
-                     files=[Q.STEP_FILE, Q.HEAD_FILE])
+    write_model_info(out, {"tflm": QUANT_FILE, "tflite": QUANT_FILE}, kind="student-int8",
+                     files=[STEP_FILE, HEAD_FILE])
     _RELEASE[key] = out
     return out
 
@@ -98,14 +101,14 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def exported(release: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """(project root, sizes): export_firmware of the tiny release plus the portable sources."""
-    from pipeline.console import prepare_sources
+    from pipeline.device.console import prepare_sources
 
     root = tmp_path_factory.mktemp("fw")
     return root, prepare_sources(release, root)
 
 
 def _ops(release: Path) -> set[str]:
-    from pipeline.quantize import op_report
+    from pipeline.device.flatbuf import op_report
 
     return {o["op"] for name in ("step.tflite", "head.tflite")
             for o in op_report((release / name).read_bytes())}
@@ -141,7 +144,7 @@ def test_every_generated_file_says_so(release: Path, exported: tuple[Path, dict]
         text = (root / "src" / name).read_text()
         head = text[: text.index("*/")]
         assert text.startswith("/* " + E.GENERATED_MARK), name
-        assert f"python -m pipeline.export firmware {E._display(release)} --out" in head, name
+        assert f"python -m pipeline.export firmware {E.display_path(release)} --out" in head, name
         assert "(sha256 " in head
         if name == E.TABLES_C:
             assert sha["tokenizer.model"] in head
@@ -155,19 +158,23 @@ def test_op_resolver_registers_exactly_the_models_operators(
     root, _ = exported
     cc = (root / "src" / E.OP_RESOLVER_CC).read_text()
     methods = re.findall(r"resolver\.(Add\w+)\(\)", cc)
+    custom = re.findall(r'resolver\.AddCustom\("(\w+)", (\w+)\(\)\)', cc)
     by_method = {m: op for op, m in E._RESOLVER_METHODS.items()}
     assert len(methods) == len(set(methods))
-    assert {by_method[m] for m in methods} == _ops(release)
+    assert {by_method[m] for m in methods} | {op for op, _ in custom} == _ops(release)
     h = (root / "src" / E.OP_RESOLVER_H).read_text()
-    assert f"constexpr unsigned int kSentOpCount = {len(methods)};" in h
+    for op, reg in custom:  # the step's custom operator, registered by firmware/src/gru_op.cc
+        header, call = E.CUSTOM_OPS[op]
+        assert call == f"{reg}()" and f'#include "{header}"' in cc
+    assert f"constexpr unsigned int kSentOpCount = {len(methods) + len(custom)};" in h
     assert "tflite::MicroMutableOpResolver<kSentOpCount>" in h
     with pytest.raises(E.ExportError, match="CUSTOM"):
         E.resolver_method("CUSTOM")
 
 
 def test_model_config_matches_quant_json(release: Path, exported: tuple[Path, dict]) -> None:
-    from pipeline.console import read_defines
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.device.console import read_defines
+    from pipeline.text.tokenizer import Tokenizer
 
     root, sizes = exported
     meta = json.loads((release / "quant.json").read_text())
@@ -201,7 +208,8 @@ def test_arena_margin() -> None:
 
 
 def test_export_refuses_what_the_firmware_cannot_run(release: Path, tmp_path: Path) -> None:
-    from pipeline.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+    from pipeline.config import TokenizerConfig
+    from pipeline.text.tokenizer import Tokenizer, train_tokenizer
 
     bad = tmp_path / "bad"
     shutil.copytree(release, bad)
@@ -215,15 +223,15 @@ def test_export_refuses_what_the_firmware_cannot_run(release: Path, tmp_path: Pa
     (bad / "quant.json").unlink()
     with pytest.raises((E.ExportError, OSError)):
         E.export_firmware(bad, tmp_path / "out2")
-    assert E.main(["firmware", str(bad), "--out", str(tmp_path / "out3")]) == 1
+    assert export_main(["firmware", str(bad), "--out", str(tmp_path / "out3")]) == 1
 
 
 def test_cli_writes_firmware_and_tokenizer(release: Path, tmp_path: Path, capsys) -> None:
-    assert E.main(["firmware", str(release), "--out", str(tmp_path / "fw")]) == 0
+    assert export_main(["firmware", str(release), "--out", str(tmp_path / "fw")]) == 0
     out = capsys.readouterr().out
     assert "model_arrays" in out and "tokenizer_tables" in out
     assert {p.name for p in (tmp_path / "fw" / "src").iterdir()} == set(E.FIRMWARE_FILES)
-    assert E.main(["tokenizer", str(release), "--out", str(tmp_path / "tok")]) == 0
+    assert export_main(["tokenizer", str(release), "--out", str(tmp_path / "tok")]) == 0
     assert _body(tmp_path / "tok" / E.TABLES_C) == _body(tmp_path / "fw" / "src" / E.TABLES_C)
 
 
@@ -270,7 +278,7 @@ def test_device_sources_build_with_the_real_tflm(release: Path) -> None:
     by firmware/host/CMakeLists.txt against the esp-tflite-micro / esp-nn sources `pio run`
     downloads (../shared/vendor), in both kernel flavours, and run: the models set up in the
     firmware's own arena split and one review classified."""
-    from pipeline import native as N
+    from pipeline.device import native as N
 
     missing = N.missing_tools("native")
     if missing:
@@ -337,7 +345,11 @@ def test_portable_sources_use_no_platform_or_heap() -> None:
     tflm = [p.name for p in (FIRMWARE / "src").iterdir()
             if p.suffix in (".c", ".cc", ".h") and "tflite::" in p.read_text()
             and p.name not in ("op_resolver.cc", "op_resolver.h")]
-    assert tflm == ["tflm_model.cc"]  # all TFLM calls in one file
+    # all TFLM calls in one file, and the custom operator's registration (gru_op.cc) in another
+    assert sorted(tflm) == ["gru_op.cc", "tflm_model.cc"]
+    text = (FIRMWARE / "src" / "gru_step.c").read_text() + (FIRMWARE / "src" / "gru_step.h").read_text()
+    assert set(re.findall(r'#include [<"]([^>"]+)[>"]', text)) == {"stdint.h", "gru_step.h"}
+    assert not re.search(r"\b(malloc|calloc|realloc|free)\s*\(", text)
 
 
 def test_committed_firmware_sources_are_current(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""int8 activation lookup tables (pipeline.lut) and the crash-safe arena probe.
+"""int8 activation lookup tables (pipeline.device.lut) and the crash-safe arena probe.
 
 Small synthetic models only: each converts a sigmoid or tanh over every int8 input value and
 compares the table rewrite with TFLM's own kernels, in TFLM and in ``tf.lite``.
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import pipeline  # noqa: F401
-from pipeline import lut
-from pipeline import quantize as Q
+from pipeline.device import flatbuf, lut
+from pipeline.device.arena import _ArenaProber, min_arena
+from pipeline.device.flatbuf import float_ops, io_map, op_report, tensor_quant
+from pipeline.device.runtime import _Runner
 
 N = 256  # one input element per int8 value
 
@@ -35,10 +37,21 @@ def _activation_model(activation: str, lo: float, hi: float) -> bytes:
     return bytes(conv.convert())
 
 
+def _rewrite(model: bytes) -> tuple[bytes, int]:
+    m = flatbuf.load(model)
+    n = lut.lut_activations(m)
+    return flatbuf.pack(m), n
+
+
+def _fits(model: bytes, size: int) -> bool:
+    with _ArenaProber(model) as probe:
+        return probe.fits(size)
+
+
 def _run(model: bytes, x: np.ndarray, runtime: str) -> np.ndarray:
-    io = Q.io_map(model)
+    io = io_map(model)
     name_in, name_out = next(iter(io["inputs"])), next(iter(io["outputs"]))
-    runner = Q._Runner(model, io, [name_in], [name_out], runtime, 1 << 16)
+    runner = _Runner(model, io, [name_in], [name_out], runtime, 1 << 16)
     return runner.run(x)[0]
 
 
@@ -46,9 +59,9 @@ def _run(model: bytes, x: np.ndarray, runtime: str) -> np.ndarray:
                                                       ("sigmoid", -2, 5)])
 def test_table_matches_tflm_kernel_on_every_int8_input(activation, lo, hi) -> None:
     model = _activation_model(activation, lo, hi)
-    rewritten, n = lut.lut_activations(model)
-    assert n == 1 and Q.float_ops(rewritten) == []
-    ops = [o["op"] for o in Q.op_report(rewritten)]
+    rewritten, n = _rewrite(model)
+    assert n == 1 and float_ops(rewritten) == []
+    ops = [o["op"] for o in op_report(rewritten)]
     assert "LOGISTIC" not in ops and "TANH" not in ops and ops.count("GATHER") == 1
     x = np.arange(-128, 128, dtype=np.int8)[None]  # every value the activation can see
     want = _run(model, x, "tflm").astype(int)
@@ -57,9 +70,9 @@ def test_table_matches_tflm_kernel_on_every_int8_input(activation, lo, hi) -> No
     assert np.mean(got == want) >= 0.95
     # tf.lite runs the same bytes to the same values: GATHER is exact in both
     np.testing.assert_array_equal(_run(rewritten, x, "tflite"), got.astype(np.int8))
-    io_before, io_after = Q.io_map(model), Q.io_map(rewritten)
+    io_before, io_after = io_map(model), io_map(rewritten)
     assert io_before == io_after
-    assert Q.tensor_quant(model, "outputs", 0) == Q.tensor_quant(rewritten, "outputs", 0)
+    assert tensor_quant(model, "outputs", 0) == tensor_quant(rewritten, "outputs", 0)
 
 
 def test_activation_table_values() -> None:
@@ -72,7 +85,7 @@ def test_activation_table_values() -> None:
     assert th[128 + 10] == 0 and (np.diff(th.astype(int)) >= 0).all()
 
 
-def test_nothing_to_replace_returns_the_same_bytes() -> None:
+def test_nothing_to_replace_changes_nothing() -> None:
     import tensorflow as tf
     import tf_keras as keras
 
@@ -83,12 +96,14 @@ def test_nothing_to_replace_returns_the_same_bytes() -> None:
     conv.representative_dataset = lambda: iter([[np.ones((1, 8), np.float32)]] * 2)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     blob = bytes(conv.convert())
-    assert lut.lut_activations(blob) == (blob, 0)
+    m = flatbuf.load(blob)
+    assert lut.lut_activations(m) == 0
+    assert op_report(flatbuf.pack(m)) == op_report(blob)
 
 
 def test_rewritten_buffers_stay_16_byte_aligned() -> None:
-    rewritten, _ = lut.lut_activations(_activation_model("sigmoid", -4, 4))
-    m = lut.tflite_schema().Model.GetRootAs(rewritten, 0)
+    rewritten, _ = _rewrite(_activation_model("sigmoid", -4, 4))
+    m = flatbuf.schema().Model.GetRootAs(rewritten, 0)
     starts = []
     for i in range(m.BuffersLength()):
         b = m.Buffers(i)
@@ -100,8 +115,8 @@ def test_rewritten_buffers_stay_16_byte_aligned() -> None:
 def test_arena_probe_survives_a_crashing_interpreter() -> None:
     """Arenas of 512 B or less crash the TFLM Python wrapper: the probe's child dies, not us."""
     model = _activation_model("tanh", -3, 3)
-    with Q._ArenaProber(model) as probe:
+    with _ArenaProber(model) as probe:
         assert probe.fits(256) is False
         assert probe.fits(1 << 16) is True  # a fresh child after the crash
         assert probe.fits(1024) is False
-    assert Q.min_arena(model) % 16 == 0 and Q.fits_arena(model, Q.min_arena(model))
+    assert min_arena(model) % 16 == 0 and _fits(model, min_arena(model))

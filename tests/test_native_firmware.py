@@ -3,7 +3,7 @@ esp-tflite-micro / esp-nn sources in ../shared/vendor, and for riscv32 (zig) und
 
 - its answers on real test reviews equal the TFLM Python interpreter's (``--runtime tflm``)
   exactly: label, float32 probability, token count;
-- its console (``pipeline.native.FirmwareDevice``, what ``pipeline.console --sim`` drives)
+- its console (``pipeline.device.native.FirmwareDevice``, what ``pipeline.console --sim`` drives)
   prints what the ctypes twin prints;
 - the riscv32 build under QEMU answers byte for byte like the native one.
 
@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import native as N
+from pipeline.device import native as N
+from pipeline.device.bench import bench as native_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = ROOT / "models" / "release"
 SHARED = ROOT.parent / "shared"
 PARITY_REVIEWS = 2000  # test-split reviews of ../shared/data/amazon checked against TFLM
-LONG = 2048  # bytes: the console's line limit before the streaming tokenizer
+LONG = 2048  # bytes: the console's old line limit (it now tokenizes as the bytes arrive)
 
 _native_missing = N.missing_tools("native")
 _vendor_missing = not (N.DEFAULT_TFLM_DIR.is_dir() and N.DEFAULT_ESP_NN_DIR.is_dir())
@@ -78,22 +79,13 @@ def parity_reviews() -> list[str]:
 
 
 def _tflm_reference(texts: list[str]) -> tuple[np.ndarray, list[int], list[int]]:
-    from pipeline.quantize import load_tflm_predictor
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.device.runtime import load_tflm_predictor
+    from pipeline.text.tokenizer import Tokenizer
 
     tok = Tokenizer.load(RELEASE)
     full = tok.encode_batch(texts)
     ids = [tok.truncate(r) for r in full]
     return load_tflm_predictor(RELEASE, "tflm")(ids), [len(r) for r in ids], [len(r) for r in full]
-
-
-def _console_streams_long_lines(build: N.Build) -> bool:
-    """True once the console reads reviews of any length (no cut at 2,048 bytes)."""
-    text = "great value, works well. " * 200  # 5,000 bytes
-    pred = N.predict(RELEASE, [text])
-    from pipeline.tokenizer import Tokenizer
-
-    return int(pred.tokens_total[0]) == len(Tokenizer.load(RELEASE).encode(text))
 
 
 # ---------------------------------------------------------------- the build
@@ -145,18 +137,16 @@ def test_firmware_equals_tflm_interpreter_on_test_reviews(native_release: N.Buil
         assert short_bad.size == 0, (
             f"{k}: {short_bad.size} reviews of <= {LONG} bytes differ, e.g. #{short_bad[0]}: "
             f"{pred.p[short_bad[0]]!r} vs {ref_p[short_bad[0]]!r}")
+        assert long.sum() > 0  # the slice holds reviews longer than the old 2,048-byte line
         long_bad = np.flatnonzero(~same & long)
-        if long_bad.size and not _console_streams_long_lines(native_release):
-            pytest.xfail(f"{long_bad.size} of {int(long.sum())} reviews longer than {LONG} bytes "
-                         "differ: the console still cuts lines at 2,048 bytes")
-        assert long_bad.size == 0, f"{k}: {long_bad.size} long reviews differ"
+        assert long_bad.size == 0, f"{k}: {long_bad.size} of {int(long.sum())} long reviews differ"
 
 
 def test_firmware_console_prints_what_the_sim_prints(tmp_path_factory) -> None:
     """FirmwareDevice (the executable) against the ctypes twin on the tiny release."""
     from test_firmware import synthetic_reviews, tiny_release_dir
 
-    from pipeline.console import SimDevice
+    from pipeline.device.console import SimDevice
 
     release = tiny_release_dir(tmp_path_factory)
     lines = [t.encode() + b"\n" for t, _ in synthetic_reviews(20, seed=5)]
@@ -178,13 +168,17 @@ def test_firmware_console_prints_what_the_sim_prints(tmp_path_factory) -> None:
         assert (r.label, r.p, r.tokens, r.tokens_total) == (s.label, s.p, s.tokens, s.tokens_total)
 
 
-def test_native_cli_predict(tmp_path: Path, capsys) -> None:
+def test_predict_runtime_firmware_prints_what_tflm_prints(tmp_path: Path, capsys) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in
                             ["Great little speaker, works as described", "Broke after a day."]))
-    assert N.main(["predict", str(RELEASE), str(path)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in out] == ["positive", "negative"]
+    from pipeline import predict
+
+    assert predict.main([str(RELEASE), str(path), "--runtime", "firmware"]) == 0
+    firmware = capsys.readouterr().out
+    assert [line.split("\t")[1] for line in firmware.splitlines()] == ["positive", "negative"]
+    assert predict.main([str(RELEASE), str(path), "--runtime", "tflm"]) == 0
+    assert capsys.readouterr().out == firmware
 
 
 # ---------------------------------------------------------------- riscv32 under QEMU
@@ -232,7 +226,7 @@ def test_bench_counts_instructions_arena_and_code_size(tmp_path_factory) -> None
     if missing:
         pytest.skip(f"riscv32 build needs {', '.join(missing)} (.ci/run installs them)")
     release = tiny_release_dir(tmp_path_factory)
-    res = N.bench(release, kernels=("esp_nn",), n_tokens=4)
+    res = native_bench(release, kernels=("esp_nn",), n_tokens=4)
     fig = res["kernels"]["esp_nn"]
     assert fig["tokenizer_per_token"] > 100 and fig["step_loop_per_token"] > 1000
     assert 0 < fig["head"] < fig["step_loop_per_token"]

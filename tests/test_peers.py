@@ -8,13 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from pipeline.peers import (
-    TfidfConfig,
-    predict_proba,
-    select_C,
-    tfidf_size_bytes,
-    train_tfidf_lr,
-)
+from pipeline.config import TfidfConfig
+from pipeline.report.peers import predict_proba, select_C, tfidf_size_bytes, train_tfidf_lr
 
 POS = ["great", "love", "excellent", "wonderful", "perfect"]
 NEG = ["bad", "awful", "broken", "terrible", "useless"]

@@ -1,4 +1,5 @@
-"""Lottery Ticket pruning: global masks, masked retraining, rewinding, tfmot layers, resume, the stage."""
+"""Lottery Ticket pruning: global masks (weights and structured groups), masked retraining, rewinding,
+tfmot layers, the shrunk student, flash accounting, resume, the stage."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import pytest
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from pipeline.distill import DistillConfig, kd_step
-from pipeline.models import StudentConfig, build_student, load_model, save_model
-from pipeline.prune import (
-    PrunableBidirectional,
-    PruneConfig,
+from pipeline.compress.distill import kd_step
+from pipeline.compress.prunable import PrunableBidirectional, tfmot_wrap, to_plain, to_prunable
+from pipeline.compress.prune import (
     _load_arrays,
+    apply_masks,
+    chosen_round,
     global_masks,
     load_masks,
     prunable_weights,
@@ -24,16 +25,27 @@ from pipeline.prune import (
     size_report,
     sparsity_schedule,
     structure_report,
-    tfmot_wrap,
-    to_plain,
-    to_prunable,
 )
-from pipeline.train import TrainConfig, set_determinism
+from pipeline.compress.structures import (
+    flash_bytes,
+    flash_report,
+    group_keep,
+    group_scores,
+    keep_from_masks,
+    keep_masks,
+    masked_variables,
+    removable,
+    shrink,
+    structured_masks,
+)
+from pipeline.config import DistillConfig, PruneConfig, StudentConfig, TrainConfig
+from pipeline.nn.models import build_student, load_model, save_model
+from pipeline.nn.train import set_determinism
 
 VOCAB = 50
 TINY = StudentConfig(embed_dim=6, units=4, dropout=0.0, embed_dropout=0.0)
 CFG = TrainConfig(batch_size=32, max_epochs=2, patience=2, learning_rate=1e-2, seed=7)
-PCFG = PruneConfig(rounds=3, rate=0.5, target_sparsity=0.7, rewind_epoch=1, retrain_epochs=2)
+PCFG = PruneConfig(rounds=3, rate=0.3, target_flash_saving=0.5, rewind_epoch=1, retrain_epochs=2)
 
 
 def _task(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
@@ -111,12 +123,17 @@ def test_ties_are_broken_deterministically_in_model_order() -> None:
 
 
 def test_sparsity_schedule() -> None:
-    assert sparsity_schedule(PruneConfig(rounds=5, rate=0.5, target_sparsity=0.8)) == [0.5, 0.75, 0.8]
-    np.testing.assert_allclose(sparsity_schedule(PruneConfig(rounds=3, rate=0.2, target_sparsity=0.9)),
-                               [0.2, 0.36, 0.488])
-    assert sparsity_schedule(PCFG) == [0.5, 0.7]
+    weights = PruneConfig(mode="unstructured", rounds=5, rate=0.5, target_sparsity=0.8)
+    assert sparsity_schedule(weights) == [0.5, 0.75, 0.8]
+    np.testing.assert_allclose(sparsity_schedule(PruneConfig(mode="unstructured", rounds=3, rate=0.2,
+                                                             target_sparsity=0.9)), [0.2, 0.36, 0.488])
+    assert sparsity_schedule(PCFG) == pytest.approx([0.3, 0.5])  # structured: flash bytes saved
+    assert sparsity_schedule(PruneConfig(rounds=3, rate=0.4, target_flash_saving=0.7)) == pytest.approx(
+        [0.4, 0.64, 0.7])
     with pytest.raises(ValueError):
         sparsity_schedule(PruneConfig(rate=1.0))
+    with pytest.raises(ValueError):
+        PruneConfig(mode="channels")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +171,7 @@ def test_prune_low_magnitude_accepts_prunable_bidirectional(tmp_path: Path) -> N
     w = _flat({n: v.numpy() for n, v in prunable_weights(plain).items()})
     m = _flat(masks)
     assert np.all(w[m == 0] == 0) and np.count_nonzero(w) == np.count_nonzero(m)
-    # and the result is a plain model that loads with pipeline.models.load_model
+    # and the result is a plain model that loads with pipeline.nn.models.load_model
     save_model(plain, tmp_path / "plain.keras")
     again = load_model(tmp_path / "plain.keras")
     np.testing.assert_allclose(again(x).numpy(), plain(x).numpy(), rtol=1e-6)
@@ -183,6 +200,150 @@ def test_structure_and_sizes_report_what_pruning_freed() -> None:
     size = size_report(model)
     assert size["int8_dense_bytes"] == size["weights"] == model.count_params()
     assert size["nonzero_weights"] < size["weights"]
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Structured groups: scores, the global group threshold, whole-group masks, the shrunk student, flash
+
+
+def _gaussian(model: keras.Model, seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = {n: rng.normal(0, scale, v.shape).astype(np.float32) for n, v in masked_variables(model).items()}
+    for n, v in masked_variables(model).items():
+        v.assign(w[n])
+    return w
+
+
+def test_group_scores_are_rms_so_kinds_of_any_size_compare() -> None:
+    set_determinism(0)
+    model = build_student(400, StudentConfig(embed_dim=16, units=8, dropout=0.0, embed_dropout=0.0))
+    w = _gaussian(model, scale=0.1)
+    s = group_scores(model)
+    emb, k = w["embedding/embeddings"], w["bigru/forward/kernel"]
+    np.testing.assert_allclose(s["row"][7], np.sqrt(np.mean(emb[7] ** 2)), rtol=1e-6)
+    dim3 = np.concatenate([emb[1:, 3], k[3], w["bigru/backward/kernel"][3]])
+    np.testing.assert_allclose(s["dim"][3], np.sqrt(np.mean(dim3 ** 2)), rtol=1e-6)
+    assert np.all(np.isinf(s["row"][:2]))  # padding and <unk> are never pruned
+    # Groups of 16 (rows), 448 (dims) and ~2 x 130 (unit pairs) weights drawn alike score alike,
+    # where a raw L2 would differ by sqrt(size): 5x between rows and dims.
+    means = [np.mean(s["row"][2:]), np.mean(s["dim"]), np.mean(s["unit"])]
+    assert max(means) / min(means) < 1.1 and all(abs(m - 0.1) < 0.01 for m in means)
+
+
+def test_global_group_threshold_picks_the_smallest_groups_across_kinds() -> None:
+    model = _student()
+    w = _gaussian(model)
+    u = TINY.units
+    emb = w["embedding/embeddings"]
+    emb[[5, 9]] *= 0.01  # two weak vocabulary rows
+    emb[:, 2] *= 0.02  # a weak embedding dim ...
+    for d in ("forward", "backward"):
+        w[f"bigru/{d}/kernel"][2] *= 0.02  # ... with its kernel rows
+    for d, j in (("forward", 1), ("backward", 3)):  # the weakest unit of each direction
+        gates = [j, u + j, 2 * u + j]
+        for n in ("kernel", "recurrent_kernel", "bias"):
+            w[f"bigru/{d}/{n}"][:, gates] *= 0.03
+        w[f"bigru/{d}/recurrent_kernel"][j] *= 0.03
+        w["prob/kernel"][j + (u if d == "backward" else 0)] *= 0.03
+    for n, v in masked_variables(model).items():
+        v.assign(w[n])
+    s = group_scores(model)
+    assert list(s["unit_order"][0][:1]) == [1] and list(s["unit_order"][1][:1]) == [3]
+    # Exactly these four groups take the flash down to this many bytes: prune to that target.
+    dense, after = flash_bytes(VOCAB, 0, 6, u), flash_bytes(VOCAB, 2, 5, u - 1)
+    keep, thr = group_keep(model, 1 - (after + 0.5) / dense)
+    assert np.flatnonzero(~keep.rows).tolist() == [5, 9] and np.flatnonzero(~keep.dims).tolist() == [2]
+    assert np.flatnonzero(~keep.units[0]).tolist() == [1] and np.flatnonzero(~keep.units[1]).tolist() == [3]
+    assert thr == pytest.approx(s["unit"][0])  # the last group pruned: the unit pair
+    kept = np.concatenate([s["row"][2:][keep.rows[2:]], s["dim"][keep.dims], s["unit"][1:]])
+    assert kept.min() >= thr
+    # Round 2 keeps round 1's groups pruned and goes on by score; the flash target is reached.
+    masks, _ = structured_masks(model, 1 - (after + 0.5) / dense)
+    apply_masks(model, masks, masked_variables)
+    masks2, thr2 = structured_masks(model, 0.5, masks)
+    k2 = keep_from_masks(masks2)
+    assert not (k2.rows & ~keep.rows).any() and not (k2.dims & ~keep.dims).any()
+    assert not (k2.units[0] & ~keep.units[0]).any() and thr2 >= thr
+    c = k2.counts()
+    assert flash_bytes(VOCAB, c["dropped_rows"], c["dims"], c["units"]) <= 0.5 * dense
+    with pytest.raises(ValueError):
+        group_keep(model, 0.99)
+
+
+def _pruned_tiny(target: float = 0.45) -> tuple[keras.Model, dict]:
+    model = _student()
+    _gaussian(model)
+    masks, _ = structured_masks(model, target)
+    apply_masks(model, masks, masked_variables)
+    return model, masks
+
+
+def test_masks_zero_whole_groups() -> None:
+    model, masks = _pruned_tiny()
+    keep = keep_from_masks(masks)
+    assert (~keep.rows).sum() > 0 and keep.dims.sum() < 6 and keep.units[0].sum() < TINY.units
+    assert keep.units[0].sum() == keep.units[1].sum()  # pairs
+    w = {n: v.numpy() for n, v in masked_variables(model).items()}
+    emb = w["embedding/embeddings"]
+    assert not emb[~keep.rows].any() and not emb[:, ~keep.dims].any()
+    assert emb[keep.rows][:, keep.dims].all()
+    for i, d in enumerate(("forward", "backward")):
+        dead = np.tile(~keep.units[i], 3)
+        assert not w[f"bigru/{d}/kernel"][:, dead].any() and not w[f"bigru/{d}/kernel"][~keep.dims].any()
+        assert not w[f"bigru/{d}/recurrent_kernel"][:, dead].any()
+        assert not w[f"bigru/{d}/recurrent_kernel"][~keep.units[i]].any()
+        assert not w[f"bigru/{d}/bias"][:, dead].any()
+    assert not w["prob/kernel"][~np.concatenate(keep.units)].any()
+    again = removable(model)  # what the device drops is exactly what the masks pruned
+    for a, b in zip((again.rows, again.dims, *again.units), (keep.rows, keep.dims, *keep.units), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(keep_masks(keep, {n: m.shape for n, m in masks.items()})["prob/kernel"],
+                                  masks["prob/kernel"])
+
+
+def test_shrunk_student_predicts_as_the_masked_one_and_loads(tmp_path: Path) -> None:
+    model, masks = _pruned_tiny()
+    keep = keep_from_masks(masks)
+    small = shrink(model)
+    dims, units = int(keep.dims.sum()), int(keep.units[0].sum())
+    plain = build_student(VOCAB, StudentConfig(embed_dim=dims, units=units, dropout=0.0, embed_dropout=0.0))
+    assert [w.shape for w in small.get_weights()] == [w.shape for w in plain.get_weights()]
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, VOCAB, size=(64, 12)).astype(np.int32)
+    x[:, :3] = np.flatnonzero(~keep.rows)[:3]  # pruned vocabulary ids, padding at the end
+    x[::2, 9:] = 0
+    np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), atol=1e-6)
+    save_model(small, tmp_path / "small.keras")
+    again = load_model(tmp_path / "small.keras")
+    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
+    assert not again.get_layer("embedding").get_weights()[0][~keep.rows].any()  # exactly zero rows
+
+
+def test_flash_accounting_equals_the_int8_arrays() -> None:
+    """flash_bytes = the arrays of the int8 step + head models after compact_rows, byte for byte."""
+    from pipeline.device.step import compact_rows
+
+    model, _ = _pruned_tiny()
+    for m in (_student(), model, shrink(model)):
+        table = m.get_layer("embedding").get_weights()[0]
+        rows, id_map = compact_rows(table)
+        bigru = m.get_layer("bigru")
+        nbytes = rows.astype(np.int8).nbytes + (0 if id_map is None else id_map.astype(np.int16).nbytes)
+        for layer in (bigru.forward_layer, bigru.backward_layer):
+            kernel, recurrent, bias = layer.cell.get_weights()
+            nbytes += kernel.astype(np.int8).nbytes + recurrent.astype(np.int8).nbytes
+            nbytes += bias.astype(np.int32).nbytes
+        head, head_bias = m.get_layer("prob").get_weights()
+        nbytes += head.astype(np.int8).nbytes + head_bias.astype(np.int32).nbytes
+        if m is model:  # the masked model: the dims and units it still carries are counted as dropped
+            assert flash_report(m)["bytes"] < nbytes
+        else:
+            assert flash_report(m)["bytes"] == nbytes
+    full, small = flash_report(model), flash_report(shrink(model))
+    for k in ("bytes", "dropped_rows", "dims", "units"):
+        assert full[k] == small[k]  # the masked model's flash is what its shrunk student keeps
+    assert flash_report(_student())["saved"] == 0.0 and flash_report(model)["saved"] >= 0.45
 
 
 
@@ -219,9 +380,10 @@ class _Spy:
 def stage(tmp_path_factory) -> dict:
     import logging
 
+    from pipeline.config import TokenizerConfig
     from pipeline.data import read_jsonl, write_jsonl
-    from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-    from pipeline.train import fit_and_save, labelled_ids
+    from pipeline.nn.train import fit_and_save, labelled_ids
+    from pipeline.text.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("stage")
     rng = np.random.default_rng(3)
@@ -271,53 +433,78 @@ def stage(tmp_path_factory) -> dict:
             "interrupted": interrupted, "info": json.loads((root / "out" / "pruning.json").read_text())}
 
 
-def test_stage_writes_a_loadable_plain_model_dir(stage: dict) -> None:
-    out = stage["root"] / "out"
+def _full_model(stage: dict, r: int, best: bool = False) -> keras.Model:
+    """The unshrunk student holding round ``r``'s weights (final, or fit's best before re-masking)."""
+    model = load_model(stage["root"] / "student" / "model.keras")
+    rdir = stage["root"] / "work" / "lt" / f"round-{r}"
+    model.load_weights(str(rdir / ("fit/best.weights.h5" if best else "final.weights.h5")))
+    return model
+
+
+def test_stage_writes_a_loadable_shrunk_student(stage: dict) -> None:
+    out, info = stage["root"] / "out", stage["info"]
     assert stage["summary"]["rounds"] == 2 and stage["summary"]["rewind"] == "retrained"
-    assert stage["info"]["rewind"]["reproduces_student"]  # the fresh run replays the student's epoch 1
+    assert info["round"] == stage["summary"]["round"] == chosen_round(info["rounds"])["round"]
     model = load_model(out / "model.keras")
     assert type(model.get_layer("bigru")) is keras.layers.Bidirectional
+    fl = info["shrunk"]
+    dims, units = model.get_layer("embedding").dim, model.get_layer("bigru").forward_layer.units
+    assert (dims, units) == (fl["dims"], fl["units"]) and dims * units < TINY.embed_dim * TINY.units
+    assert info["shrunk"]["params"] == model.count_params() < load_model(
+        stage["root"] / "student" / "model.keras").count_params()
     masks = load_masks(out / "masks.npz")
-    w = _flat({n: v.numpy() for n, v in prunable_weights(model).items()})
-    assert np.all(w[_flat(masks) == 0] == 0)
+    for n, v in masked_variables(model).items():
+        assert masks[n].shape == v.shape and not v.numpy()[masks[n] == 0].any()
+    table = model.get_layer("embedding").get_weights()[0]
+    assert np.flatnonzero(~table.any(axis=1)).tolist() == fl["dropped_row_ids"]
     assert (out / "tokenizer.model").exists() and (out / "history.json").exists()
-    info = json.loads((out / "model.json").read_text())
-    assert info["kind"] == "student-pruned" and info["sparsity"] == stage["summary"]["sparsity"]
-    assert set(stage["info"]["structure"]) == {"embedding", "bigru"}
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["kind"] == "student-pruned" and meta["round"] == info["round"]
+    assert set(info["structure"]) == {"embedding", "bigru"}
+    # The shrunk student predicts as the masked model of its round, pruned vocabulary ids included.
+    masked = _full_model(stage, info["round"])
+    rng = np.random.default_rng(2)
+    x = rng.integers(1, table.shape[0], size=(48, 10)).astype(np.int32)
+    x[:, 0] = rng.choice(fl["dropped_row_ids"], 48)
+    x[::3, 7:] = 0
+    np.testing.assert_allclose(model(x).numpy(), masked(x).numpy(), atol=1e-6)
+    assert info["rewind"]["reproduces_student"]  # the fresh run replays the student's epoch 1
 
 
-def test_rounds_follow_the_schedule_and_report_sizes(stage: dict) -> None:
+def test_rounds_follow_the_schedule_and_report_flash(stage: dict) -> None:
     rows = stage["info"]["rounds"]
     assert [r["round"] for r in rows] == [0, 1, 2]
-    n = rows[0]["size"]["weights"]
-    total = sum(v["total"] for v in rows[0]["layers"].values())
-    for row, target in zip(rows[1:], [0.5, 0.7], strict=True):
-        assert row["target"] == target
-        assert row["sparsity"] == round(target * total) / total  # exact
-        assert sum(v["zeros"] for v in row["layers"].values()) >= round(target * total)
-        assert row["size"]["nonzero_weights"] <= n - round(target * total)
-        assert row["size"]["int8_dense_bytes"] == n  # TFLM stores the zeros densely
+    assert rows[0]["flash"]["saved_bytes"] == 0 and rows[0]["sparsity"] == 0
+    dense = rows[0]["flash"]["bytes"]
+    assert dense == flash_bytes(rows[0]["flash"]["vocab"], 0, TINY.embed_dim, TINY.units)
+    for row, target in zip(rows[1:], [0.3, 0.5], strict=True):
+        fl = row["flash"]
+        assert row["target"] == pytest.approx(target) and fl["saved"] >= target - 1e-9
+        assert fl["bytes"] == flash_bytes(fl["vocab"], fl["dropped_rows"], fl["dims"], fl["units"])
+        assert fl["saved_bytes"] == dense - fl["bytes"]
         assert row["threshold"] > 0
-        assert {"val_loss", "val_accuracy", "structure", "best_epoch"} <= set(row)
-    assert rows[0]["sparsity"] == 0
-    assert rows[2]["size"]["int8_gzip_bytes"] < rows[0]["size"]["int8_gzip_bytes"]
+        assert {"val_loss", "val_accuracy", "structure", "best_epoch", "size"} <= set(row)
+    assert rows[2]["flash"]["bytes"] < rows[1]["flash"]["bytes"]
 
 
 def test_masks_survive_retraining(stage: dict) -> None:
-    """The weights fit kept (before the stage's final re-masking) are zero wherever the mask is."""
+    """The weights fit kept (before the stage's final re-masking) are zero on every pruned group."""
     work = stage["root"] / "work"
     rw = _load_arrays(work / "rewind" / "rewind.npz")
-    model = load_model(stage["root"] / "out" / "model.keras")
     for r in (1, 2):
         masks = load_masks(work / "lt" / f"round-{r}" / "masks.npz")
-        model.load_weights(str(work / "lt" / f"round-{r}" / "fit" / "best.weights.h5"))
-        trained = {n: v.numpy() for n, v in prunable_weights(model).items()}
-        assert np.all(_flat(trained)[_flat(masks) == 0] == 0)
-        rewind(model, rw, masks)
-        start = {n: v.numpy() for n, v in prunable_weights(model).items()}
+        keep = keep_from_masks(masks)
+        for n, m in keep_masks(keep, {n: m.shape for n, m in masks.items()}).items():
+            np.testing.assert_array_equal(masks[n], m)  # whole groups
+        model = _full_model(stage, r, best=True)
+        trained = {n: v.numpy() for n, v in masked_variables(model).items()}
+        for n in masks:
+            assert not trained[n][masks[n] == 0].any(), n
+        rewind(model, rw, masks, masked_variables)
+        start = {n: v.numpy() for n, v in masked_variables(model).items()}
         for n in ("bigru/forward/recurrent_kernel", "bigru/backward/recurrent_kernel", "prob/kernel"):
-            keep = masks[n] == 1  # (kernel rows of all-zero embedding dims get no gradient)
-            assert np.mean(trained[n][keep] != start[n][keep]) > 0.9  # survivors trained (KD step)
+            keep_n = masks[n] == 1
+            assert np.mean(trained[n][keep_n] != start[n][keep_n]) > 0.9  # survivors trained (KD step)
 
 
 def test_rewinding_restores_surviving_weights(stage: dict) -> None:
@@ -325,10 +512,10 @@ def test_rewinding_restores_surviving_weights(stage: dict) -> None:
     rw = _load_arrays(work / "rewind" / "rewind.npz")
     starts = stage["first"].starts  # the rewind run, round 1, round 2
     assert len(starts) == 3
-    model = load_model(stage["root"] / "out" / "model.keras")
+    model = load_model(stage["root"] / "student" / "model.keras")
     for r in (1, 2):
         masks = load_masks(work / "lt" / f"round-{r}" / "masks.npz")
-        rewind(model, rw, masks)
+        rewind(model, rw, masks, masked_variables)
         for a, b in zip(starts[r], model.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)  # each round starts from rewind values * mask
         emb, keep = model.get_weights()[0], masks["embedding/embeddings"] == 1

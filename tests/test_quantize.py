@@ -10,115 +10,132 @@ import numpy as np
 import pytest
 
 import pipeline  # noqa: F401
-from pipeline import data
-from pipeline import quantize as Q
+from pipeline.compress.qat import build_qat_model, student_from_qat
+from pipeline.device.arena import _ArenaProber, min_arena
+from pipeline.device.convert import CUSTOM_STEP_ARENA_BYTES, convert_int8, macs_per_review
+from pipeline.device.flatbuf import float_ops, op_report, tensor_quant
+from pipeline.device.loop import requantize_pooled, step_loop
+from pipeline.device.release import (
+    HEAD_FILE,
+    QUANT_FILE,
+    STEP_FILE,
+    STEP_OUTPUTS,
+    load_release,
+    write_release,
+)
+from pipeline.device.runtime import TflmModel, load_tflm_predictor, ms_per_review
+from pipeline.device.step import compact_rows
 
 EMBED, UNITS = 32, 32
-# the step model's sigmoid / tanh are lookup tables (CAST + ADD + GATHER, pipeline.lut)
-ALLOWED_OPS = {"step": {"GATHER", "UNPACK", "FULLY_CONNECTED", "SPLIT", "ADD", "SUB", "MUL", "CAST"},
-               "head": {"FULLY_CONNECTED", "LOGISTIC"}}
+# the builtin step's sigmoid / tanh are lookup tables (CAST + ADD + GATHER, pipeline.device.lut); the
+# default step is one custom operator (pipeline.device.gru, tests/test_gru.py)
+ALLOWED_OPS = {"builtin": {"GATHER", "UNPACK", "FULLY_CONNECTED", "SPLIT", "ADD", "SUB", "MUL", "CAST"},
+               "step": {"TINYSENT_BIGRU"}, "head": {"FULLY_CONNECTED", "LOGISTIC"}}
+
+
+def _fits(model: bytes, size: int) -> bool:
+    """Whether the TFLM interpreter builds and invokes ``model`` in ``size`` bytes."""
+    with _ArenaProber(model) as probe:
+        return probe.fits(size)
 
 
 @pytest.fixture(scope="module")
-def trained(real_slice) -> dict:
-    import tf_keras as keras
-
-    from pipeline.models import StudentConfig, build_student
-    from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-    from pipeline.train import bucketed_batches, pad_batch, predict_proba
-
-    rows = list(data.iter_reviews(real_slice["amazon"]))
-    order = np.random.default_rng(0).permutation(len(rows))
-    train, test = [rows[i] for i in order[:4000]], [rows[i] for i in order[4000:4600]]
-    heldout = list(data.iter_reviews(real_slice["heldout"]))
-    tok = train_tokenizer([t for t, _ in train], TokenizerConfig(vocab_size=1000, seq_len=128))
-    keras.utils.set_random_seed(0)
-    x = tok.ids([t for t, _ in train])
-    y = np.array([lab for _, lab in train], np.float32)
-    student = build_student(tok.vocab_size, StudentConfig(embed_dim=EMBED, units=UNITS))
-    student.compile(keras.optimizers.Adam(5e-3, clipnorm=1.0), "binary_crossentropy")
-    for epoch in range(2):
-        for idx in bucketed_batches([len(r) for r in x], 64, np.random.default_rng(epoch), 8):
-            student.train_on_batch(pad_batch([x[j] for j in idx]), y[idx])
-    converted = Q.convert_int8(student, x[:200])
-    eval_rows = test + heldout
-    eval_ids = tok.ids([t for t, _ in eval_rows])
-    long_ids = [r for r in tok.encode_batch([t for t, _ in test]) if len(r) >= 256][:2]
-    return {"student": student, "tok": tok, "converted": converted, "eval_ids": eval_ids,
-            "eval_rows": eval_rows,
-            "long_ids": long_ids,
-            "eval_y": np.array([lab for _, lab in eval_rows]),
-            "p_float": predict_proba(student, eval_ids)}
+def builtin(trained) -> dict:
+    """The same student converted with the builtin-operator step (the first releases' format)."""
+    return convert_int8(trained["student"], trained["eval_ids"][:200], step_format="builtin")
 
 
-def test_full_integer_ops_only(trained) -> None:
-    for name in ("step", "head"):
-        blob = trained["converted"][name]
-        assert Q.float_ops(blob) == []
-        report = Q.op_report(blob)
+def test_full_integer_ops_only(trained, builtin) -> None:
+    for name, blob in (("step", trained["converted"]["step"]), ("builtin", builtin["step"]),
+                       ("head", trained["converted"]["head"])):
+        assert float_ops(blob) == []
+        report = op_report(blob)
         assert {o["op"] for o in report} <= ALLOWED_OPS[name]
         for o in report:
-            assert set(o["inputs"] + o["outputs"]) <= {"INT8", "INT32"}, o
+            allowed = {"INT8", "INT32", "UINT8"} if name == "step" else {"INT8", "INT32"}
+            assert set(o["inputs"] + o["outputs"]) <= allowed, o  # UINT8: the custom op's sigmoid table
             if o["op"] == "FULLY_CONNECTED":
                 assert o["inputs"][:2] == ["INT8", "INT8"]  # int8 activations and weights
-    step_ops = [o["op"] for o in Q.op_report(trained["converted"]["step"])]
+    step_ops = [o["op"] for o in op_report(builtin["step"])]
     assert step_ops.count("FULLY_CONNECTED") == 4
     # the embedding lookup, then one table lookup per direction for each of z, r (sigmoid), c (tanh)
     assert step_ops.count("GATHER") == 1 + 6 and step_ops.count("CAST") == 6
 
 
-def test_state_quantization_in_equals_out(trained) -> None:
+def test_state_quantization_in_equals_out(builtin) -> None:
     from tflite_micro.python.tflite_micro import runtime
 
-    c = trained["converted"]
+    c = builtin
     meta, step = c["meta"], c["step"]
     interp = runtime.Interpreter.from_bytes(step, arena_size=meta["step"]["arena_bytes"])
-    for name in Q.STEP_OUTPUTS:
+    for name in STEP_OUTPUTS:
         i, o = meta["step"]["inputs"][name], meta["step"]["outputs"][name]
-        q_in, q_out = Q.tensor_quant(step, "inputs", i), Q.tensor_quant(step, "outputs", o)
+        q_in, q_out = tensor_quant(step, "inputs", i), tensor_quant(step, "outputs", o)
         assert q_in == q_out and q_in["dtype"] == "INT8" and q_in["scale"] > 0
         assert q_in == {"dtype": "INT8", **{k: meta["quant"][name][k] for k in ("scale", "zero_point")}}
         d_in = interp.get_input_details(i)["quantization_parameters"]
         d_out = interp.get_output_details(o)["quantization_parameters"]
         assert np.array_equal(d_in["scales"], d_out["scales"])
         assert np.array_equal(d_in["zero_points"], d_out["zero_points"])
-    assert Q.tensor_quant(step, "inputs", meta["step"]["inputs"]["tokens"])["dtype"] == "INT32"
+    assert tensor_quant(step, "inputs", meta["step"]["inputs"]["tokens"])["dtype"] == "INT32"
 
 
-def test_loads_in_tflm_with_minimum_arena(trained) -> None:
-    c = trained["converted"]
+def test_loads_in_tflm_with_minimum_arena(trained, builtin) -> None:
+    c = builtin
     meta = c["meta"]
+    # the custom step cannot load in the TFLM Python interpreter: its arena is a stated estimate
+    custom = trained["converted"]["meta"]
+    assert custom["step"]["arena_bytes"] == CUSTOM_STEP_ARENA_BYTES and not custom["step"]["arena_measured"]
+    assert custom["head"]["arena_bytes"] == meta["head"]["arena_bytes"]
     for name in ("step", "head"):
         arena = meta[name]["arena_bytes"]
-        assert Q.min_arena(c[name]) == arena and arena % 16 == 0
-        assert not Q.fits_arena(c[name], arena - 16)
+        assert min_arena(c[name]) == arena and arena % 16 == 0
+        assert not _fits(c[name], arena - 16)
     assert meta["step"]["arena_bytes"] + meta["head"]["arena_bytes"] <= 16 * 1024
     assert len(c["step"]) + len(c["head"]) <= 200_000
-    model = Q.TflmModel(c)  # exactly the minimum arenas
+    model = TflmModel(c)  # exactly the minimum arenas
     p = model.predict(trained["eval_ids"][:5])
     assert p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
-    assert Q.ms_per_review(model, 128, repeats=1) > 0
+    assert ms_per_review(model, 128, repeats=1) > 0
+
+
+def _float_runners(student):
+    """``(step_fn, head_fn)`` for :func:`step_loop` from the float step and head Keras models."""
+    import tensorflow as tf
+
+    from pipeline.device.step import build_head_model, build_step_model
+
+    step_model, head_model = build_step_model(student), build_head_model(student)
+    step_call = tf.function(lambda a, b, c: step_model([a, b, c], training=False))
+    head_call = tf.function(lambda p: head_model(p, training=False))
+
+    def step_fn(tokens, hf, hb):
+        f, b = step_call(tf.constant(tokens), tf.constant(hf), tf.constant(hb))
+        return f.numpy(), b.numpy()
+
+    return step_fn, lambda pooled: float(head_call(tf.constant(pooled)).numpy().reshape(-1)[0])
 
 
 def test_float_step_loop_matches_student(trained) -> None:
-    from pipeline.train import predict_proba
+    from pipeline.nn.train import predict_proba
 
     student, tok = trained["student"], trained["tok"]
-    step_fn, head_fn = Q.float_runners(student)
+    step_fn, head_fn = _float_runners(student)
     rng = np.random.default_rng(1)
     rows = [rng.integers(1, tok.vocab_size, n).tolist() for n in (256, 300)]
     rows += trained["long_ids"] + [[7], []]
     want = predict_proba(student, rows)
-    got = np.array([Q.step_loop(step_fn, head_fn, r, UNITS) for r in rows])
+    got = np.array([step_loop(step_fn, head_fn, r, UNITS) for r in rows])
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_int8_loop_agrees_with_float_student(trained) -> None:
+def test_int8_loop_agrees_with_float_student(trained, builtin) -> None:
     p, y = trained["p_float"], trained["eval_y"]
     acc = float(np.mean((p >= 0.5) == y))
     assert acc > max(np.mean(y), 1 - np.mean(y)) + 0.03, acc  # trained above the majority class
-    for runtime in ("tflm", "tflite"):
-        q = Q.TflmModel(trained["converted"], runtime=runtime).predict(trained["eval_ids"])
+    for runtime, c in (("tflm", trained["converted"]), ("tflite", trained["converted"]),
+                       ("tflm", builtin), ("tflite", builtin)):
+        q = TflmModel(c, runtime=runtime).predict(trained["eval_ids"])
         agree = float(np.mean((q >= 0.5) == (p >= 0.5)))
         print(f"{runtime}: label agreement {agree:.4f} on {len(p)} reviews, "
               f"max |dP| {np.abs(q - p).max():.4f}, float acc {acc:.4f}")
@@ -128,13 +145,13 @@ def test_int8_loop_agrees_with_float_student(trained) -> None:
 
 def test_release_round_trip(trained, tmp_path) -> None:
     c = trained["converted"]
-    Q.write_release(tmp_path, c)
-    assert {p.name for p in tmp_path.iterdir()} == {Q.STEP_FILE, Q.HEAD_FILE, Q.QUANT_FILE}
-    back = Q.load_release(tmp_path)
+    write_release(tmp_path, c)
+    assert {p.name for p in tmp_path.iterdir()} == {STEP_FILE, HEAD_FILE, QUANT_FILE}
+    back = load_release(tmp_path)
     assert back["step"] == c["step"] and back["head"] == c["head"] and back["meta"] == c["meta"]
     ids = trained["eval_ids"][:20]
-    predict = Q.load_tflm_predictor(tmp_path)
-    np.testing.assert_array_equal(predict(ids), Q.TflmModel(c).predict(ids))
+    predict = load_tflm_predictor(tmp_path)
+    np.testing.assert_array_equal(predict(ids), TflmModel(c).predict(ids))
 
 
 def test_predict_cli_runs_int8_release(trained, tmp_path, capsys) -> None:
@@ -142,11 +159,11 @@ def test_predict_cli_runs_int8_release(trained, tmp_path, capsys) -> None:
     import json
 
     from pipeline import predict
-    from pipeline.train import write_model_info
+    from pipeline.nn.train import write_model_info
 
-    Q.write_release(tmp_path, trained["converted"])
+    write_release(tmp_path, trained["converted"])
     trained["tok"].save(tmp_path)
-    write_model_info(tmp_path, {"tflm": Q.QUANT_FILE, "tflite": Q.QUANT_FILE}, kind="student")
+    write_model_info(tmp_path, {"tflm": QUANT_FILE, "tflite": QUANT_FILE}, kind="student")
     reviews = tmp_path / "reviews.jsonl"
     reviews.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
                                for t, y in trained["eval_rows"][:30]))
@@ -162,26 +179,27 @@ def test_macs_per_review(trained) -> None:
     meta = trained["converted"]["meta"]
     per_token = 2 * 3 * UNITS * (EMBED + UNITS)  # two directions, input + recurrent kernels
     assert meta["step"]["macs"] == per_token and meta["head"]["macs"] == 2 * UNITS
-    assert Q.macs_per_review(meta, 128) == 128 * per_token + 2 * UNITS
+    assert macs_per_review(meta, 128) == 128 * per_token + 2 * UNITS
 
 
 def test_requantize_pooled() -> None:
     zps, mult = np.array([3, -2]), np.float32([0.5, 2.0])
     sums = np.array([[3 * 10 + 3 * 3, 3 * -2]], np.int32)  # means 13 and -2 (zp -> real 0)
-    np.testing.assert_array_equal(Q.requantize_pooled(sums, 3, zps, mult, 5), [[10, 5]])
-    np.testing.assert_array_equal(Q.requantize_pooled(sums, 0, zps, mult, 5), [[5, 5]])
+    np.testing.assert_array_equal(requantize_pooled(sums, 3, zps, mult, 5), [[10, 5]])
+    np.testing.assert_array_equal(requantize_pooled(sums, 0, zps, mult, 5), [[5, 5]])
     big = np.array([[1000 * 127, -1000 * 128]], np.int32)
-    np.testing.assert_array_equal(Q.requantize_pooled(big, 1000, np.zeros(2), np.float32([4, 4]), 0),
+    np.testing.assert_array_equal(requantize_pooled(big, 1000, np.zeros(2), np.float32([4, 4]), 0),
                                   [[127, -128]])
 
 
 def test_qat_model_keeps_weights_masks_padding_and_converts(trained, tmp_path) -> None:
     """tfmot QAT: the wrapped student trains, ignores padding, and maps back to a plain student."""
-    from pipeline.train import TrainConfig, fit, predict_proba
+    from pipeline.config import TrainConfig
+    from pipeline.nn.train import fit, predict_proba
 
     student = trained["student"]
-    qat = Q.build_qat_model(student)
-    back = Q.student_from_qat(qat, student)
+    qat = build_qat_model(student)
+    back = student_from_qat(qat, student)
     for a, b in zip(back.get_weights(), student.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     ids = trained["eval_ids"][:300]
@@ -191,18 +209,18 @@ def test_qat_model_keeps_weights_masks_padding_and_converts(trained, tmp_path) -
     short = np.array([ids[0][:5]], np.int32)
     padded = np.pad(short, ((0, 0), (0, 11)))
     np.testing.assert_allclose(qat.predict_on_batch(padded), qat.predict_on_batch(short), atol=1e-6)
-    tuned = Q.student_from_qat(qat, student)
+    tuned = student_from_qat(qat, student)
     p_qat, p_tuned = predict_proba(qat, ids), predict_proba(tuned, ids)
     assert np.mean((p_qat >= 0.5) == (p_tuned >= 0.5)) > 0.95  # fake quant is close to float
-    converted = Q.convert_int8(tuned, ids[:50])
-    assert Q.float_ops(converted["step"]) == [] and Q.float_ops(converted["head"]) == []
+    converted = convert_int8(tuned, ids[:50])
+    assert float_ops(converted["step"]) == [] and float_ops(converted["head"]) == []
 
 
 def test_compact_rows_maps_every_id_to_its_row() -> None:
     table = np.arange(24, dtype=np.float32).reshape(6, 4) + 1
-    assert Q.compact_rows(table)[1] is None  # only the padding row may go: nothing to gain
+    assert compact_rows(table)[1] is None  # only the padding row may go: nothing to gain
     table[[2, 4]] = 0.0
-    rows, id_map = Q.compact_rows(table)
+    rows, id_map = compact_rows(table)
     assert rows.shape == (4, 4)  # rows 1, 3, 5 and one shared zero row
     np.testing.assert_array_equal(rows[id_map], np.where(np.arange(6)[:, None] == 0, 0, table))
 
@@ -217,13 +235,13 @@ def test_pruned_rows_are_dropped_and_the_loop_still_agrees(trained) -> None:
     table = emb.get_weights()[0]
     table[1::2] = 0.0  # every odd id pruned
     emb.set_weights([table])
-    converted = Q.convert_int8(student, trained["eval_ids"][:100])
+    converted = convert_int8(student, trained["eval_ids"][:100])
     meta = converted["meta"]
     kept = int(np.count_nonzero(table[1:].any(axis=1)))  # the even ids but padding row 0
     assert meta["table_rows"] == kept + 1  # plus the one shared zero row
     assert converted["meta"]["step"]["bytes"] < trained["converted"]["meta"]["step"]["bytes"]
-    from pipeline.train import predict_proba
+    from pipeline.nn.train import predict_proba
 
     ids = trained["eval_ids"][:150]
-    p_int8 = Q.TflmModel(converted).predict(ids)
+    p_int8 = TflmModel(converted).predict(ids)
     assert np.mean((p_int8 >= 0.5) == (predict_proba(student, ids) >= 0.5)) >= 0.97

@@ -8,27 +8,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import quantize as Q
+from pipeline.device.arena import MIN_ARENA_FLOOR, _ArenaProber
+from pipeline.device.flatbuf import float_ops, op_report
+from pipeline.device.release import QUANT_FILE, load_release
 
 RELEASE = Path(__file__).resolve().parents[1] / "models" / "release"
 
 
+def _fits(model: bytes, size: int) -> bool:
+    """Whether the TFLM interpreter builds and invokes ``model`` in ``size`` bytes."""
+    with _ArenaProber(model) as probe:
+        return probe.fits(size)
+
+
 @pytest.fixture(scope="module")
 def release() -> dict:
-    assert (RELEASE / Q.QUANT_FILE).exists(), "models/release is part of the repository"
-    return Q.load_release(RELEASE)
+    assert (RELEASE / QUANT_FILE).exists(), "models/release is part of the repository"
+    return load_release(RELEASE)
 
 
 def test_release_is_full_int8_and_loads_with_the_stated_arena(release) -> None:
     meta = release["meta"]
     for name in ("step", "head"):
         blob = release[name]
-        assert Q.float_ops(blob) == []
+        assert float_ops(blob) == []
         arena = meta[name]["arena_bytes"]
-        assert Q.fits_arena(blob, arena)
-        assert arena <= Q.MIN_ARENA_FLOOR or not Q.fits_arena(blob, arena - 16)  # and no less
-    step_ops = [o["op"] for o in Q.op_report(release["step"])]
-    assert "LOGISTIC" not in step_ops and "TANH" not in step_ops  # lookup tables (pipeline.lut)
+        assert _fits(blob, arena)
+        assert arena <= MIN_ARENA_FLOOR or not _fits(blob, arena - 16)  # and no less
+    step_ops = [o["op"] for o in op_report(release["step"])]
+    assert "LOGISTIC" not in step_ops and "TANH" not in step_ops  # lookup tables (pipeline.device.lut)
     assert step_ops.count("CAST") == 6 and step_ops.count("GATHER") == 7
     info = json.loads((RELEASE / "model.json").read_text())
     assert info["device"]["arena_bytes"] == meta["step"]["arena_bytes"] + meta["head"]["arena_bytes"]
@@ -38,6 +46,7 @@ def test_release_is_full_int8_and_loads_with_the_stated_arena(release) -> None:
 def test_release_predicts_real_reviews(real_slice, tmp_path, capsys) -> None:
     """``python -m pipeline.predict models/release FILE --runtime tflm`` on labelled real reviews."""
     from pipeline import data, predict
+    from pipeline.report.predictors import load_predictor
 
     rows = list(data.iter_reviews(real_slice["amazon"]))[:150]
     path = tmp_path / "reviews.jsonl"
@@ -45,6 +54,6 @@ def test_release_predicts_real_reviews(real_slice, tmp_path, capsys) -> None:
     assert predict.main([str(RELEASE), str(path), "--runtime", "tflm", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == len(rows) and out["accuracy"] > 0.85
-    p_tflite = predict.load_predictor(RELEASE, "tflite")([t for t, _ in rows])
-    p_tflm = predict.load_predictor(RELEASE, "tflm")([t for t, _ in rows])
+    p_tflite = load_predictor(RELEASE, "tflite")([t for t, _ in rows])
+    p_tflm = load_predictor(RELEASE, "tflm")([t for t, _ in rows])
     assert np.mean((p_tflite >= 0.5) == (p_tflm >= 0.5)) > 0.95  # two interpreters, same labels

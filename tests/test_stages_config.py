@@ -51,6 +51,30 @@ def test_failed_stage_publishes_nothing_and_keeps_work(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".s.*"))
 
 
+def test_seconds_count_every_attempt_and_stray_folders_go(tmp_path: Path) -> None:
+    import time
+
+    def slow_then_stop(out: Path, work: Path) -> dict:
+        work.mkdir(parents=True, exist_ok=True)
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_stage(tmp_path, "s", {"a": 1}, slow_then_stop)
+    # a SIGKILLed attempt writes nothing at the end: it counts until its work folder last changed
+    clock = next(tmp_path.glob(".s.seconds-*"))
+    work = next(tmp_path.glob(".s.work-*"))
+    clock.write_text(json.dumps({"seconds": json.loads(clock.read_text())["seconds"],
+                                 "open": time.time() - 5.0}))
+    (work / "ckpt").write_text("x")  # its last change: now, about 5 s after it started
+    (tmp_path / ".other.tmp").mkdir()  # left by a killed run of another stage
+    gone = stages.clean_stray(tmp_path)
+    assert tmp_path / ".other.tmp" in gone and tmp_path / ".s.tmp" in gone and work not in gone
+    d, _ = stages.run_stage(tmp_path, "s", {"a": 1}, lambda out, work: {})
+    assert 5.2 <= json.loads((d / "stage.json").read_text())["seconds"] < 8
+    assert not list(tmp_path.glob(".s.*"))
+
+
 def test_fingerprint_is_stable_and_sensitive() -> None:
     cfg = preset("smoke")
     assert stages.fingerprint(cfg) == stages.fingerprint(preset("smoke"))
@@ -69,3 +93,36 @@ def test_presets_and_overrides() -> None:
             override(full, [bad])
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def test_set_parses_tuples_by_field_type() -> None:
+    cfg = override(preset("full"), ["fasttext.epochs=5,10", "fasttext.lrs=0.1, 0.5",
+                                    "fasttext.epochs=7"])
+    assert cfg.fasttext.epochs == (7,) and cfg.fasttext.lrs == (0.1, 0.5)
+    assert override(cfg, ["fasttext.epochs=5,10"]).fasttext.epochs == (5, 10)
+    for bad, why in (("fasttext.epochs=5,x", "an integer"), ("fasttext.lrs=", "comma-separated"),
+                     ("teacher.units=6.5", "an integer"), ("peer.max_features=lots", "an integer")):
+        with pytest.raises(ValueError, match=why):
+            override(cfg, [bad])
+    assert override(cfg, ["peer.max_features=none"]).peer.max_features is None
+
+
+@pytest.mark.parametrize("assignment", ["tokenizer.truncate=tial", "tokenizer.truncate=Tail",
+                                        "data.three_star=neg",
+                                        "teacher.init_embeddings=svd", "distribute.strategy=tpu"])
+def test_set_rejects_values_outside_the_choices(assignment: str) -> None:
+    field = assignment.split("=")[0]
+    with pytest.raises(ValueError, match=rf"override '{field}=.*': expected one of "):
+        override(preset("full"), [assignment])
+
+
+def test_choices_live_in_the_dataclasses() -> None:
+    from pipeline.config import DistributeConfig, TokenizerConfig, choices
+
+    assert choices(TokenizerConfig, "truncate") == ("head", "tail")
+    assert choices(DistributeConfig, "strategy") == ("default", "mirrored", "multiworker")
+    assert choices(TokenizerConfig, "seq_len") is None
+    with pytest.raises(ValueError, match="truncate must be one of head, tail"):
+        TokenizerConfig(truncate="tial")
+    assert override(preset("full"), ["student_tokenizer.truncate=tail"]).student_tokenizer.truncate \
+        == "tail"

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from pipeline import data
-from pipeline.stream import StreamConfig, bounded_sample, build_stream, make_dataset
-from pipeline.tokenizer import Tokenizer, TokenizerConfig
+from pipeline.config import DataConfig, StreamConfig, TokenizerConfig
+from pipeline.data.stream import bounded_sample, build_stream, make_dataset
+from pipeline.text.tokenizer import Tokenizer
 
 WORDS = {1: ["great", "love", "works", "perfect", "happy"], 0: ["bad", "broken", "awful", "junk"]}
 NOISE = ["the", "cable", "phone", "was", "it", "and", "this", "case", "very", "my", "Très", "naïve"]
@@ -73,7 +74,7 @@ def _records(root: Path, split: str) -> list[tuple[tuple[int, ...], int]]:
 
 def test_same_reviews_and_splits_as_the_in_memory_path(raw, built) -> None:
     out, stats = built
-    splits, ref = data.load_splits(raw, data.DataConfig())
+    splits, ref = data.load_splits(raw, DataConfig())
     assert stats["totals"]["unique"] == ref["totals"]["unique"]
     assert stats["totals"]["duplicates"] == ref["totals"]["duplicates"]
     assert stats["totals"]["malformed"] == ref["totals"]["malformed"] == 1
@@ -118,7 +119,8 @@ def test_repeat_marks_copies(raw, tmp_path) -> None:
 def test_reader_shuffles_reproducibly_and_feeds_training(built) -> None:
     import tf_keras as keras
 
-    from pipeline.models import StudentConfig, build_student
+    from pipeline.config import StudentConfig
+    from pipeline.nn.models import build_student
 
     out, stats = built
     def labels(seed: int) -> list[list[float]]:

@@ -11,7 +11,8 @@ from conftest import polar_rows
 
 from pipeline.config import override, preset
 from pipeline.data import write_jsonl
-from pipeline.sweep import BOARDS, Grid, main, run_sweep
+from pipeline.report.sweep import BOARDS, Grid, run_sweep
+from pipeline.sweep import main
 
 
 def _rows(n: int, seed: int) -> list[tuple[str, int]]:
@@ -71,7 +72,7 @@ def test_smoke_point_writes_table_plot_and_is_reused(data_dir, tmp_path) -> None
 
 
 def test_table_and_plot_of_several_points(tmp_path) -> None:
-    from pipeline.sweep import plot, table_md
+    from pipeline.report.sweep import plot, table_md
 
     rows = [{"name": f"v{v}-e{e}-u{u}", "vocab": v, "embed_dim": e, "units": u, "params": 1000 * e,
              "model_bytes": 30 * v * e, "tokenizer_bytes": 17 * v,

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.tokenizer import (
+from pipeline.config import TokenizerConfig
+from pipeline.text.tokenizer import (
     CHAR_MAP,
     NEGATIONS,
     PAD_ID,
     Tokenizer,
-    TokenizerConfig,
     normalize,
     remove_stopwords,
     train_tokenizer,

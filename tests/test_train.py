@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.models import TeacherConfig, build_teacher
-from pipeline.train import TrainConfig, bucketed_batches, fit, pad_batch, predict_proba, set_determinism
+from pipeline.config import TeacherConfig, TrainConfig
+from pipeline.nn.models import build_teacher
+from pipeline.nn.train import bucketed_batches, fit, pad_batch, predict_proba, set_determinism
 
 TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=8, dropout=0.1,
                      embed_dropout=0.0)
@@ -75,7 +76,7 @@ def test_interrupted_fit_resumes_from_last_epoch(tmp_path: Path, caplog) -> None
 
 
 def test_ppmi_embeddings_group_tokens_that_share_contexts() -> None:
-    from pipeline.train import ppmi_embeddings
+    from pipeline.nn.train import ppmi_embeddings
 
     rng = np.random.default_rng(0)
     # Tokens 2 and 3 always follow token 10; tokens 4 and 5 always follow token 11.

@@ -2,7 +2,7 @@
  * Host test driver of the console (firmware/src/console.c) and the step loop (sentiment.c), for
  * sanitizer builds; not part of the firmware. The model is a deterministic fake with the shapes of
  * model_config.h (tests/test_console.py computes the same numbers in Python and checks the loop
- * against pipeline.quantize.step_loop_int8):
+ * against pipeline.device.loop.step_loop_int8):
  *
  *     step: h_fwd[j] = (tok_fwd * 31 + j * 7 + (h_fwd[j] + 128) * 3) % 256 - 128
  *           h_bwd[j] = (tok_bwd * 17 + j * 5 + (h_bwd[j] + 128) * 5) % 256 - 128

@@ -6,7 +6,7 @@
  *     models/release/quant.json (sha256 cd2a80a2fb1a6e64de6ecaf69512928e14802b5360c6d7bd39a21bd1a5fabec0)
  *     models/release/tokenizer.model (sha256 ec1668f0c4ffba82b3259a12f269c1a450e1e9c8df743cb0cf2467f4e2dd7ade)
  *     models/release/tokenizer.json (sha256 7e863ed7b0159c260a1b9221fcacd9482cb2f65e5cd7aad0cd38ef401d88f6c4)
- * Constants of the device step loop; see pipeline/quantize.py.
+ * Constants of the device step loop; see pipeline/device/loop.py.
  */
 #ifndef MODEL_CONFIG_H
 #define MODEL_CONFIG_H

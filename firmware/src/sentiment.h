@@ -1,8 +1,8 @@
 /*
- * The device step loop of pipeline/quantize.py in portable C99 (no heap, no platform headers):
+ * The device step loop of pipeline/device/loop.py in portable C99 (no heap, no platform headers):
  * the int8 step model runs once per token for both directions, the int8 states are summed in
  * int32, the sums are requantized to the head's int8 `pooled` input exactly as
- * quantize.requantize_pooled does, and the head gives the int8 P(positive).
+ * pipeline.device.loop.requantize_pooled does, and the head gives the int8 P(positive).
  *
  * (With SENT_HAS_ID_MAP each id first becomes sent_id_map[id]: pruned embedding rows dropped.)
  *
@@ -45,7 +45,7 @@ typedef struct {
  * output. Returns 0, or -1 if a callback failed. */
 int sent_run(const sent_model_t *model, const int32_t *ids, size_t n, int8_t *prob_q);
 
-/* int32 state sums over n steps -> the head's int8 pooled input (quantize.requantize_pooled). */
+/* int32 state sums over n steps -> the head's int8 pooled input (loop.requantize_pooled). */
 void sent_pool(const int32_t sums[2 * SENT_UNITS], uint32_t n, int8_t pooled[2 * SENT_UNITS]);
 
 /* P(positive) of the head's int8 output: float32(prob_scale * (q - prob_zero_point)) computed in

@@ -17,7 +17,7 @@ typedef struct {
 } tok_norm_rule_t;
 
 typedef struct {
-    uint32_t normalization_version; /* spec version of pipeline/tokenizer.py (1) */
+    uint32_t normalization_version; /* spec version of pipeline/text/tokenizer.py (1) */
 
     /* normalization: rules sorted by code point; other code points are kept */
     const tok_norm_rule_t *norm;

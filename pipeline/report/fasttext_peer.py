@@ -1,6 +1,6 @@
 """Second classic peer: a fastText bigram classifier and its quantized ``.ftz``, same split.
 
-Text: the pipeline's normalization (spec v1, :func:`pipeline.tokenizer.normalize`) with punctuation
+Text: the pipeline's normalization (spec v1, :func:`pipeline.text.tokenizer.normalize`) with punctuation
 split off words (fastText tokenizes on whitespace only). Labels ``__label__0`` / ``__label__1``.
 Epochs and learning rate are picked on the validation split (accuracy; ties -> the first setting of
 the grid). Training uses one thread and a fixed seed, so a run is deterministic.
@@ -37,10 +37,13 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.config import FastTextConfig
+from pipeline.progress import Progress, track
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +53,9 @@ _PUNCT = re.compile(r"""([.,!?;:()\[\]{}"/*&#@$%^=+<>|~_]|-{2,}|\.{2,})""")
 _SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True)
-class FastTextConfig:
-    """Hyper-parameters of the fastText peer (``epochs`` x ``lrs`` is the validation grid)."""
-
-    word_ngrams: int = 2
-    dim: int = 10
-    bucket: int = 1_000_000
-    min_count: int = 1
-    epochs: tuple[int, ...] = (5, 10)
-    lrs: tuple[float, ...] = (0.1, 0.25, 0.5)
-    threads: int = 1  # >1 is faster but not deterministic (Hogwild updates)
-    quant_cutoff: int = 100_000  # rows of the input matrix kept by the quantized model
-    quant_dsub: int = 2
-    seed: int = 13
-
-
 def ft_text(text: str) -> str:
     """One review as fastText sees it: normalized, punctuation split off, on one line."""
-    from pipeline.tokenizer import normalize
+    from pipeline.text.tokenizer import normalize
 
     return _SPACES.sub(" ", _PUNCT.sub(r" \1 ", normalize(text))).strip()
 
@@ -77,7 +64,7 @@ def write_train_file(path: Path, rows: Sequence[tuple[str, int]]) -> int:
     """fastText's supervised input: ``__label__Y text`` per line; returns the rows written."""
     n = 0
     with open(path, "w", encoding="utf-8") as f:
-        for text, y in rows:
+        for text, y in track(rows, desc="fastText training file", unit="reviews"):
             t = ft_text(text)
             if t:
                 f.write(f"{LABELS[int(y)]} {t}\n")
@@ -100,9 +87,14 @@ def predict_proba(model, texts: Sequence[str]) -> np.ndarray:
     ``model.predict`` of the Python wrapper is not used: under numpy 2 it is wrong for lists and
     raises for single texts with ``fasttext-wheel`` 0.9.2 (see the module docstring).
     """
-    out = np.empty(len(texts), dtype=np.float64)
-    for i, text in enumerate(texts):
-        pairs = model.f.predict(ft_text(text) + "\n", 2, 0.0, "strict")
+    return predict_lines(model, [ft_text(t) for t in texts])
+
+
+def predict_lines(model, lines: Sequence[str]) -> np.ndarray:
+    """:func:`predict_proba` of lines already in fastText's form (:func:`ft_text`)."""
+    out = np.empty(len(lines), dtype=np.float64)
+    for i, line in enumerate(lines):
+        pairs = model.f.predict(line + "\n", 2, 0.0, "strict")
         d = {label: float(p) for p, label in pairs}
         p0, p1 = d.get(LABELS[0], 0.0), d.get(LABELS[1], 0.0)
         out[i] = p1 / (p0 + p1) if p0 + p1 > 0 else 0.5
@@ -198,7 +190,7 @@ def run_fasttext_peer(
     import fasttext
 
     from pipeline.data import read_jsonl
-    from pipeline.evaluate import eval_sets, evaluate_predictor, write_json
+    from pipeline.report.metrics import eval_sets, evaluate_predictor, write_json
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -209,14 +201,16 @@ def run_fasttext_peer(
     n = write_train_file(train_file, train_rows)
     del train_rows
     val = read_jsonl(data_dir / "val.jsonl")
-    val_texts, y_val = [t for t, _ in val], np.array([int(y) for _, y in val])
+    val_lines, y_val = [ft_text(t) for t, _ in val], np.array([int(y) for _, y in val])
     scores: dict[str, float] = {}
     best = None
-    try:
-        for epoch in cfg.epochs:
-            for lr in cfg.lrs:
+    grid = [(e, lr) for e in cfg.epochs for lr in cfg.lrs]
+    try:  # progress in epochs trained: a setting's cost grows with its epochs
+        with Progress(sum(e for e, _ in grid), "fastText grid", "epochs") as progress:
+            for epoch, lr in grid:
                 model = train(train_file, cfg, epoch, lr)
-                acc = float(np.mean((predict_proba(model, val_texts) >= 0.5) == y_val))
+                progress.update(epoch)
+                acc = float(np.mean((predict_lines(model, val_lines) >= 0.5) == y_val))
                 key = f"epoch={epoch} lr={lr:g}"
                 scores[key] = acc
                 log.info("fastText peer: %s val accuracy %.4f", key, acc)
@@ -225,6 +219,11 @@ def run_fasttext_peer(
         assert best is not None, "empty epoch/lr grid"
         _, epoch, lr, model = best
         sets = eval_sets(data_dir, heldout)
+        lines = {t: ft_text(t) for rows in sets.values() for t, _ in rows}  # normalize once
+
+        def predictor(m):
+            return lambda texts: predict_lines(m, [lines[t] for t in texts])
+
         check = check_probabilities(model, [t for t, _ in sets["test"][:2000]])
         log.info("fastText peer: P(positive) vs matrix softmax on %d reviews: max |diff| %.2e "
                  "(the wrapper's list predict: %s)", check["reviews"], check["max_abs_diff"],
@@ -241,7 +240,7 @@ def run_fasttext_peer(
         }
         bin_path = out_dir / "model.bin"
         model.save_model(str(bin_path))
-        results["bigram"] = {**evaluate_predictor(lambda t: predict_proba(model, t), sets),
+        results["bigram"] = {**evaluate_predictor(predictor(model), sets),
                              **_model_info(model, bin_path)}
         log.info("fastText peer: quantizing (cutoff %d, retrain)", cfg.quant_cutoff)
         model.quantize(input=str(train_file), retrain=True, cutoff=cfg.quant_cutoff, qnorm=True,
@@ -250,7 +249,7 @@ def run_fasttext_peer(
         ftz_path = out_dir / "model.ftz"
         model.save_model(str(ftz_path))
         qmodel = fasttext.load_model(str(ftz_path))
-        results["quantized"] = {**evaluate_predictor(lambda t: predict_proba(qmodel, t), sets),
+        results["quantized"] = {**evaluate_predictor(predictor(qmodel), sets),
                                 **_model_info(qmodel, ftz_path)}
     finally:
         train_file.unlink(missing_ok=True)

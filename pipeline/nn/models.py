@@ -7,27 +7,14 @@ the distillation stage uses as the teacher's feature maps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """Shape of the teacher network."""
-
-    embed_dim: int = 128
-    units: int = 96
-    attn_units: int = 64
-    dense_units: int = 64
-    dropout: float = 0.5
-    embed_dropout: float = 0.3
-    max_pool: bool = True  # concatenate a masked max over time to the attention pooling
-    init_embeddings: str = "random"  # or "ppmi": SVD of the train split's co-occurrence PPMI
+from pipeline.config import StudentConfig, TeacherConfig
 
 
 @keras.utils.register_keras_serializable(package="pipeline")
@@ -146,16 +133,6 @@ def load_model(path: Path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    """Shape of the device student: small embedding, small BiGRU, masked mean pooling."""
-
-    embed_dim: int = 32
-    units: int = 32
-    dropout: float = 0.2
-    embed_dropout: float = 0.1
-
-
 @keras.utils.register_keras_serializable(package="pipeline")
 class MaskedMeanPooling(_MaskedTimePooling):
     """Mean over the unpadded time steps of ``[B, T, C]`` features (a sum and a count on device)."""
@@ -170,7 +147,7 @@ class MaskedMeanPooling(_MaskedTimePooling):
 def build_student(vocab_size: int, cfg: StudentConfig, seq_len: int | None = None) -> keras.Model:
     """``ids -> embedding -> BiGRU (reset_after) -> masked mean -> sigmoid``: loops well on a device.
 
-    The BiGRU runs one token at a time on the device (see ``pipeline.quantize``), so its features are
+    The BiGRU runs one token at a time on the device (see ``pipeline.device.loop``), so its features are
     the per-timestep states and pooling is a running sum the caller keeps.
     """
     ids = keras.Input(shape=(seq_len,), dtype="int32", name="ids")
@@ -184,3 +161,27 @@ def build_student(vocab_size: int, cfg: StudentConfig, seq_len: int | None = Non
     z = keras.layers.Dropout(cfg.dropout, name="dropout")(pooled)
     prob = keras.layers.Dense(1, activation="sigmoid", name="prob")(z)
     return keras.Model(ids, prob, name="student")
+
+
+def student_parts(student: keras.Model) -> tuple[np.ndarray, keras.layers.Bidirectional]:
+    """The student's embedding table and its concatenating ``Bidirectional(GRU)`` layer."""
+    table = student.get_layer("embedding").get_weights()[0]
+    bigru = student.get_layer("bigru")
+    if bigru.merge_mode != "concat":
+        raise ValueError("the student's BiGRU must concatenate its directions")
+    return table, bigru
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """``ids -> pre-sigmoid logit [B]`` sharing the weights of a model ending in Dense "prob".
+
+    A QAT model (``pipeline.compress.qat.build_qat_model``) has its logit as the layer "logit".
+    """
+    if "logit" in [layer.name for layer in model.layers]:
+        logit = keras.layers.Reshape((), name="logit_flat")(model.get_layer("logit").output)
+        return keras.Model(model.input, logit, name=f"{model.name}_logits")
+    prob = model.get_layer("prob")
+    z = prob.input
+    logit = keras.layers.Lambda(lambda t: tf.squeeze(tf.matmul(t, prob.kernel) + prob.bias, -1),
+                                name="logit")(z)
+    return keras.Model(model.input, logit, name=f"{model.name}_logits")

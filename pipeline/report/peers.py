@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from sklearn.pipeline import Pipeline
 
+from pipeline.config import TfidfConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TfidfConfig:
-    """Hyper-parameters of the TF-IDF + LR peer."""
-
-    ngram_max: int = 2
-    min_df: int = 2
-    max_features: int | None = 500_000
-    sublinear_tf: bool = True
-    C: float = 4.0
-    seed: int = 13
 
 
 def _vectorizer(cfg: TfidfConfig, preprocess: Callable[[str], str] | None) -> TfidfVectorizer:
@@ -116,7 +106,7 @@ def select_C(
 
 def normalize_without_stopwords(text: str) -> str:
     """The pipeline's normalization followed by stopword removal (module-level: picklable)."""
-    from pipeline.tokenizer import normalize, remove_stopwords
+    from pipeline.text.tokenizer import normalize, remove_stopwords
 
     return remove_stopwords(normalize(text))
 
@@ -131,8 +121,8 @@ def run_tfidf_peer(
     and writes ``metrics.json`` with test/held-out metrics, size and that ablation.
     """
     from pipeline.data import read_jsonl
-    from pipeline.evaluate import eval_sets, evaluate_predictor, write_json
-    from pipeline.tokenizer import normalize
+    from pipeline.report.metrics import eval_sets, evaluate_predictor, write_json
+    from pipeline.text.tokenizer import normalize
 
     rows = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("train", "val")}
     texts = {s: [t for t, _ in r] for s, r in rows.items()}

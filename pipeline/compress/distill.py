@@ -7,7 +7,7 @@ The student learns from the labels and from the teacher's temperature-softened o
 with ``z_t``, ``z_s`` the teacher's and student's logits (binary KL: both Bernoulli). The teacher
 and the student use different tokenizers, so only per-review quantities are matched here; the
 teacher's logits are computed once on the training split with the teacher's own tokenizer.
-The step is a ``tf.GradientTape`` loop plugged into :func:`pipeline.train.fit`, which keeps the
+The step is a ``tf.GradientTape`` loop plugged into :func:`pipeline.nn.train.fit`, which keeps the
 batching, early stopping and resumable checkpoints of the other training stages.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
-from pipeline.afd import (
+from pipeline.compress.afd import (
     PairAttention,
     TeacherFeatures,
     afd_loss,
@@ -31,38 +31,11 @@ from pipeline.afd import (
     student_feature_model,
     teacher_features,
 )
-from pipeline.models import StudentConfig
-from pipeline.train import StepFactory, TrainConfig, TrainStep
+from pipeline.config import DistillConfig, StudentConfig, TrainConfig
+from pipeline.nn.models import logits_model
+from pipeline.nn.train import StepFactory, TrainStep
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Knowledge-distillation loss settings."""
-
-    temperature: float = 2.0
-    alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha for the labels
-    afd_weight: float = 1.0  # weight of attention-based feature distillation in the AFD stage
-    afd_dim: int = 32  # query/key width of AFD's attention over layer pairs
-    augment: int = 2  # teacher-labelled crops per training review (0: the training split only)
-    crop_min: float = 0.2  # a crop keeps a random run of this share ...
-    crop_max: float = 0.7  # ... to this share of the review's words
-
-
-def logits_model(model: keras.Model) -> keras.Model:
-    """``ids -> pre-sigmoid logit [B]`` sharing the weights of a model ending in Dense "prob".
-
-    A QAT model (``pipeline.quantize.build_qat_model``) has its logit as the layer "logit".
-    """
-    if "logit" in [layer.name for layer in model.layers]:
-        logit = keras.layers.Reshape((), name="logit_flat")(model.get_layer("logit").output)
-        return keras.Model(model.input, logit, name=f"{model.name}_logits")
-    prob = model.get_layer("prob")
-    z = prob.input
-    logit = keras.layers.Lambda(lambda t: tf.squeeze(tf.matmul(t, prob.kernel) + prob.bias, -1),
-                                name="logit")(z)
-    return keras.Model(model.input, logit, name=f"{model.name}_logits")
 
 
 def kd_loss(y: tf.Tensor, z_s: tf.Tensor, z_t: tf.Tensor, cfg: DistillConfig) -> tf.Tensor:
@@ -79,10 +52,10 @@ def kd_loss(y: tf.Tensor, z_s: tf.Tensor, z_t: tf.Tensor, cfg: DistillConfig) ->
 
 def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
             features: TeacherFeatures | None = None) -> StepFactory:
-    """A training step for :func:`pipeline.train.fit` that distils ``teacher_logits[idx]``.
+    """A training step for :func:`pipeline.nn.train.fit` that distils ``teacher_logits[idx]``.
 
     With ``features`` and ``cfg.afd_weight > 0`` the loss adds ``afd_weight * L_afd``
-    (:func:`pipeline.afd.afd_loss`); the layer-pair attention has its own Adam optimizer.
+    (:func:`pipeline.compress.afd.afd_loss`); the layer-pair attention has its own Adam optimizer.
     """
     teacher_logits = np.asarray(teacher_logits, np.float32)
     use_afd = features is not None and cfg.afd_weight > 0
@@ -133,6 +106,8 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
             totals["n"] += len(idx)
             return totals["loss"] / totals["n"], totals["correct"] / totals["n"]
 
+        if use_afd:  # saved and restored with the model by fit: a resumed run continues them
+            run.checkpoint = {"afd_pairs": pairs, "afd_optimizer": pair_opt}  # type: ignore[attr-defined]
         return run
 
     return factory
@@ -169,7 +144,7 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
     ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability.
     """
     from pipeline.data import read_jsonl
-    from pipeline.tokenizer import Tokenizer
+    from pipeline.text.tokenizer import Tokenizer
 
     rows = read_jsonl(Path(data_dir) / "train.jsonl")
     texts = [t for t, _ in rows]
@@ -211,9 +186,9 @@ def distill_student(
     model_cfg: StudentConfig, cfg: TrainConfig, dcfg: DistillConfig, afd: bool = False,
 ) -> dict:
     """Stage: train the student on :func:`teacher_targets` with KD (``afd``: + feature distillation)."""
-    from pipeline.models import build_student
-    from pipeline.tokenizer import Tokenizer
-    from pipeline.train import fit_and_save, labelled_ids, set_determinism
+    from pipeline.nn.models import build_student
+    from pipeline.nn.train import fit_and_save, labelled_ids, set_determinism
+    from pipeline.text.tokenizer import Tokenizer
 
     targets_dir = Path(targets_dir)
     rows = load_target_rows(targets_dir)

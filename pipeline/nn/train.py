@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,37 +21,56 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
-from pipeline.models import StudentConfig, TeacherConfig
-from pipeline.tokenizer import UNK_ID
+from pipeline.config import TrainConfig
+from pipeline.progress import Progress
+from pipeline.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 16
+CKPT_PAUSE_ENV = "TINYSENT_TEST_CKPT_PAUSE"  # test hook, see _test_pause
 
 TrainStep = Callable[[np.ndarray, np.ndarray, np.ndarray, bool], tuple[float, float]]
-"""``step(x, y, batch_indices, first_batch_of_epoch) -> (running loss, running accuracy)``."""
+"""``step(x, y, batch_indices, first_batch_of_epoch) -> (running loss, running accuracy)``.
+
+A step with state of its own (AFD's pair attention and its optimizer) lists it in a ``checkpoint``
+attribute (a dict of trackables) so that :func:`fit` saves and restores it with the model."""
 StepFactory = Callable[[keras.Model, keras.optimizers.Optimizer], TrainStep]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by the training stages."""
-
-    batch_size: int = 128
-    max_epochs: int = 10
-    patience: int = 2
-    learning_rate: float = 2e-3
-    lr_decay_on_plateau: float = 0.5
-    clipnorm: float = 1.0
-    bucket_batches: int = 32
-    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
-    token_dropout: float = 0.0  # share of training tokens replaced by <unk> (word dropout)
-    seed: int = 13
 
 
 def set_determinism(seed: int) -> None:
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def seeded_dropout(model: keras.Model) -> list[tf.random.Generator]:
+    """Give every random layer of ``model`` (dropout) its own ``tf.random.Generator``; returns them.
+
+    By default tf_keras' dropout runs a stateful random kernel whose position lives in the process
+    (inside the traced training function), so a run resumed from a checkpoint drew other masks
+    than one never stopped. A generator's state is a variable: :func:`fit` re-seeds it at every
+    epoch from ``(seed, epoch, layer)``, so an epoch's masks do not depend on the process.
+    """
+    from tf_keras.src.backend import RandomGenerator
+    from tf_keras.src.engine.base_layer import BaseRandomLayer
+
+    gens = []
+    for layer in model.submodules:
+        if isinstance(layer, BaseRandomLayer):
+            rg = getattr(layer, "_seeded_rng", None)
+            if rg is None:
+                rg = RandomGenerator(1, rng_type=RandomGenerator.RNG_STATEFUL)
+                rg._maybe_init()
+                # bypass Keras' attribute tracking: the state is re-seeded, not saved with weights
+                object.__setattr__(layer, "_seeded_rng", rg)
+                object.__setattr__(layer, "_random_generator", rg)
+            gens.append(rg._generator)
+    return gens
+
+
+def epoch_seed(seed: int, epoch: int, part: int = 0) -> int:
+    """A 63-bit seed for ``part`` of ``epoch`` (dropout generators): a function of its arguments only."""
+    return int(np.random.default_rng([seed, epoch, part, 7]).integers(2**63 - 1))
 
 
 def pad_batch(rows: Sequence[Sequence[int]], multiple: int = PAD_MULTIPLE) -> np.ndarray:
@@ -89,24 +109,6 @@ def predict_proba(
         x = pad_batch([ids[i] for i in idx])
         out[idx] = np.asarray(model.predict_on_batch(x)).reshape(-1)
     return out
-
-
-class _Progress:
-    """Logs a progress line at most every ``every`` seconds."""
-
-    def __init__(self, total: int, label: str, every: float = 15.0) -> None:
-        self.total, self.label, self.every = total, label, every
-        self.start = self.last = time.monotonic()
-
-    def update(self, done: int, items: int, extra: str) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every and done < self.total:
-            return
-        self.last = now
-        rate = items / max(now - self.start, 1e-9)
-        eta = (now - self.start) / max(done, 1) * (self.total - done)
-        log.info("%s %d/%d batches  %s  %.0f reviews/s  eta %.0fs", self.label, done,
-                 self.total, extra, rate, eta)
 
 
 def bce(y: np.ndarray, p: np.ndarray) -> float:
@@ -155,13 +157,15 @@ def fit(
             w.assign(e)
             e.assign(live)
 
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=ema)
+    dropout_rngs = seeded_dropout(model)
     if make_step is None:
         def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
             loss, acc = model.train_on_batch(x, y, reset_metrics=first)
             return float(loss), float(acc)
     else:
         step = make_step(model, optimizer)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=ema,
+                               **getattr(step, "checkpoint", {}))
     state_path = work_dir / "state.json"
     best_path = work_dir / "best.weights.h5"
     state = {"epoch": 0, "best_loss": None, "best_epoch": 0, "wait": 0,
@@ -171,23 +175,25 @@ def fit(
         ckpt.read(str(work_dir / f"ckpt-{state['epoch']}")).expect_partial()
         log.info("resuming training after epoch %d (best epoch %d)", state["epoch"],
                  state["best_epoch"])
+    _clean_stale(work_dir, state["epoch"])
     lengths = [len(r) for r in x_train]
     while state["epoch"] < cfg.max_epochs and state["wait"] < cfg.patience:
         epoch = state["epoch"] + 1
         optimizer.learning_rate.assign(state["lr"])
         rng = np.random.default_rng([cfg.seed, epoch])
         batches = bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches)
-        progress = _Progress(len(batches), f"epoch {epoch}/{cfg.max_epochs}")
-        t0, seen = time.monotonic(), 0
-        for i, idx in enumerate(batches):
-            x = pad_batch([x_train[j] for j in idx])
-            if cfg.token_dropout:
-                x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
-            loss, acc = step(x, y_train[idx], idx, i == 0)
-            if ema:
-                ema_update()
-            seen += len(idx)
-            progress.update(i + 1, seen, f"loss {loss:.4f} acc {acc:.4f}")
+        for part, gen in enumerate(dropout_rngs):
+            gen.reset_from_seed(epoch_seed(cfg.seed, epoch, part))
+        t0 = time.monotonic()
+        with Progress(len(y_train), f"epoch {epoch}/{cfg.max_epochs}", "reviews") as progress:
+            for i, idx in enumerate(batches):
+                x = pad_batch([x_train[j] for j in idx])
+                if cfg.token_dropout:
+                    x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
+                loss, acc = step(x, y_train[idx], idx, i == 0)
+                if ema:
+                    ema_update()
+                progress.update(len(idx), f"loss {loss:.4f} acc {acc:.4f}")
         if ema:
             swap_ema()  # validate (and keep as best) the averaged weights
         p_val = predict_proba(model, x_val)
@@ -209,6 +215,7 @@ def fit(
             swap_ema()
         state["epoch"] = epoch
         ckpt.write(str(work_dir / f"ckpt-{epoch}"))
+        _test_pause(work_dir, epoch)
         tmp_state = work_dir / "state.json.tmp"
         tmp_state.write_text(json.dumps(state, indent=2))
         tmp_state.replace(state_path)
@@ -222,6 +229,22 @@ def fit(
     model.load_weights(str(best_path))
     log.info("training done: best epoch %d, val_loss %.4f", state["best_epoch"], state["best_loss"])
     return state
+
+
+def _clean_stale(work_dir: Path, epoch: int) -> None:
+    """Delete what a killed run left half-written: checkpoints other than ``ckpt-epoch``, temp files."""
+    for p in work_dir.iterdir():
+        stale = p.name.startswith("ckpt-") and not p.name.startswith(f"ckpt-{epoch}.")
+        if stale or ".tmp" in p.name or p.name.endswith(".writing"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _test_pause(work_dir: Path, epoch: int) -> None:
+    """Test hook: with ``$TINYSENT_TEST_CKPT_PAUSE == epoch``, mark ``ckpt-N.writing`` and sleep
+    between the checkpoint files and ``state.json``, so that a test can kill the run mid-write."""
+    if os.environ.get(CKPT_PAUSE_ENV) == str(epoch):
+        (work_dir / f"ckpt-{epoch}.writing").touch()
+        time.sleep(600)
 
 
 def ppmi_embeddings(
@@ -277,7 +300,7 @@ def labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
 def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_dir: Path,
                  out_dir: Path, kind: str, make_step: StepFactory | None = None) -> dict:
     """Train with :func:`fit`, then write a self-contained model directory."""
-    from pipeline.models import save_model
+    from pipeline.nn.models import save_model
 
     log.info("%s: %d train / %d val reviews, %d parameters", kind, len(splits["train"][1]),
              len(splits["val"][1]), model.count_params())
@@ -290,65 +313,6 @@ def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_d
     (out_dir / "history.json").write_text(json.dumps(state, indent=2))
     return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
             "params": int(model.count_params())}
-
-
-def _train_distributed(data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path, kind: str,
-                       model_cfg, cfg: TrainConfig, strategy) -> dict:
-    """A training stage under a ``tf.distribute`` strategy (``pipeline.distribute``)."""
-    from pipeline.distribute import train_distributed
-
-    model, state = train_distributed(data_dir, tok_dir, out_dir, kind, model_cfg, cfg, strategy,
-                                     work_dir)
-    return {"best_epoch": state["best_epoch"], "val_loss": state["best_loss"],
-            "params": int(model.count_params()), "replicas": state["replicas"],
-            "global_batch": state["global_batch"]}
-
-
-def train_teacher(
-    data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: TeacherConfig, cfg: TrainConfig, strategy=None,
-) -> dict:
-    """Stage: train the BiGRU teacher; ``out_dir`` becomes a self-contained model directory.
-
-    With a ``tf.distribute`` ``strategy`` (``pipeline.distribute.strategy_from_name``) it trains
-    with ``pipeline.distribute.fit_distributed``: ``cfg.batch_size`` reviews per replica.
-    """
-    from pipeline.models import build_teacher
-    from pipeline.tokenizer import Tokenizer
-
-    if strategy is not None:
-        if model_cfg.init_embeddings != "random":
-            raise ValueError("init_embeddings='ppmi' is not supported with a distribution strategy")
-        return _train_distributed(data_dir, tok_dir, out_dir, work_dir, "teacher", model_cfg, cfg,
-                                  strategy)
-    set_determinism(cfg.seed)
-    tok = Tokenizer.load(tok_dir)
-    splits = labelled_ids(data_dir, tok)
-    model = build_teacher(tok.vocab_size, model_cfg)
-    if model_cfg.init_embeddings == "ppmi":
-        log.info("teacher: initialising embeddings from PPMI-SVD of the training split")
-        emb = ppmi_embeddings(splits["train"][0], tok.vocab_size, model_cfg.embed_dim,
-                              seed=cfg.seed)
-        model.get_layer("embedding").set_weights([emb])
-    return fit_and_save(model, tok, splits, cfg, work_dir, out_dir, "teacher")
-
-
-def train_student(
-    data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: StudentConfig, cfg: TrainConfig, strategy=None,
-) -> dict:
-    """Stage: train the device student on labels only (the ablation's first row)."""
-    from pipeline.models import build_student
-    from pipeline.tokenizer import Tokenizer
-
-    if strategy is not None:
-        return _train_distributed(data_dir, tok_dir, out_dir, work_dir, "student", model_cfg, cfg,
-                                  strategy)
-    set_determinism(cfg.seed)
-    tok = Tokenizer.load(tok_dir)
-    model = build_student(tok.vocab_size, model_cfg)
-    return fit_and_save(model, tok, labelled_ids(data_dir, tok), cfg, work_dir, out_dir,
-                         "student")
 
 
 def write_model_info(model_dir: Path, runtimes: dict[str, str], **extra) -> None:

@@ -33,6 +33,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,9 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
 
     One teacher pass (its own tokenizer and truncation); logits are ``log(p / (1 - p))``.
     """
-    from pipeline.models import load_model
-    from pipeline.tokenizer import Tokenizer
-    from pipeline.train import pad_batch
+    from pipeline.nn.models import load_model
+    from pipeline.nn.train import pad_batch
+    from pipeline.text.tokenizer import Tokenizer
 
     t_tok = Tokenizer.load(teacher_dir)
     feats = teacher_feature_model(load_model(Path(teacher_dir) / "model.keras"))
@@ -128,7 +129,8 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
               (int(o.shape[-1]) for o in (feats.outputs[0], feats.outputs[1], feats.outputs[3]))]
     logits = np.zeros(n, np.float32)
     order = np.argsort([len(r) for r in t_ids], kind="stable")
-    for k, start in enumerate(range(0, n, batch_size)):
+    progress = Progress(n, "teacher targets", "reviews")
+    for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         e, h, w, p, prob = (np.asarray(a) for a in
                             feats.predict_on_batch(pad_batch([t_ids[i] for i in idx])))
@@ -141,14 +143,14 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
             pooled[0][i] = e[r, :L].mean(0) if L else 0.0
             pooled[1][i] = h[r, :L].mean(0) if L else 0.0
             pooled[2][i] = p[r]
-        if k % 200 == 0:
-            log.info("afd: teacher pass %d/%d", min(start + batch_size, n), n)
+        progress.update(len(idx))
+    progress.close()
     return TeacherFeatures(maps, pooled), logits
 
 
 def student_feature_model(model: keras.Model) -> keras.Model:
     """``ids -> (logit [B], embedding [B,T,E], BiGRU states [B,T,2U])`` sharing the student's weights."""
-    from pipeline.distill import logits_model
+    from pipeline.nn.models import logits_model
 
     return keras.Model(model.input, [logits_model(model).output,
                                      model.get_layer("embedding").output,

@@ -17,9 +17,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.export import TABLES_C, write_tokenizer_tables
+from pipeline.text.ctables import TABLES_C, write_tokenizer_tables
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "firmware" / "src"
 HOST = ROOT / "firmware" / "host"
 SOURCES = ("tokenizer.c", "tokenizer.h", "tokenizer_tables.h")

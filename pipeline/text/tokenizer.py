@@ -39,16 +39,35 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.config import TokenizerConfig
 
 log = logging.getLogger(__name__)
 
 NORMALIZATION_VERSION = 1
 PAD_ID = 0
 UNK_ID = 1
+SPACE_PIECE = "\u2581"  # the word boundary piece ``▁``
+
+NO_WORDS = "no words to judge"
+ONLY_UNKNOWN = "no known words: every character is one the tokenizer does not know"
+
+
+def no_verdict_reason(ids: Sequence[int], space_id: int) -> str | None:
+    """Why the ids a model sees give it nothing to judge, else None (the rule predict applies).
+
+    Nothing to judge means no id other than ``UNK_ID`` and ``space_id`` (the bare ``▁`` piece that
+    precedes an unknown character): :data:`ONLY_UNKNOWN` when one is ``UNK_ID`` (emoji, other
+    scripts, invalid bytes), else :data:`NO_WORDS` (no ids: empty after normalization, e.g. only
+    NUL or zero-width characters).
+    """
+    if any(i != UNK_ID and i != space_id for i in ids):
+        return None
+    return ONLY_UNKNOWN if UNK_ID in ids else NO_WORDS
 
 _SEPARATORS = (
     set(range(0x09, 0x0E))
@@ -112,19 +131,6 @@ def remove_stopwords(text: str) -> str:
     return " ".join(w for w in text.split(" ") if w not in STOPWORDS)
 
 
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """How text becomes fixed-length id sequences."""
-
-    vocab_size: int = 16000
-    seq_len: int = 512
-    truncate: str = "head"  # "head" keeps the first seq_len ids, "tail" the last ones
-    stopwords: bool = False
-    character_coverage: float = 0.9995
-    max_train_sentences: int = 2_000_000
-    seed: int = 13
-
-
 class Tokenizer:
     """Normalization + SentencePiece BPE + truncation/padding, loaded from a model directory."""
 
@@ -141,6 +147,15 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
+
+    @property
+    def space_id(self) -> int:
+        """Id of the bare ``▁`` piece (``UNK_ID`` if the vocabulary has none)."""
+        return int(self.sp.piece_to_id(SPACE_PIECE))
+
+    def no_verdict_reason(self, ids: Sequence[int]) -> str | None:
+        """:func:`no_verdict_reason` for this vocabulary."""
+        return no_verdict_reason(ids, self.space_id)
 
     def preprocess(self, text: str) -> str:
         """Normalized (and optionally stopword-free) text, exactly what BPE sees."""

@@ -3,25 +3,40 @@
 Iterative magnitude pruning (Frankle & Carbin 2019, with the "late rewinding" of Frankle et al. 2020):
 
 1. start from a trained dense model and its weights after ``rewind_epoch`` epochs of the same run;
-2. round ``r`` prunes the smallest-magnitude surviving weights so that the overall sparsity becomes
-   ``min(target, 1 - (1 - rate)^r)``, with **one global threshold** over all prunable weights
-   (embedding, GRU kernel and recurrent kernel of both directions, dense kernels; biases are kept);
+2. round ``r`` prunes with **one global magnitude threshold** to the round's target
+   ``min(target, 1 - (1 - rate)^r)``;
 3. the surviving weights are rewound to the rewind checkpoint and retrained with
-   :func:`pipeline.train.fit`; the mask is re-applied after every optimizer step, so pruned weights
-   stay exactly zero (any training step can be wrapped, e.g. :func:`pipeline.distill.kd_step`).
+   :func:`pipeline.nn.train.fit`; the mask is re-applied after every optimizer step, so pruned weights
+   stay exactly zero (any training step can be wrapped, e.g. :func:`pipeline.compress.distill.kd_step`).
+
+Two modes (``PruneConfig.mode``):
+
+- ``structured`` (the default): what is pruned are *groups* the int8 device model loses whole:
+  vocabulary rows of the embedding (dropped from the int8 table through ``compact_rows``' id map,
+  which the firmware mirrors), embedding dims, and GRU units in forward/backward pairs; their
+  bookkeeping is :mod:`pipeline.compress.structures`. A group's score is the RMS of its surviving
+  weights (``L2 / sqrt(n)``: comparable across kinds and sizes), one threshold per round over all
+  groups, and the round's target is a share of the **int8 flash bytes** of the model arrays saved
+  (``target_flash_saving``), not a share of weights. Masks zero whole groups (the GRU biases of
+  pruned units too). At the end the ticket is **shrunk**: a smaller ordinary student (``build_student``
+  shape, fewer dims and units, weights copied; :func:`pipeline.compress.structures.shrink`) whose
+  pruned vocabulary rows are exactly zero, so ``quantize_student`` drops them into one shared zero
+  row; its predictions equal the masked model's up to float rounding.
+- ``unstructured``: single weights over all prunable tensors (embedding, GRU kernels and recurrent
+  kernels, head; biases kept) to ``target_sparsity``. TFLM stores zeros densely, so only the
+  structures that happen to empty save flash; kept because it shares everything but the mask rule.
 
 Each round has its own work directory (``round-R/``: the fit checkpoints, ``masks.npz`` and the final
 weights) and ``lottery.json`` records the finished rounds, so an interrupted run resumes inside the
-round it stopped in. Every round is reported: sparsity per layer, the threshold, validation loss and
-accuracy, honest sizes (dense int8 bytes, non-zero weights, gzip -9 bytes of the int8 weights) and the
-structure pruning found (embedding rows that are entirely zero, GRU units with no weights left).
+round it stopped in. Every round is reported: validation loss and accuracy, sparsity per layer, the
+threshold, the dropped rows / dims / units and the int8 flash bytes of the model arrays with the
+bytes saved against the dense model, plus the weight-count sizes (non-zero weights, gzip bytes).
+The stage keeps the deepest round at least as accurate on validation as the dense model (else the
+last round; the release then keeps the dense student, see :mod:`pipeline.all`).
 
-tfmot interoperability: :class:`PrunableBidirectional` (and :class:`PrunableTokenEmbedding`) implement
-tfmot's ``PrunableLayer``, so ``tfmot.sparsity.keras.prune_low_magnitude`` accepts the student;
-:func:`tfmot_wrap` wraps a model with tfmot's pruning wrappers, either with a tfmot schedule (tfmot's
-own per-layer thresholds) or holding this module's global masks fixed (:class:`FixedMask`).
-The pruning itself runs on the plain model, so the saved model uses plain layers with masked weights
-and loads with :func:`pipeline.models.load_model`.
+What is pruned and how tfmot sees it (its ``PrunableLayer`` wrappers): :mod:`pipeline.compress.prunable`.
+The pruning itself runs on the plain model, so the saved model uses plain layers and loads with
+:func:`pipeline.nn.models.load_model`.
 """
 
 from __future__ import annotations
@@ -30,168 +45,30 @@ import gzip
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 import tf_keras as keras
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from pipeline.models import TokenEmbedding
-from pipeline.train import StepFactory, TrainConfig, TrainStep, fit, predict_proba
+from pipeline.compress.prunable import Masks, prunable_weights
+from pipeline.compress.structures import (
+    flash_report,
+    masked_variables,
+    removable,
+    shrink,
+    shrink_arrays,
+    structured_masks,
+)
+from pipeline.config import PruneConfig, TrainConfig
+from pipeline.nn.models import TokenEmbedding
+from pipeline.nn.train import StepFactory, TrainStep, fit, predict_proba
+from pipeline.progress import track
 
 log = logging.getLogger(__name__)
-
-Masks = dict[str, np.ndarray]
-"""Name (see :func:`prunable_weights`) -> float32 array of 0/1, the weight's shape."""
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """Lottery Ticket schedule: round ``r`` reaches sparsity ``min(target, 1 - (1 - rate)^r)``."""
-
-    rounds: int = 2
-    rate: float = 0.4  # share of the surviving prunable weights removed per round
-    target_sparsity: float = 0.64
-    rewind_epoch: int = 1  # late rewinding: surviving weights go back to their values after this epoch
-    retrain_epochs: int = 3  # max epochs per round (early stopping as in TrainConfig.patience)
-
-
-# --------------------------------------------------------------------------------------------------
-# tfmot-prunable layers and conversions
-
-
-@keras.utils.register_keras_serializable(package="pipeline")
-class PrunableBidirectional(keras.layers.Bidirectional, tfmot.sparsity.keras.PrunableLayer):
-    """``Bidirectional`` whose prunable weights are both directions' kernel and recurrent kernel."""
-
-    def get_prunable_weights(self) -> list[tf.Variable]:
-        cells = (self.forward_layer.cell, self.backward_layer.cell)
-        return [w for c in cells for w in (c.kernel, c.recurrent_kernel)]
-
-
-@keras.utils.register_keras_serializable(package="pipeline")
-class PrunableTokenEmbedding(TokenEmbedding, tfmot.sparsity.keras.PrunableLayer):
-    """``TokenEmbedding`` whose embedding matrix is prunable."""
-
-    def get_prunable_weights(self) -> list[tf.Variable]:
-        return [self.embeddings]
-
-
-_TO_PRUNABLE = {keras.layers.Bidirectional: PrunableBidirectional, TokenEmbedding: PrunableTokenEmbedding}
-_TO_PLAIN = {v: k for k, v in _TO_PRUNABLE.items()}
-
-
-def _swap_layers(model: keras.Model, mapping: dict[type, type]) -> keras.Model:
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        cls = mapping.get(type(layer), type(layer))
-        return cls.from_config(layer.get_config())
-
-    out = keras.models.clone_model(model, clone_function=clone)
-    out.set_weights(model.get_weights())
-    return out
-
-
-def to_prunable(model: keras.Model) -> keras.Model:
-    """A copy of ``model`` (same weights) with ``PrunableBidirectional``/``PrunableTokenEmbedding``."""
-    return _swap_layers(model, _TO_PRUNABLE)
-
-
-def to_plain(model: keras.Model) -> keras.Model:
-    """A copy with tfmot wrappers stripped and plain ``Bidirectional``/``TokenEmbedding`` (same weights)."""
-    if any(isinstance(la, PruneLowMagnitude) for la in model.layers):
-        model = tfmot.sparsity.keras.strip_pruning(model)
-    return _swap_layers(model, _TO_PLAIN)
-
-
-@keras.utils.register_keras_serializable(package="pipeline")
-class FixedMask(tfmot.sparsity.keras.PruningSchedule):
-    """A tfmot schedule that never recomputes masks: the wrappers keep the masks they were given."""
-
-    def __call__(self, step):
-        return tf.constant(False), tf.constant(0.0, tf.float32)
-
-    def get_config(self) -> dict:
-        return {"class_name": self.__class__.__name__, "config": {}}
-
-
-def tfmot_wrap(model: keras.Model, masks: Masks | None = None, pruning_schedule=None) -> keras.Model:
-    """Wrap every top-level layer with prunable weights in tfmot's ``PruneLowMagnitude``.
-
-    Embedding, BiGRU and Dense layers are wrapped (Dense layers nested in other layers are not); the
-    other layers are shared with the converted copy.
-
-    With ``masks`` (from :func:`global_masks`) the wrappers' mask variables are set to them and the
-    schedule is :class:`FixedMask`, so tfmot training (``model.fit`` with
-    ``tfmot.sparsity.keras.UpdatePruningStep``) keeps this module's global masks; otherwise tfmot's own
-    ``pruning_schedule`` (per-layer thresholds) applies. :func:`to_plain` undoes the wrapping.
-    """
-    prunable = to_prunable(model)
-    if masks is not None:
-        pruning_schedule = FixedMask()
-    kwargs = {} if pruning_schedule is None else {"pruning_schedule": pruning_schedule}
-
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or isinstance(layer, keras.layers.Dense):
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, **kwargs)
-        return layer
-
-    wrapped = keras.models.clone_model(prunable, clone_function=clone)
-    if masks is not None:
-        names = {id(v): n for n, v in prunable_weights(prunable).items()}
-        for layer in wrapped.layers:
-            if isinstance(layer, PruneLowMagnitude):
-                for weight, mask, _ in layer.pruning_vars:
-                    m = masks[names[id(weight)]]
-                    mask.assign(m)
-                    weight.assign(weight * m)
-    return wrapped
-
-
-# --------------------------------------------------------------------------------------------------
-# Prunable weights, global masks
-
-
-def prunable_weights(model: keras.Model) -> dict[str, tf.Variable]:
-    """The prunable variables by name, in model order: embeddings, RNN kernels, dense kernels.
-
-    Names: ``embedding/embeddings``, ``bigru/forward/kernel``, ``bigru/forward/recurrent_kernel``,
-    ``bigru/backward/...``, ``prob/kernel`` (nested layers: ``attention/proj/kernel``). Biases are
-    not prunable. tfmot wrappers are looked through (the inner layer's name is used).
-    """
-    out: dict[str, tf.Variable] = {}
-    seen: set[int] = set()
-
-    def add(name: str, var: tf.Variable) -> None:
-        if id(var) not in seen:
-            seen.add(id(var))
-            out[name] = var
-
-    def visit(layer: keras.layers.Layer, prefix: str) -> None:
-        if isinstance(layer, PruneLowMagnitude):
-            layer = layer.layer
-        name = prefix + layer.name
-        if isinstance(layer, TokenEmbedding | keras.layers.Embedding):
-            add(f"{name}/embeddings", layer.embeddings)
-        elif isinstance(layer, keras.layers.Bidirectional):
-            for d, rnn in (("forward", layer.forward_layer), ("backward", layer.backward_layer)):
-                add(f"{name}/{d}/kernel", rnn.cell.kernel)
-                add(f"{name}/{d}/recurrent_kernel", rnn.cell.recurrent_kernel)
-        elif isinstance(layer, keras.layers.RNN) and hasattr(layer.cell, "recurrent_kernel"):
-            add(f"{name}/kernel", layer.cell.kernel)
-            add(f"{name}/recurrent_kernel", layer.cell.recurrent_kernel)
-        elif isinstance(layer, keras.layers.Dense):
-            add(f"{name}/kernel", layer.kernel)
-        else:
-            for sub in layer._flatten_layers(include_self=False, recursive=False):
-                visit(sub, name + "/")
-
-    for layer in model.layers:
-        visit(layer, "")
-    return out
+Variables = Callable[[keras.Model], dict]
 
 
 def global_masks(
@@ -232,20 +109,21 @@ def global_masks(
     return masks, threshold
 
 
-def apply_masks(model: keras.Model, masks: Masks) -> None:
-    """Zero the pruned weights in place."""
-    for n, v in prunable_weights(model).items():
+def apply_masks(model: keras.Model, masks: Masks, variables: Variables | None = None) -> None:
+    """Zero the pruned weights in place (``variables``: as in :func:`masked_step`)."""
+    for n, v in (variables or prunable_weights)(model).items():
         v.assign(v.numpy() * masks[n])
 
 
-def rewind(model: keras.Model, rewind_weights: Sequence[np.ndarray], masks: Masks) -> None:
+def rewind(model: keras.Model, rewind_weights: Sequence[np.ndarray], masks: Masks,
+           variables: Variables | None = None) -> None:
     """Set every weight to its rewind value (``model.get_weights()`` order), then apply ``masks``."""
     model.set_weights(list(rewind_weights))
-    apply_masks(model, masks)
+    apply_masks(model, masks, variables)
 
 
 def _mask_enforcer(model: keras.Model, masks: Masks,
-                   variables: Callable[[keras.Model], dict] | None = None) -> Callable[[], None]:
+                   variables: Variables | None = None) -> Callable[[], None]:
     named = (variables or prunable_weights)(model)
     pairs = [(v, tf.constant(masks[n], dtype=v.dtype)) for n, v in named.items()]
 
@@ -258,7 +136,7 @@ def _mask_enforcer(model: keras.Model, masks: Masks,
 
 
 def default_step(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
-    """The step :func:`pipeline.train.fit` uses without ``make_step``: ``train_on_batch`` with BCE."""
+    """The step :func:`pipeline.nn.train.fit` uses without ``make_step``: ``train_on_batch`` with BCE."""
 
     def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
         loss, acc = model.train_on_batch(x, y, reset_metrics=first)
@@ -268,11 +146,12 @@ def default_step(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> T
 
 
 def masked_step(masks: Masks, make_step: StepFactory | None = None,
-                variables: Callable[[keras.Model], dict] | None = None) -> StepFactory:
+                variables: Variables | None = None) -> StepFactory:
     """A step factory that runs ``make_step``'s step (default: BCE) and re-applies ``masks`` after it.
 
-    ``variables(model)`` names the masked variables (default :func:`prunable_weights`; a QAT model
-    passes ``pipeline.quantize.qat_prunable_weights``).
+    ``variables(model)`` names the masked variables (default :func:`prunable_weights`; structured
+    masks: :func:`pipeline.compress.structures.masked_variables`, which adds the GRU biases; a QAT
+    model passes ``pipeline.compress.qat.qat_prunable_weights``). Masks may name more variables.
     """
 
     def factory(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
@@ -285,19 +164,25 @@ def masked_step(masks: Masks, make_step: StepFactory | None = None,
             enforce()
             return out
 
+        run.checkpoint = getattr(inner, "checkpoint", {})  # type: ignore[attr-defined]
         return run
 
     return factory
 
 
-def sparsity_schedule(cfg: PruneConfig) -> list[float]:
-    """Sparsity after each round: ``min(target, 1 - (1 - rate)^r)``, stopping once the target is hit."""
-    if not (0.0 < cfg.rate < 1.0 and 0.0 < cfg.target_sparsity < 1.0 and cfg.rounds >= 1):
+def sparsity_schedule(cfg: PruneConfig, target: float | None = None) -> list[float]:
+    """Target after each round: ``min(target, 1 - (1 - rate)^r)``, stopping once the target is hit.
+
+    ``target`` defaults to the mode's: ``target_flash_saving`` (structured) or ``target_sparsity``.
+    """
+    if target is None:
+        target = cfg.target_flash_saving if cfg.mode == "structured" else cfg.target_sparsity
+    if not (0.0 < cfg.rate < 1.0 and 0.0 < target < 1.0 and cfg.rounds >= 1):
         raise ValueError(f"bad pruning schedule {cfg}")
     out: list[float] = []
     for r in range(1, cfg.rounds + 1):
-        out.append(min(cfg.target_sparsity, 1.0 - (1.0 - cfg.rate) ** r))
-        if out[-1] >= cfg.target_sparsity:
+        out.append(min(target, 1.0 - (1.0 - cfg.rate) ** r))
+        if out[-1] >= target:
             break
     return out
 
@@ -399,7 +284,7 @@ def round_report(model: keras.Model, masks: Masks | None, val: tuple) -> dict:
     """One row of the per-round table (``masks=None``: the dense model)."""
     layers = layer_sparsity(model)
     total = sum(v["total"] for v in layers.values())
-    pruned = sum(int(m.size - m.sum()) for m in masks.values()) if masks else 0
+    pruned = sum(int(masks[n].size - masks[n].sum()) for n in layers) if masks else 0
     struct = structure_report(model)
     brief = {}
     for name, s in struct.items():
@@ -410,7 +295,7 @@ def round_report(model: keras.Model, masks: Masks | None, val: tuple) -> dict:
                                "no_output_units": len(s[d]["no_output_units"])}
                            for d in ("forward", "backward")}
     return {"sparsity": pruned / max(total, 1), "layers": layers, **_evaluate(model, val),
-            "size": size_report(model), "structure": brief}
+            "size": size_report(model), "flash": flash_report(model), "structure": brief}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,7 +375,8 @@ def lottery_ticket(
     ``model`` is either trained, with ``rewind_weights`` (its weights after ``cfg.rewind_epoch`` epochs
     of the same run, ``model.get_weights()`` order), or freshly initialised with ``rewind_weights=None``:
     then it is first trained with ``train_cfg`` (in ``work_dir/dense``) and the rewind point is taken
-    from that run. Round ``r`` prunes to ``sparsity_schedule(cfg)[r-1]`` with one global threshold,
+    from that run. Round ``r`` prunes to ``sparsity_schedule(cfg)[r-1]`` with one global threshold
+    (structured: groups to that share of flash bytes saved; unstructured: weights to that sparsity),
     rewinds the survivors and retrains them for at most ``cfg.retrain_epochs`` epochs with the mask
     enforced after every step of ``make_step`` (default BCE; e.g. ``distill.kd_step(...)`` for KD).
     ``on_epoch_end(round, epoch)`` is called after every retraining epoch.
@@ -498,7 +384,7 @@ def lottery_ticket(
     Resumable from ``work_dir``: ``lottery.json`` lists the finished rounds; an interrupted round
     resumes from its last finished epoch. Returns ``{"rounds": [row0, row1, ...], "masks": masks}``
     where row 0 is the dense model and every row has ``round``, ``target``, ``sparsity``,
-    ``threshold``, ``layers``, ``val_loss``, ``val_accuracy``, ``size`` and ``structure``.
+    ``threshold``, ``layers``, ``val_loss``, ``val_accuracy``, ``size``, ``flash`` and ``structure``.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -507,6 +393,7 @@ def lottery_ticket(
                                                  cfg.rewind_epoch, make_step)
     rewind_weights = [np.asarray(w) for w in rewind_weights]
     schedule = sparsity_schedule(cfg)
+    variables = masked_variables if cfg.mode == "structured" else prunable_weights
     retrain_cfg = replace(train_cfg, max_epochs=cfg.retrain_epochs)
     state_path = work_dir / "lottery.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"rounds": []}
@@ -525,7 +412,8 @@ def lottery_ticket(
         _write_json(state_path, state)
         log.info("lottery ticket: dense model val_acc %.4f val_loss %.4f", row["val_accuracy"],
                  row["val_loss"])
-    for r in range(state["rounds"][-1]["round"] + 1, len(schedule) + 1):
+    first = state["rounds"][-1]["round"] + 1
+    for r in track(range(first, len(schedule) + 1), desc="lottery ticket rounds", unit="rounds"):
         rdir = work_dir / f"round-{r}"
         rdir.mkdir(exist_ok=True)
         mask_path = rdir / "masks.npz"
@@ -533,31 +421,41 @@ def lottery_ticket(
             masks = load_masks(mask_path)
             threshold = json.loads((rdir / "mask.json").read_text())["threshold"]
         else:
-            masks, threshold = global_masks(model, schedule[r - 1], masks)
+            make = structured_masks if cfg.mode == "structured" else global_masks
+            masks, threshold = make(model, schedule[r - 1], masks)
             _write_json(rdir / "mask.json", {"target": schedule[r - 1], "threshold": threshold})
             save_masks(mask_path, masks)  # last: its presence means the round's mask is complete
-        rewind(model, rewind_weights, masks)
+        rewind(model, rewind_weights, masks, variables)
         keras.utils.set_random_seed(train_cfg.seed + r)
-        log.info("lottery ticket round %d/%d: sparsity %.4f (threshold %.3g), retraining", r,
-                 len(schedule), schedule[r - 1], threshold)
+        log.info("lottery ticket round %d/%d: %s %.4f (threshold %.3g), retraining", r, len(schedule),
+                 "flash saving" if cfg.mode == "structured" else "sparsity", schedule[r - 1], threshold)
         hook = None if on_epoch_end is None else (lambda epoch, r=r: on_epoch_end(r, epoch))
         fit_state = fit(model, train, val, retrain_cfg, rdir / "fit", on_epoch_end=hook,
-                        make_step=masked_step(masks, make_step))
-        apply_masks(model, masks)  # already zero; guards against any step that skipped the mask
+                        make_step=masked_step(masks, make_step, variables))
+        apply_masks(model, masks, variables)  # already zero; guards against any step that skipped the mask
         model.save_weights(str(rdir / "final.weights.h5"))
         row = {"round": r, "target": schedule[r - 1], "threshold": threshold,
                "best_epoch": fit_state["best_epoch"], "epochs": fit_state["epoch"],
                **round_report(model, masks, val)}
         state["rounds"].append(row)
         _write_json(state_path, state)
-        log.info("round %d: sparsity %.4f, val_acc %.4f val_loss %.4f, %d non-zero weights, "
-                 "%d gzip bytes", r, row["sparsity"], row["val_accuracy"], row["val_loss"],
-                 row["size"]["nonzero_weights"], row["size"]["int8_gzip_bytes"])
+        fl = row["flash"]
+        log.info("round %d: val_acc %.4f val_loss %.4f; int8 arrays %d bytes (%d saved, %.1f%%): %d rows "
+                 "dropped, %d dims, %d units; sparsity %.4f", r, row["val_accuracy"], row["val_loss"],
+                 fl["bytes"], fl["saved_bytes"], 100 * fl["saved"], fl["dropped_rows"], fl["dims"],
+                 fl["units"], row["sparsity"])
     return {"rounds": state["rounds"], "masks": masks}
 
 
 # --------------------------------------------------------------------------------------------------
 # The stage
+
+
+def chosen_round(rows: Sequence[dict], keep: str = "deepest_accurate") -> dict:
+    """The round the stage keeps: the deepest whose validation accuracy is at least the dense model's
+    (row 0), else the last (``keep="last"``: always the last)."""
+    ok = [r for r in rows[1:] if r["val_accuracy"] >= rows[0]["val_accuracy"]]
+    return ok[-1] if keep == "deepest_accurate" and ok else rows[-1]
 
 
 def _weights_from(path: Path, like: keras.Model) -> list[np.ndarray]:
@@ -590,14 +488,17 @@ def prune_student(
     ``texts.jsonl`` with its crops, in the order ``make_step``'s indices refer to) replaces
     ``data_dir/train.jsonl``; validation is always ``data_dir/val.jsonl``.
 
-    Writes ``model.keras`` (plain layers, masked weights: loads with ``models.load_model``), the
-    tokenizer, ``model.json``, ``history.json`` (the last round's training), ``pruning.json`` (config,
-    rewind source, the per-round table, the final structure with the zero embedding row ids and
-    dead units) and ``masks.npz`` (the final masks, for fine-tuning that must keep them).
+    Keeps the round :func:`chosen_round` picks, shrunk (:func:`pipeline.compress.structures.shrink`:
+    the dims and units the device drops are removed, pruned vocabulary rows stay exactly zero) and
+    writes ``model.keras`` (an ordinary smaller student: loads with ``models.load_model``, converts
+    with ``quantize_student``), the tokenizer, ``model.json``, ``history.json`` (that round's
+    training), ``pruning.json`` (config, rewind source, the per-round table, the kept ``round``, the
+    ``shrunk`` sizes with the dropped row ids, the final structure) and ``masks.npz`` (the masks
+    shrunk alike, for fine-tuning that must keep the zeros).
     """
-    from pipeline.models import load_model, save_model
-    from pipeline.tokenizer import Tokenizer
-    from pipeline.train import labelled_ids, set_determinism, write_model_info
+    from pipeline.nn.models import load_model, save_model
+    from pipeline.nn.train import labelled_ids, set_determinism, write_model_info
+    from pipeline.text.tokenizer import Tokenizer
 
     student_dir, out_dir, work_dir = Path(student_dir), Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -640,23 +541,36 @@ def prune_student(
     result = lottery_ticket(student, splits["train"], splits["val"], cfg, train_cfg, work_dir / "lt",
                             rewind_weights=rw, make_step=make_step)
     rows, masks = result["rounds"], result["masks"]
-    last = rows[-1]
+    last = chosen_round(rows, cfg.keep)
+    if last["round"] != rows[-1]["round"]:
+        rdir = work_dir / "lt" / f"round-{last['round']}"
+        student.load_weights(str(rdir / "final.weights.h5"))
+        masks = load_masks(rdir / "masks.npz")
+    keep = removable(student)
+    small = shrink(student, keep)
+    small_masks = shrink_arrays(masks, keep)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(out_dir)
-    save_model(student, out_dir / "model.keras")
-    save_masks(out_dir / "masks.npz", masks)
+    save_model(small, out_dir / "model.keras")
+    save_masks(out_dir / "masks.npz", small_masks)
     write_model_info(out_dir, {"keras": "model.keras"}, kind="student-pruned",
-                     params=int(student.count_params()), nonzero=last["size"]["nonzero_weights"],
-                     sparsity=last["sparsity"], files=["model.keras"])
+                     params=int(small.count_params()), nonzero=last["size"]["nonzero_weights"],
+                     sparsity=last["sparsity"], round=last["round"], files=["model.keras"])
     hist = work_dir / "lt" / f"round-{last['round']}" / "fit" / "state.json"
     (out_dir / "history.json").write_text(hist.read_text())
+    shrunk = {**last["flash"], "params": int(small.count_params()),
+              "dropped_row_ids": np.flatnonzero(~keep.rows).tolist()}
     _write_json(out_dir / "pruning.json", {"config": asdict(cfg), "rewind": rewind_info, "rounds": rows,
-                                           "structure": structure_report(student)})
+                                           "round": last["round"], "shrunk": shrunk,
+                                           "structure": structure_report(small)})
     summary = {
-        "rounds": last["round"], "sparsity": last["sparsity"], "val_accuracy": last["val_accuracy"],
+        "rounds": rows[-1]["round"], "round": last["round"], "mode": cfg.mode,
+        "sparsity": last["sparsity"], "val_accuracy": last["val_accuracy"],
         "val_loss": last["val_loss"], "dense_val_accuracy": rows[0]["val_accuracy"],
+        "flash_bytes": last["flash"]["bytes"], "dense_flash_bytes": last["flash"]["dense_bytes"],
+        "flash_saved": last["flash"]["saved"], "dims": last["flash"]["dims"],
+        "units": last["flash"]["units"], "dropped_rows": last["flash"]["dropped_rows"],
         "nonzero_weights": last["size"]["nonzero_weights"], "weights": last["size"]["weights"],
-        "int8_dense_bytes": last["size"]["int8_dense_bytes"],
         "int8_gzip_bytes": last["size"]["int8_gzip_bytes"],
         "dense_int8_gzip_bytes": rows[0]["size"]["int8_gzip_bytes"],
         "rewind": rewind_info["source"],

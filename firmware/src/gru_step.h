@@ -1,0 +1,58 @@
+/*
+ * Fused int8 BiGRU step: the kernel of the TFLM custom operator TINYSENT_BIGRU (gru_op.cc).
+ * Portable C99, no heap, no platform headers. The arithmetic is SPEC v1 in the module docstring of
+ * pipeline/device/gru.py, whose NumPy reference it matches bit for bit (tests/test_gru.py).
+ * Requires arithmetic right shift of negative int32 (GCC, Clang, the Xtensa and RISC-V toolchains).
+ */
+#ifndef GRU_STEP_H
+#define GRU_STEP_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GRU_SPEC_VERSION 1 /* pipeline.device.gru.GRU_SPEC_VERSION */
+
+#ifndef GRU_RU
+#define GRU_RU 2 /* units per block of the packed layout (pipeline.device.gru.PACK_RU): 1, 2 or 4 */
+#endif
+
+/* One direction's constants in the packed layout (NB = ceil(U / GRU_RU) blocks of GRU_RU units;
+ * row i of a block = 3 * unit-in-block + gate, gates z, r, h; padded units are all zero):
+ *   wx int8 [NB][E][3*GRU_RU], wh int8 [NB][U][3*GRU_RU]
+ *   bx, bh, mx, mh int32 [NB*GRU_RU][3] (unit-major): biases and requantization multipliers. */
+typedef struct {
+    const int8_t *wx, *wh;
+    const int32_t *bx, *bh, *mx, *mh;
+} gru_dir_t;
+
+typedef struct {
+    int32_t E, U, shift;  /* shift = S of the spec (0..31) */
+    const int8_t *emb;    /* [rows][E], raw int8 (the zero point is folded into bx) */
+    const uint8_t *sig;   /* [256] sigmoid table */
+    const int8_t *tanh;   /* [256] tanh table */
+    gru_dir_t dir[2];     /* forward, backward */
+} gru_model_t;
+
+/* Points m at the operator's constant tensors (pipeline/device/gru.py, "The operator"):
+ * wx int8 [2][NB][E][3*GRU_RU], wh int8 [2][NB][U][3*GRU_RU], gates int32 [2][4][3*NB*GRU_RU]
+ * (bx, bh, mx, mh per direction), sig uint8 [256], tanh int8 [256]. */
+void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const int8_t *emb,
+                    const int8_t *wx, const int8_t *wh, const int32_t *gates, const uint8_t *sig,
+                    const int8_t *tanh);
+
+/* One token step of both directions: tok[0], tok[1] are the forward and backward embedding rows
+ * (the caller checks the range). h_*_out must not alias h_*_in. */
+void gru_step(const gru_model_t *m, const int32_t tok[2], const int8_t *h_fwd_in,
+              const int8_t *h_bwd_in, int8_t *h_fwd_out, int8_t *h_bwd_out);
+
+/* One direction: e = the token's embedding row, h_in -> h_out (U values each). */
+void gru_step_dir(const gru_model_t *m, int d, const int8_t *e, const int8_t *h_in, int8_t *h_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GRU_STEP_H */

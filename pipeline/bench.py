@@ -1,0 +1,74 @@
+"""Measure the firmware of an int8 release on riscv32 (the ESP32-C3's instruction set) under QEMU.
+
+    python -m pipeline.bench MODEL_DIR [--kernels esp_nn reference] [--tokens 128] [--out FILE.json]
+    python -m pipeline.bench MODEL_DIR --arena [--target riscv32|native]
+    python -m pipeline.bench MODEL_DIR --build [--target native|riscv32]
+
+The default prints (and with ``--out`` writes) instructions per token for the tokenizer, the step
+loop and the head, per 128-token review and per function / TFLM operator of the step loop, the
+32-bit arena minimum of each model (bisection) and the code size split into TFLM + esp-nn, firmware
+code, model arrays and tokenizer tables. ``--arena`` only bisects the arenas, ``--build`` only
+builds (the executables land in ``build/firmware/``). Needs cmake, a C/C++ compiler, ``ziglang``
+(the test extra) and ``qemu-user`` (apt); see :mod:`pipeline.device.native`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pipeline.device.bench import arena_minimum, bench
+from pipeline.device.native import KERNELS, TARGETS, NativeBuildError, build
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir", type=Path, help="int8 release folder (models/release, runs/*/int8)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--arena", action="store_true", help="only bisect the arena minimums")
+    mode.add_argument("--build", action="store_true", help="only build the firmware")
+    ap.add_argument("--target", choices=TARGETS, default="riscv32",
+                    help="for --arena / --build (the benchmark itself runs on riscv32)")
+    ap.add_argument("--kernels", choices=KERNELS, nargs="+", default=list(KERNELS),
+                    help="TFLM kernel flavours to measure")
+    ap.add_argument("--tokens", type=int, default=128, help="tokens of the benchmark review")
+    ap.add_argument("--no-functions", action="store_true",
+                    help="skip the per-function / per-operator split (faster)")
+    ap.add_argument("--out", type=Path,
+                    help="also write the figures to this JSON file, and their markdown beside it (.md)")
+    ap.add_argument("--tflm-dir", type=Path, help="esp-tflite-micro sources (default: vendored)")
+    ap.add_argument("--esp-nn-dir", type=Path, help="esp-nn sources (default: vendored)")
+    args = ap.parse_args(argv)
+    kw = {"tflm_dir": args.tflm_dir, "esp_nn_dir": args.esp_nn_dir}
+    try:
+        t0 = time.perf_counter()
+        if args.build:
+            b = build(args.model_dir, args.target, verbose=True, **kw)
+            res = {"dir": str(b.dir), "exe": {k: str(v) for k, v in b.exe.items()}}
+        elif args.arena:
+            res = arena_minimum(args.model_dir, args.target, args.kernels, **kw)
+        else:
+            res = bench(args.model_dir, args.kernels, args.tokens, not args.no_functions, **kw)
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+    except (NativeBuildError, RuntimeError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    text = json.dumps(res, indent=1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+        if "kernels" in res:
+            from pipeline.report.device import bench_markdown
+
+            command = " ".join(["python -m pipeline.bench", *(argv if argv is not None else sys.argv[1:])])
+            args.out.with_suffix(".md").write_text("\n".join(bench_markdown(res, command)) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

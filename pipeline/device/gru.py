@@ -1,0 +1,334 @@
+"""The fused int8 BiGRU step (custom operator ``TINYSENT_BIGRU``): SPEC v1, NumPy reference, packing.
+
+SPEC, version 1 (one token step, both directions; Keras ``GRU(reset_after=True)``, gate order z, r, h)
+-------------------------------------------------------------------------------------------------
+All arithmetic is exact integer. ``a >> n`` is the floor shift ``floor(a / 2^n)`` (arithmetic shift);
+``clamp(v, lo, hi)``; row ``j = g*U + u`` for gate ``g`` in {0: z, 1: r, 2: h} and unit ``u``.
+
+Constants of a model:
+  ``E``, ``U``; ``emb`` int8 ``[V][E]`` (real = ``s_e * (q - zp_e)``; the zero point is folded into bx)
+  ``S``: one requantization shift, integer 0..31; ``R_S = 2^(S-1)`` for S >= 1, ``R_0 = 0``
+  ``F = 9``: gate pre-activations are int32 in Q9 (real = q / 512)
+  ``SIG[256]`` uint8: ``SIG[i] = clamp(floor(256 * sigmoid((i - 128) / 16) + 0.5), 0, 255)`` (z, r = q/256)
+  ``TANH[256]`` int8: ``TANH[i] = clamp(floor(128 * tanh((i - 128) / 32) + 0.5), -128, 127)`` (c = q/128)
+  per direction d in {fwd, bwd}: ``Wx`` int8 ``[3U][E]``, ``bx``, ``Mx`` int32 ``[3U]``;
+  ``Wh`` int8 ``[3U][U]``, ``bh``, ``Mh`` int32 ``[3U]`` (0 <= M < 2^31)
+State: ``h_d`` int8 ``[U]``, real = q / 128, zero point 0; the initial state is 0.
+Inputs of a step: token rows ``t_fwd = ids[t]``, ``t_bwd = ids[T-1-t]`` (``0 <= t < V``);
+``e_d = emb[t_d]`` (raw int8).
+
+  RQ(a, M) = ((a * M) >> 32) + R_S) >> S              # = floor(a*M / 2^(32+S) + 1/2) for S >= 1
+  for each direction d and row j (all from the OLD h_d):
+      ax[j] = bx[j] + sum_k Wx[j][k] * e_d[k]          (fits int32)
+      ah[j] = bh[j] + sum_k Wh[j][k] * h_d[k]          (fits int32)
+  for each unit u (gz = u, gr = U + u, gh = 2U + u):
+      pz = RQ(ax[gz], Mx[gz]) + RQ(ah[gz], Mh[gz])                  (Q9)
+      pr = RQ(ax[gr], Mx[gr]) + RQ(ah[gr], Mh[gr])                  (Q9)
+      xh = RQ(ax[gh], Mx[gh]);  hh = RQ(ah[gh], Mh[gh])             (Q9)
+      z  = SIG[clamp((pz + 16) >> 5, -128, 127) + 128]
+      r  = SIG[clamp((pr + 16) >> 5, -128, 127) + 128]
+      pc = xh + ((r * hh + 128) >> 8)                               (Q9)
+      c  = TANH[clamp((pc + 8) >> 4, -128, 127) + 128]
+      h'_d[u] = c + ((z * (h_d[u] - c) + 128) >> 8)                 (int8: never leaves [-128, 127])
+
+Conversion from float weights (:func:`quantize`, not part of the runtime spec): ``emb`` per-tensor
+asymmetric over the whole table (a per-row scale would make Mx depend on the token); weights per-row
+symmetric, ``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases stay below 2^24);
+``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``; ``bh = round(b_rec / (sw_h/128))``;
+``Mx = round(s_e*sw_x * 2^F * 2^(32+S))``, ``Mh = round(sw_h/128 * 2^F * 2^(32+S))``,
+``S`` = the largest value <= 31 with every M < 2^31 (so every real multiplier
+``s_in * sw * 2^F`` must be below 1/2: ``max|Wx| * s_e < 1/8``, ``max|Wh| < 16``; :func:`quantize`
+raises otherwise).
+
+The operator in a ``.tflite`` file (:func:`build_step_flatbuffer`; ``firmware/src/gru_op.cc``):
+  inputs  0 ``tokens`` int32 [1, 2], 1 ``h_fwd`` int8 [1, U], 2 ``h_bwd`` int8 [1, U] (scale 1/128,
+          zero point 0), then constants 3 ``emb`` int8 [V, E], 4 ``wx`` int8 [2, NB, E, 3*RU],
+          5 ``wh`` int8 [2, NB, U, 3*RU], 6 ``gates`` int32 [2, 4, 3*NB*RU], 7 ``sig`` uint8 [256],
+          8 ``tanh`` int8 [256];
+  outputs 0 ``h_fwd``, 1 ``h_bwd`` int8 [1, U] (scale 1/128, zero point 0).
+Packing (``RU`` units per block, ``NB = ceil(U / RU)`` blocks, units past U are zero padding):
+``wx[d][b][k][3*i + g] = Wx_d[g*U + b*RU + i][k]`` (likewise ``wh`` with k < U) and
+``gates[d][n][3*u + g]`` for n = 0: bx, 1: bh, 2: Mx, 3: Mh. ``custom_options``: 5 little-endian
+int32 ``(spec version, E, U, RU, S)`` (:data:`OPTIONS_FORMAT`, raw bytes, not a FlexBuffer).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.device import flatbuf as fb
+
+GRU_SPEC_VERSION = 1
+OP_NAME = "TINYSENT_BIGRU"
+F, SIG_SHIFT, TANH_SHIFT = 9, 5, 4
+PACK_RU = 2  # units per block of the packed layout (firmware/src/gru_step.h GRU_RU)
+OPTIONS_FORMAT = "<5i"  # spec version, E, U, RU, S
+STATE_SCALE = 1.0 / 128
+BIAS_LIMIT = 1 << 24
+CONST_NAMES = ("emb", "wx", "wh", "gates", "sig", "tanh")
+
+
+def sig_table() -> np.ndarray:
+    """``SIG``: uint8 ``[256]``, ``256 * sigmoid((i - 128) / 16)`` rounded half up, clamped."""
+    x = (np.arange(256) - 128) / 16.0
+    return np.clip(np.floor(256.0 / (1.0 + np.exp(-x)) + 0.5), 0, 255).astype(np.uint8)
+
+
+def tanh_table() -> np.ndarray:
+    """``TANH``: int8 ``[256]``, ``128 * tanh((i - 128) / 32)`` rounded half up, clamped."""
+    x = (np.arange(256) - 128) / 32.0
+    return np.clip(np.floor(128.0 * np.tanh(x) + 0.5), -128, 127).astype(np.int8)
+
+
+@dataclass
+class GruParams:
+    """The spec's constants in plain (Keras gate-major) layout; index 0 of each array is fwd, 1 bwd."""
+
+    emb: np.ndarray  # int8 [V, E]
+    wx: np.ndarray  # int8 [2, 3U, E]
+    wh: np.ndarray  # int8 [2, 3U, U]
+    bx: np.ndarray  # int32 [2, 3U]
+    bh: np.ndarray
+    mx: np.ndarray
+    mh: np.ndarray
+    shift: int
+    sig: np.ndarray  # uint8 [256]
+    tanh: np.ndarray  # int8 [256]
+    emb_scale: float = 1.0  # s_e, zp_e: documentation only (folded into bx)
+    emb_zero_point: int = 0
+
+    @property
+    def units(self) -> int:
+        return int(self.wh.shape[2])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.emb.shape[1])
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+def _shift_round(a: np.ndarray, n: int) -> np.ndarray:
+    """``(a + 2^(n-1)) >> n`` (floor shift)."""
+    return (a + (1 << (n - 1))) >> n
+
+
+def requant(a: np.ndarray, m: np.ndarray, shift: int) -> np.ndarray:
+    """``RQ(a, M) = (((a * M) >> 32) + R_S) >> S`` in int64."""
+    return (((a.astype(np.int64) * m.astype(np.int64)) >> 32) + ((1 << shift) >> 1)) >> shift
+
+
+def step(p: GruParams, tokens: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """One spec step for a batch: ``tokens`` int ``[B, 2]`` (fwd, bwd row), ``h`` int8 ``[B, 2, U]``."""
+    U = p.units
+    tokens = np.asarray(tokens, np.int64).reshape(-1, 2)
+    if tokens.min() < 0 or tokens.max() >= len(p.emb):
+        raise ValueError(f"token row out of range [0, {len(p.emb)})")
+    sig, tanh = p.sig.astype(np.int64), p.tanh.astype(np.int64)
+    out = np.empty(h.shape, np.int8)
+    for d in range(2):
+        e = p.emb[tokens[:, d]].astype(np.int64)  # [B, E]
+        hd = h[:, d].astype(np.int64)  # [B, U]
+        ax = e @ p.wx[d].astype(np.int64).T + p.bx[d]  # [B, 3U]
+        ah = hd @ p.wh[d].astype(np.int64).T + p.bh[d]
+        qx, qh = requant(ax, p.mx[d], p.shift), requant(ah, p.mh[d], p.shift)
+        pz, pr = qx[:, :U] + qh[:, :U], qx[:, U:2 * U] + qh[:, U:2 * U]
+        xh, hh = qx[:, 2 * U:], qh[:, 2 * U:]
+        z = sig[np.clip(_shift_round(pz, SIG_SHIFT), -128, 127) + 128]
+        r = sig[np.clip(_shift_round(pr, SIG_SHIFT), -128, 127) + 128]
+        pc = xh + ((r * hh + 128) >> 8)
+        c = tanh[np.clip(_shift_round(pc, TANH_SHIFT), -128, 127) + 128]
+        out[:, d] = c + ((z * (hd - c) + 128) >> 8)
+    return out
+
+
+def step_fn(p: GruParams):
+    """The device loop's ``step_fn(tokens [1,2], h_fwd [1,U], h_bwd [1,U]) -> (h_fwd, h_bwd)``."""
+    def run(tokens: np.ndarray, hf: np.ndarray, hb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h = step(p, tokens, np.stack([hf.reshape(-1), hb.reshape(-1)])[None])
+        return h[:, 0], h[:, 1]
+    return run
+
+
+def macs(embed_dim: int, units: int) -> int:
+    """Multiply-accumulates of one step (both directions, input and recurrent projections)."""
+    return 2 * 3 * units * (embed_dim + units)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def choose_shift(reals: np.ndarray) -> int:
+    """Largest ``S <= 31`` with ``round(r * 2^(32+S)) < 2^31`` for every real multiplier ``r``."""
+    for s in range(31, -1, -1):
+        if np.all(np.round(reals * 2.0 ** (32 + s)) < 2 ** 31):
+            return s
+    raise ValueError(f"a gate multiplier of {reals.max():.3g} needs S < 0: weights too large for "
+                     f"Q{F} pre-activations")
+
+
+def quantize_embedding(table: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Per-tensor asymmetric int8 over the whole table (its range includes 0): ``(q, s_e, zp_e)``."""
+    lo, hi = min(float(table.min()), 0.0), max(float(table.max()), 0.0)
+    scale = float(np.float32((hi - lo) / 255.0)) or 1.0  # as the .tflite file stores it
+    zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+    q = np.clip(np.round(table / scale) + zp, -128, 127).astype(np.int8)
+    return q, scale, zp
+
+
+def _per_row(w: np.ndarray, b: np.ndarray, s_in: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8 of ``w [rows, K]`` with the bias kept below 2^24: ``(q, scales)``."""
+    scale = np.maximum(np.abs(w).max(axis=1) / 127.0, np.abs(b) / (s_in * BIAS_LIMIT))
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8), scale
+
+
+def quantize(table: np.ndarray, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> GruParams:
+    """Spec constants from float weights: the embedding ``table [V, E]`` and, per direction, a Keras
+    ``GRUCell(reset_after=True)``'s ``(kernel [E, 3U], recurrent_kernel [U, 3U], bias [2, 3U])``."""
+    emb, s_e, zp_e = quantize_embedding(np.asarray(table, np.float64))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("wx", "wh", "bx", "bh", "rx", "rh")}
+    for kernel, recurrent, bias in cells:
+        bias = np.asarray(bias, np.float64)
+        wx, sx = _per_row(np.asarray(kernel, np.float64).T, bias[0], s_e)
+        wh, sh = _per_row(np.asarray(recurrent, np.float64).T, bias[1], STATE_SCALE)
+        parts["wx"].append(wx)
+        parts["wh"].append(wh)
+        parts["bx"].append(np.round(bias[0] / (s_e * sx)) - zp_e * wx.astype(np.int64).sum(1))
+        parts["bh"].append(np.round(bias[1] / (sh * STATE_SCALE)))
+        parts["rx"].append(s_e * sx * 2.0 ** F)
+        parts["rh"].append(sh * STATE_SCALE * 2.0 ** F)
+    rx, rh = np.stack(parts["rx"]), np.stack(parts["rh"])
+    shift = choose_shift(np.concatenate([rx.ravel(), rh.ravel()]))
+    p = GruParams(emb=emb, wx=np.stack(parts["wx"]), wh=np.stack(parts["wh"]),
+                  bx=np.stack(parts["bx"]).astype(np.int32), bh=np.stack(parts["bh"]).astype(np.int32),
+                  mx=np.round(rx * 2.0 ** (32 + shift)).astype(np.int32),
+                  mh=np.round(rh * 2.0 ** (32 + shift)).astype(np.int32), shift=shift,
+                  sig=sig_table(), tanh=tanh_table(), emb_scale=s_e, emb_zero_point=zp_e)
+    check(p)
+    return p
+
+
+def check(p: GruParams) -> None:
+    """Raise ``ValueError`` unless every accumulator of the spec fits int32 and the shapes agree."""
+    U, E = p.units, p.embed_dim
+    shapes = {"wx": (2, 3 * U, E), "wh": (2, 3 * U, U), "bx": (2, 3 * U), "bh": (2, 3 * U),
+              "mx": (2, 3 * U), "mh": (2, 3 * U), "sig": (256,), "tanh": (256,)}
+    for k, shape in shapes.items():
+        if getattr(p, k).shape != shape:
+            raise ValueError(f"{k}: shape {getattr(p, k).shape}, expected {shape}")
+    if not 0 <= p.shift <= 31:
+        raise ValueError(f"shift {p.shift} not in 0..31")
+    if (p.mx < 0).any() or (p.mh < 0).any():
+        raise ValueError("negative multiplier")
+    for b, k in ((p.bx, E), (p.bh, U)):
+        if np.abs(b.astype(np.int64)).max() + 128 * 128 * k >= 2 ** 31:
+            raise ValueError("bias too large: an accumulator could overflow int32")
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def pack(p: GruParams, ru: int = PACK_RU) -> dict[str, np.ndarray]:
+    """The operator's constant tensors (module docstring: packed ``wx``, ``wh``, ``gates``)."""
+    U = p.units
+    nb = -(-U // ru)
+    up = nb * ru
+
+    def blocks(w: np.ndarray) -> np.ndarray:  # [2, 3U, K] -> [2, NB, K, 3*RU]
+        k = w.shape[2]
+        padded = np.zeros((2, 3, up, k), np.int8)
+        padded[:, :, :U] = w.reshape(2, 3, U, k)
+        return np.ascontiguousarray(padded.reshape(2, 3, nb, ru, k).transpose(0, 2, 4, 3, 1)
+                                    .reshape(2, nb, k, 3 * ru))
+
+    gates = np.zeros((2, 4, up, 3), np.int32)
+    for n, v in enumerate((p.bx, p.bh, p.mx, p.mh)):
+        gates[:, n, :U] = v.reshape(2, 3, U).transpose(0, 2, 1)
+    return {"emb": p.emb, "wx": blocks(p.wx), "wh": blocks(p.wh),
+            "gates": gates.reshape(2, 4, 3 * up), "sig": p.sig, "tanh": p.tanh}
+
+
+def unpack(c: dict[str, np.ndarray], units: int, ru: int, shift: int) -> GruParams:
+    """Inverse of :func:`pack` (padding dropped)."""
+    U = units
+
+    def plain(w: np.ndarray) -> np.ndarray:  # [2, NB, K, 3*RU] -> [2, 3U, K]
+        _, nb, k, _ = w.shape
+        g = w.reshape(2, nb, k, ru, 3).transpose(0, 4, 1, 3, 2).reshape(2, 3, nb * ru, k)
+        return np.ascontiguousarray(g[:, :, :U].reshape(2, 3 * U, k))
+
+    g = c["gates"].reshape(2, 4, -1, 3)[:, :, :U].transpose(1, 0, 3, 2).reshape(4, 2, 3 * U)
+    return GruParams(emb=c["emb"], wx=plain(c["wx"]), wh=plain(c["wh"]), bx=g[0], bh=g[1],
+                     mx=g[2], mh=g[3], shift=shift, sig=c["sig"], tanh=c["tanh"])
+
+
+def options(p: GruParams, ru: int = PACK_RU) -> bytes:
+    """The operator's ``custom_options``: ``(spec version, E, U, RU, S)`` as little-endian int32."""
+    return struct.pack(OPTIONS_FORMAT, GRU_SPEC_VERSION, p.embed_dim, p.units, ru, p.shift)
+
+
+# ----------------------------------------------------------------------------- the .tflite file
+
+
+def build_step_flatbuffer(p: GruParams, ru: int = PACK_RU) -> bytes:
+    """The step model: one ``TINYSENT_BIGRU`` operator (tensor layout in the module docstring)."""
+    s = fb.schema()
+    tt = s.TensorType
+    U, consts = p.units, pack(p, ru)
+    m, sg = fb.new_model(f"tinysent BiGRU step: {OP_NAME} spec v{GRU_SPEC_VERSION}")
+    state = (STATE_SCALE, 0)
+    ins = [fb.add_tensor(m, sg, b"tokens", [1, 2], tt.INT32),
+           fb.add_tensor(m, sg, b"h_fwd", [1, U], tt.INT8, quant=state),
+           fb.add_tensor(m, sg, b"h_bwd", [1, U], tt.INT8, quant=state)]
+    types = {"emb": tt.INT8, "wx": tt.INT8, "wh": tt.INT8, "gates": tt.INT32, "sig": tt.UINT8,
+             "tanh": tt.INT8}
+    emb_q = (p.emb_scale, p.emb_zero_point)
+    consts_idx = [fb.add_constant(m, sg, f"gru_{k}".encode(), consts[k], types[k],
+                                  quant=emb_q if k == "emb" else None) for k in CONST_NAMES]
+    outs = [fb.add_tensor(m, sg, b"h_fwd_next", [1, U], tt.INT8, quant=state),
+            fb.add_tensor(m, sg, b"h_bwd_next", [1, U], tt.INT8, quant=state)]
+    sg.operators = [fb.make_custom_op(m, OP_NAME, ins + consts_idx, outs, options(p, ru))]
+    sg.inputs, sg.outputs = ins, outs
+    fb.set_signature(m, {"tokens": ins[0], "h_fwd": ins[1], "h_bwd": ins[2]},
+                     {"h_fwd": outs[0], "h_bwd": outs[1]})
+    return fb.pack(m)
+
+
+def read_step_flatbuffer(model: fb.ModelLike) -> GruParams:
+    """The spec's constants read back from a step ``.tflite`` (checks op, version and shapes)."""
+    m = fb.load(model)
+    sg = m.subgraphs[0]
+    ops = list(sg.operators or [])
+    if len(ops) != 1 or fb.builtin(m, ops[0]) != OP_NAME:
+        raise ValueError(f"not a {OP_NAME} step model: operators {[fb.builtin(m, o) for o in ops]}")
+    op = ops[0]
+    raw = b"" if op.customOptions is None else np.asarray(op.customOptions, np.uint8).tobytes()
+    if len(raw) != struct.calcsize(OPTIONS_FORMAT):
+        raise ValueError(f"{OP_NAME}: custom_options of {len(raw)} bytes")
+    version, E, U, ru, shift = struct.unpack(OPTIONS_FORMAT, raw)
+    if version != GRU_SPEC_VERSION:
+        raise ValueError(f"{OP_NAME} spec version {version}, this code implements {GRU_SPEC_VERSION}")
+    if len(op.inputs) != 3 + len(CONST_NAMES) or len(op.outputs) != 2:
+        raise ValueError(f"{OP_NAME}: {len(op.inputs)} inputs, {len(op.outputs)} outputs")
+    for i in [*op.inputs[1:3], *op.outputs]:
+        t = sg.tensors[i]
+        if list(t.shape) != [1, U] or fb.per_tensor(t) != (STATE_SCALE, 0):
+            raise ValueError(f"{OP_NAME}: state tensor {fb.name(t.name)!r} is not [1, {U}] at 1/128")
+    dtypes = {"emb": np.int8, "wx": np.int8, "wh": np.int8, "gates": np.int32, "sig": np.uint8,
+              "tanh": np.int8}
+    consts = {k: fb.tensor_data(m, sg.tensors[i], dtypes[k])
+              for k, i in zip(CONST_NAMES, op.inputs[3:], strict=True)}
+    nb = -(-U // ru)
+    want = {"wx": (2, nb, E, 3 * ru), "wh": (2, nb, U, 3 * ru), "gates": (2, 4, 3 * nb * ru)}
+    for k, shape in want.items():
+        if consts[k].shape != shape:
+            raise ValueError(f"{OP_NAME}: {k} has shape {consts[k].shape}, expected {shape}")
+    p = unpack(consts, U, ru, shift)
+    p.emb_scale, p.emb_zero_point = fb.per_tensor(sg.tensors[op.inputs[3]])
+    check(p)
+    return p

@@ -1,0 +1,2 @@
+"""The Keras networks (``models``), their training loop (``train``) and ``tf.distribute``
+training (``distribute``)."""

@@ -1,0 +1,328 @@
+"""The run's ``report.md`` and ``roc.png`` from the finished stages, and ``--publish``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pipeline.report.device import bench_markdown
+from pipeline.report.metrics import MISSING, fmt_cell, metrics_table
+from pipeline.report.plots import plot_roc_points
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _bytes_or_missing(n: int | None) -> str:
+    return f"{n:,} B" if n else MISSING
+
+
+_MODEL_STAGE = {"teacher_eval": "teacher", "student_eval": "student", "student_kd_eval": "student_kd",
+                "student_afd_eval": "student_afd", "prune_eval": "student_pruned", "qat_eval": "qat",
+                "int8_eval": "int8"}
+
+
+def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) -> list[str]:
+    """The Baseline / Distilled / Pruned / Quantized table and the pruning rounds."""
+    lines: list[str] = []
+    distilled = [s for s in ("student_kd_eval", "student_afd_eval") if evals.get(s)]
+    chosen = max(distilled, key=lambda s: evals[s]["val"]["accuracy"]) if distilled else None
+    prune = load("student_pruned/pruning.json")
+    rows = []
+    if evals.get("teacher_eval"):
+        m = evals["teacher_eval"]
+        rows.append(("Baseline", "BiGRU teacher, float32", m,
+                     _human_bytes(sum(m["model_files_bytes"].values())) + " (Keras file)",
+                     "teacher_eval"))
+    if chosen:
+        m = evals[chosen]
+        rows.append(("Distilled", "student + KD" + (" + AFD" if "afd" in chosen else "") +
+                     ", float32", m, _human_bytes(sum(m["model_files_bytes"].values())) +
+                     f" (Keras file; {m['model'].get('params', 0):,} weights)", chosen))
+    if evals.get("prune_eval") and prune:
+        m = evals["prune_eval"]
+        last = next((r for r in prune["rounds"] if r["round"] == prune.get("round")), prune["rounds"][-1])
+        sz, fl = last["size"], last.get("flash")
+        if fl:  # structured tickets (and the structures an unstructured one happened to empty)
+            name = (f"Lottery ticket round {last['round']}, {fl['dims']} dims x {fl['units']} units, "
+                    f"{fl['dropped_rows']:,} rows dropped, float32")
+            size = (f"int8 arrays {_human_bytes(fl['bytes'])}: {_human_bytes(fl['saved_bytes'])} "
+                    f"({100 * fl['saved']:.1f}%) less than dense; {sz['nonzero_weights']:,} weights")
+        else:
+            name = f"Lottery ticket, {100 * last['sparsity']:.0f}% sparse, float32"
+            size = (f"{sz['nonzero_weights']:,} non-zero of {sz['weights']:,} weights; int8 "
+                    f"{_human_bytes(sz['int8_dense_bytes'])} dense, "
+                    f"{_human_bytes(sz['int8_gzip_bytes'])} gzip")
+        rows.append(("Pruned", name, m, size, "prune_eval"))
+    if evals.get("int8_eval"):
+        m = evals["int8_eval"]
+        d = m["model"]["device"]
+        qat = (load("qat/stage.json") or {}).get("summary", {})
+        how = ("QAT weights" if qat.get("kept") == "qat" else
+               "QAT kept its start weights" if qat.get("kept") == "start" else "post-training")
+        rows.append(("Quantized", f"full int8 ({how}), TFLM step loop", m,
+                     f"{_human_bytes(d['flash_bytes'])} flash (model files)", "int8_eval"))
+    if peer:
+        kept = peer["stopwords_kept"]
+        rows.append(("Peer", f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
+                     _human_bytes(kept["size_bytes"]) + " (pickle)", ""))
+    if ft := load("peer_fasttext/metrics.json"):
+        for key, name, kind in (("bigram", "fastText bigram", ".bin"),
+                                ("quantized", "fastText bigram, quantized", ".ftz")):
+            rows.append(("Peer", name, ft[key], _human_bytes(ft[key]["size_bytes"]) + f" ({kind})",
+                         ""))
+    if not rows:
+        return lines
+    lines += ["## Compression: Baseline / Distilled / Pruned / Quantized (test split)", "",
+              "| stage | model | tokens | accuracy | balanced acc. | F1 | ROC-AUC | size | "
+              "host ms / review |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    for stage, name, m, size, eval_stage in rows:
+        t = m["test"]
+        tok = load(f"{_MODEL_STAGE[eval_stage]}/tokenizer.json") if eval_stage else None
+        tokens = (tok or {}).get("seq_len", MISSING)
+        lines.append(f"| {stage} | {name} | {tokens} | " + " | ".join(
+            fmt_cell(c, t.get(c)) for c in ("accuracy", "balanced_accuracy", "f1", "roc_auc")) +
+            f" | {size} | {t['host_ms_per_review']:.3f} |")
+    lines += ["", "Host ms / review: batched Keras prediction on this machine's CPU; the int8 row "
+              "runs one review at a time, token by token, in the TFLM interpreter.", ""]
+    if chosen:
+        qat = (load("qat/stage.json") or {}).get("summary", {})
+        ticket = evals.get("prune_eval")
+        base = ("the pruned ticket" if ticket and ticket["val"]["accuracy"] >=
+                evals[chosen]["val"]["accuracy"] else "the dense distilled student")
+        lines += [f"Decisions, all on the validation split: the distilled student that went on is "
+                  f"the better of KD and KD + AFD: `{chosen.removesuffix('_eval')}`; QAT started "
+                  f"from {base} (the ticket goes on only if it is at least as accurate)"]
+        if qat:
+            lines[-1] += (f"; QAT fine-tuned at {qat.get('seq_len')} tokens and "
+                          + ("kept its fine-tuned weights" if qat.get("kept") == "qat" else
+                             "kept its starting weights") +
+                          f" (validation loss {qat.get('val_loss_before', float('nan')):.5f} "
+                          f"before, {qat.get('val_loss_after', float('nan')):.5f} after).")
+        lines += [""]
+    if prune:
+        lines += _lottery_rounds(prune)
+    return lines
+
+
+def _lottery_rounds(prune: dict) -> list[str]:
+    """The per-round table: validation accuracy next to the int8 flash bytes each ticket saves."""
+    mode = prune.get("config", {}).get("mode", "unstructured")
+    what = ("groups: vocabulary rows, embedding dims, GRU unit pairs, by RMS" if mode == "structured"
+            else "single weights")
+    lines = [f"### Lottery Ticket rounds (one global magnitude threshold over {what}; rewind to epoch "
+             f"{prune['rewind']['epoch']}, source: {prune['rewind']['source']})", "",
+             "| round | target | threshold | val loss | val acc | rows dropped | dims | units | "
+             "int8 arrays | saved | sparsity | non-zero |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in prune["rounds"]:
+        fl = r.get("flash") or {}
+        saved = f"{fl['saved_bytes']:,} ({100 * fl['saved']:.1f}%)" if fl else MISSING
+        size = f"{fl['bytes']:,}" if fl else MISSING
+        kept = " (kept)" if r.get("round") == prune.get("round") else ""
+        lines.append(
+            f"| {r.get('round', 0)}{kept} | {100 * r.get('target', 0.0):.1f}% | "
+            f"{r.get('threshold', 0.0):.4f} | {r['val_loss']:.4f} | {100 * r['val_accuracy']:.2f} | "
+            f"{fl.get('dropped_rows', MISSING)} | {fl.get('dims', MISSING)} | "
+            f"{fl.get('units', MISSING)} | {size} | {saved} | "
+            f"{100 * r['sparsity']:.1f}% | {r['size']['nonzero_weights']:,} |")
+    lines += ["", "Round 0 is the dense distilled student. Target: the share of the dense int8 model "
+              "arrays' bytes to save (structured) or of the weights to zero (unstructured). int8 "
+              "arrays: the bytes of the embedding rows the device keeps (pruned rows leave the table, "
+              "`pipeline.device.step.compact_rows`: an int16 id map, 2 bytes per token id, sends them to "
+              "one shared zero row), the GRU kernels of the kept dims and units (int8), their biases "
+              "(int32) and the head; TFLM stores zeros densely, so only whole structures count. The "
+              "stage keeps the deepest round at least as accurate on validation as round 0, shrunk to "
+              "its dims and units; the release takes it only if it is at least as accurate as the "
+              "dense distilled student.", ""]
+    return lines
+
+
+REPORT_ROWS = (  # (evaluation stage, row name), in pipeline order
+    ("teacher_eval", "Baseline: BiGRU teacher (float32, Keras)"),
+    ("student_eval", "Student, labels only (float32)"),
+    ("student_kd_eval", "Distilled: student + KD (float32)"),
+    ("student_afd_eval", "Distilled: student + KD + AFD (float32)"),
+    ("prune_eval", "Pruned: Lottery Ticket of the distilled student (float32)"),
+    ("qat_eval", "QAT stage output at the release length (float32; see kept)"),
+    ("int8_eval", "Quantized: full int8 step loop (TFLM)"),
+)
+
+
+def write_report(run_dir: Path, command: str) -> Path:
+    """Assemble ``report.md`` and ``roc.png`` from the finished stages' outputs in ``run_dir``."""
+    run_dir = Path(run_dir)
+
+    def load(rel: str) -> dict | None:
+        p = run_dir / rel
+        return json.loads(p.read_text()) if p.exists() else None
+
+    data_stats = load("data/stats.json") or {}
+    tok_stats = load("tokenizer/stats.json") or {}
+    evals = {stage: load(f"{stage}/metrics.json") for stage, _ in REPORT_ROWS}
+    teacher, int8 = evals["teacher_eval"], evals["int8_eval"]
+    history = load("teacher/history.json")
+    peer = load("peer_tfidf/metrics.json")
+    ft = load("peer_fasttext/metrics.json")
+    cfg = load("config.json") or {}
+    models: list[tuple[str, dict, dict]] = []  # (name, eval metrics, extra)
+    for stage, name in REPORT_ROWS:
+        if m := evals[stage]:
+            models.append((name, m, {"size": sum(m["model_files_bytes"].values()),
+                                     "params": m["model"].get("params")}))
+    if peer:
+        kept = peer["stopwords_kept"]
+        models.append((f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
+                       {"size": kept["size_bytes"], "params": kept["features"]}))
+    if ft:
+        for key, label in (("bigram", "fastText bigram"), ("quantized", "fastText bigram, .ftz")):
+            models.append((f"{label} (epoch {ft['epoch']}, lr {ft['lr']:g})", ft[key],
+                           {"size": ft[key]["size_bytes"], "params": ft[key]["words"]}))
+    lines = [
+        "# Results",
+        "",
+        f"Command: `{command}`  ",
+        f"Preset: `{cfg.get('preset', '?')}` · written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        "## Data",
+        "",
+    ]
+    if data_stats:
+        splits = data_stats.get("splits", {})
+        lines += [
+            "| split | reviews | positive |",
+            "|---|---:|---:|",
+            *[f"| {k} | {v['n']} | {v['positives']} |" for k, v in splits.items()],
+            "",
+            f"Split rule: md5 of the review string (test = bucket 0, validation = 1). "
+            f"Config: `{json.dumps(cfg.get('data', {}), sort_keys=True)}`.",
+            "",
+        ]
+    if tok_stats:
+        p = tok_stats["val_tokens_per_review"]
+        lines += [
+            f"Tokenizer: SentencePiece BPE, vocabulary {tok_stats['vocab_size']}, "
+            f"{cfg.get('tokenizer', {}).get('seq_len', '?')} tokens max "
+            f"({100 * tok_stats['val_truncated_share']:.1f}% of validation reviews truncated; "
+            f"tokens per review p50 {p['p50']:.0f}, p90 {p['p90']:.0f}, p99 {p['p99']:.0f}).",
+            "",
+        ]
+    lines += _compression_summary(run_dir, load, evals, peer)
+    lines += ["## Test split", ""]
+    cols = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
+    lines.append("| model | " + " | ".join(cols) + " | size | params / features | host ms/review |")
+    lines.append("|---|" + "---:|" * (len(cols) + 3))
+    for name, m, extra in models:
+        t = m["test"]
+        cells = [fmt_cell(c, t.get(c)) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {_human_bytes(extra['size'])} | {extra['params'] or MISSING} |"
+                     f" {t['host_ms_per_review']:.3f} |")
+    lines += ["", "Size: bytes of the saved model file(s) (TF-IDF: its pickle; fastText: its "
+              "`.bin` / `.ftz`; params / features: TF-IDF terms, fastText dictionary rows). "
+              "Host ms/review: batched prediction on this machine's CPU, test split.", ""]
+    if any("val" in m for _, m, _ in models):
+        lines += ["Validation split (used for early stopping and the peer's C):", "",
+                  metrics_table([(n, m["val"]) for n, m, _ in models if "val" in m]), ""]
+    if teacher:
+        tn, fp = teacher["test"]["confusion"][0]
+        fn, tp = teacher["test"]["confusion"][1]
+        lines += [f"Teacher confusion on test (rows true neg/pos): [[{tn}, {fp}], [{fn}, {tp}]] "
+                  "— `teacher_eval/confusion.png`; ROC curves: `roc.png`.", ""]
+    if int8:
+        d = int8["model"]["device"]
+        fw = (load("firmware_export/stage.json") or {}).get("summary", {})
+        tables = fw.get("tokenizer_tables")
+        flash = (f"{d['flash_bytes']:,} B" + (f" + {fw['id_map']:,} B id map" if fw.get("id_map")
+                                              else ""))
+        lines += ["## On the device (int8 student)", "",
+                  "| flash: model files | flash: tokenizer tables | flash: total | tensor arenas "
+                  "(min, TFLM, step + head) | MACs / 128-token review | host TFLM ms / 128-token "
+                  "review | operators |", "|---:|---:|---:|---:|---:|---:|---|",
+                  f"| {flash} | {_bytes_or_missing(tables)} | "
+                  f"{_bytes_or_missing(fw.get('total'))} | "
+                  f"{d['arena_bytes']:,} B | {d['macs_per_128_tokens']:,} | "
+                  f"{d['host_tflm_ms_per_128_tokens']:.2f} | "
+                  f"{', '.join(sorted(set(d['ops']['step']) | set(d['ops']['head'])))} |", "",
+                  f"Label agreement with the float student it came from: "
+                  f"{100 * int8['test'].get('agreement', float('nan')):.2f}% on the test split "
+                  f"(largest probability difference "
+                  f"{int8['test'].get('max_abs_prob_diff', float('nan')):.3f}).", "",
+                  "The int8 rows run the exact `.tflite` bytes in the TensorFlow Lite Micro "
+                  "interpreter, token by token (`pipeline/device/loop.py`; the step model's sigmoid "
+                  "and tanh are 256-entry int8 lookup tables, `pipeline/device/lut.py`). Host ms: best "
+                  "of 20 runs of one 128-token review. Arenas here: the minimum each "
+                  "interpreter needs, found by bisection on this 64-bit host, added up (both live "
+                  "on the device); the firmware sizes its arena from the 32-bit minimum (next "
+                  "section). Flash totals are the generated firmware arrays "
+                  "(`firmware_export` stage, `pipeline/device/firmware.py`).", ""]
+    if bench := load("bench/bench.json"):
+        lines += bench_markdown(bench, f"python -m pipeline.bench {run_dir / 'int8'} --kernels esp_nn")
+    names = sorted({k for _, m, _ in models for k in m.get("heldout", {})})
+    if names:
+        lines += ["## Held-out sets (accuracy / balanced accuracy / F1, %)", "",
+                  "| set | n | " + " | ".join(n for n, _, _ in models) + " |",
+                  "|---|---:|" + "---|" * len(models)]
+        for s in names:
+            cells, n = [], MISSING
+            for _, m, _ in models:
+                h = m.get("heldout", {}).get(s)
+                if h is None:
+                    cells.append(MISSING)
+                    continue
+                n = str(h["n"])
+                cells.append(" / ".join(fmt_cell(k, h[k]) for k in ("accuracy", "balanced_accuracy",
+                                                                  "f1")))
+            lines.append(f"| {s} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if peer:
+        a, b = peer["stopwords_kept"]["test"], peer["stopwords_removed"]["test"]
+        lines += ["## Stopword removal (measured once, with the TF-IDF peer)", "",
+                  "Same split, same normalization, same C; negations are never removed.", "",
+                  metrics_table([("stopwords kept (default)", a), ("stopwords removed", b)],
+                                name_header="TF-IDF + LR"), ""]
+    if history:
+        lines += ["## Teacher training", "", "| epoch | loss | acc | val loss | val acc | s |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for h in history["history"]:
+            mark = " (best)" if h["epoch"] == history["best_epoch"] else ""
+            lines.append(f"| {h['epoch']}{mark} | {h['loss']:.4f} | {100 * h['accuracy']:.2f} | "
+                         f"{h['val_loss']:.4f} | {100 * h['val_accuracy']:.2f} | "
+                         f"{h['seconds']:.0f} |")
+        total = sum(h["seconds"] for h in history["history"])
+        lines += ["", f"Training time: {total / 60:.1f} min on this machine.", ""]
+    if models:
+        plot_roc_points({n.split(" (")[0]: m["test"] for n, m, _ in models}, run_dir / "roc.png",
+                         "ROC — test split")
+    report = run_dir / "report.md"
+    tmp = report.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(report)
+    return report
+
+
+PUBLISHED = ("report.md", "config.json", "*.png", "*/metrics.json", "*/stats.json",
+             "*/history.json", "*/stage.json", "*/*.png")
+
+
+def publish_report(run_dir: Path, dest: Path) -> list[Path]:
+    """Copy the report, metrics, stats and plots (never data or model files) to ``dest``."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    copied = []
+    for pattern in PUBLISHED:
+        for src in sorted(run_dir.glob(pattern)):
+            if src.parent.name.startswith(".") or src.parent.name == "data" and src.name != "stats.json":
+                continue
+            target = dest / src.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            copied.append(target)
+    return copied

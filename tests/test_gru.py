@@ -1,0 +1,221 @@
+"""The fused int8 BiGRU step (custom operator TINYSENT_BIGRU): C kernel == NumPy SPEC bit for bit,
+the step flatbuffer, conversion of a tiny student, the firmware's op resolver.
+
+The tiny trained student (fixture ``trained``, tests/conftest.py) is converted to the custom step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.device import flatbuf, gru
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "firmware" / "src"
+VENDOR = ROOT.parent / "shared" / "vendor" / "esp-tflite-micro-1.3.7"
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not found")
+
+_SHIM = r"""
+#include "gru_step.h"
+void run_batch(int32_t E, int32_t U, int32_t shift, const int8_t *emb, const int8_t *wx,
+               const int8_t *wh, const int32_t *gates, const uint8_t *sig, const int8_t *tanh,
+               int32_t n, const int32_t *tok, const int8_t *h, int8_t *out)
+{
+    gru_model_t m;
+    int32_t i;
+    gru_model_init(&m, E, U, shift, emb, wx, wh, gates, sig, tanh);
+    for (i = 0; i < n; i++) {
+        const int8_t *hi = h + i * 2 * U;
+        int8_t *ho = out + i * 2 * U;
+        gru_step(&m, tok + 2 * i, hi, hi + U, ho, ho + U);
+    }
+}
+"""
+
+
+def _build(tmp: Path, flags: list[str]) -> ctypes.CDLL:
+    (tmp / "shim.c").write_text(_SHIM)
+    lib = tmp / f"gru{abs(hash(tuple(flags)))}.so"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fPIC", "-shared",
+                    *flags, f"-I{SRC}", str(SRC / "gru_step.c"), str(tmp / "shim.c"), "-o", str(lib)],
+                   check=True, capture_output=True)
+    return ctypes.CDLL(str(lib))
+
+
+def _c_step(lib: ctypes.CDLL, p: gru.GruParams, ru: int, tok: np.ndarray, h: np.ndarray) -> np.ndarray:
+    c = gru.pack(p, ru)
+    arrays = [np.ascontiguousarray(c[k]) for k in gru.CONST_NAMES]
+    tok = np.ascontiguousarray(tok, np.int32)
+    h = np.ascontiguousarray(h, np.int8)
+    out = np.zeros_like(h)
+    ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in (*arrays, tok, h, out)]
+    lib.run_batch(ctypes.c_int32(p.embed_dim), ctypes.c_int32(p.units), ctypes.c_int32(p.shift),
+                  *ptr[:6], ctypes.c_int32(len(tok)), *ptr[6:])
+    return out
+
+
+def random_params(E: int, U: int, V: int = 300, seed: int = 0, w_std: float = 0.5) -> gru.GruParams:
+    rng = np.random.default_rng(seed)
+    cells = [(rng.normal(0, w_std, (E, 3 * U)), rng.normal(0, w_std, (U, 3 * U)),
+              rng.normal(0, 1.0, (2, 3 * U))) for _ in range(2)]
+    table = rng.normal(0, 0.5, (V, E))
+    table[5] = 0.0
+    return gru.quantize(table, cells)
+
+
+def _random_steps(p: gru.GruParams, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    tok = rng.integers(0, len(p.emb), (n, 2))
+    h = rng.integers(-128, 128, (n, 2, p.units)).astype(np.int8)
+    h[: n // 5] = rng.choice(np.int8([-128, 127]), (n // 5, 2, p.units))  # saturated states
+    return tok, h
+
+
+@needs_gcc
+@pytest.mark.parametrize(("E", "U", "ru", "flags"), [
+    (32, 32, 2, ["-O2", "-fno-schedule-insns"]),
+    (16, 24, 2, ["-Os"]),
+    (12, 7, 2, ["-O2"]),  # neither E nor U a multiple of 8, U odd: a padded unit
+    (8, 6, 4, ["-O1", "-DGRU_RU=4", "-DGRU_DOT=0"]),
+])
+def test_c_kernel_is_the_spec_bit_for_bit(tmp_path, E, U, ru, flags) -> None:
+    lib = _build(tmp_path, flags)
+    for seed, w_std in ((0, 0.5), (1, 2.0)):  # large weights: saturated gates and tables
+        p = random_params(E, U, seed=seed, w_std=w_std)
+        tok, h = _random_steps(p, 3000, seed)
+        want = gru.step(p, tok, h)
+        np.testing.assert_array_equal(_c_step(lib, p, ru, tok, h), want)
+        # and along sequences: each step's output is the next step's state
+        hh, ref = np.zeros((1, 2, U), np.int8), np.zeros((1, 2, U), np.int8)
+        for t in np.random.default_rng(seed).integers(0, len(p.emb), (200, 2)):
+            hh = _c_step(lib, p, ru, t[None], hh)
+            ref = gru.step(p, t[None], ref)
+        np.testing.assert_array_equal(hh, ref)
+
+
+def test_spec_tables_and_rounding() -> None:
+    sig, tanh = gru.sig_table(), gru.tanh_table()
+    assert sig.dtype == np.uint8 and sig[0] == 0 and sig[128] == 128 and sig[255] == 255
+    assert tanh.dtype == np.int8 and tanh[128] == 0 and tanh[0] == -128 and tanh[255] == 127
+    a, m = np.array([-(2 ** 31), -5, 0, 7, 2 ** 31 - 1], np.int64), np.array([2 ** 31 - 1] * 5)
+    for s in (0, 1, 7, 31):
+        half = 0.5 if s else 0.0  # S = 0 truncates
+        want = [int(np.floor(np.floor(x * y / 2 ** 32) / 2 ** s + half))
+                for x, y in zip(a.tolist(), m.tolist(), strict=True)]
+        assert gru.requant(a, m, s).tolist() == want
+
+
+def test_spec_follows_the_float_gru() -> None:
+    """The int8 spec tracks the float Keras GRU cell it was quantized from."""
+    E, U = 16, 12
+    rng = np.random.default_rng(3)
+    cells = [(rng.normal(0, 0.4, (E, 3 * U)), rng.normal(0, 0.4, (U, 3 * U)),
+              rng.normal(0, 0.3, (2, 3 * U))) for _ in range(2)]
+    table = rng.normal(0, 0.5, (50, E))
+    p = gru.quantize(table, cells)
+    sg = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    hq, hf = np.zeros((1, 2, U), np.int8), np.zeros((2, U))
+    for tok in rng.integers(0, 50, (40, 2)):
+        hq = gru.step(p, tok[None], hq)
+        for d, (k, r, b) in enumerate(cells):
+            gx, gh = table[tok[d]] @ k + b[0], hf[d] @ r + b[1]
+            z, rr = sg(gx[:U] + gh[:U]), sg(gx[U:2 * U] + gh[U:2 * U])
+            c = np.tanh(gx[2 * U:] + rr * gh[2 * U:])
+            hf[d] = c + z * (hf[d] - c)
+    assert np.abs(hq[0] / 128.0 - hf).max() < 0.08
+
+
+def test_step_flatbuffer_round_trips() -> None:
+    p = random_params(12, 7)
+    blob = gru.build_step_flatbuffer(p)
+    assert len(blob) % 4 == 0 and blob[4:8] == b"TFL3"
+    assert flatbuf.pack(flatbuf.load(blob)) == blob  # the toolkit reads and rewrites it unchanged
+    back = gru.read_step_flatbuffer(blob)
+    for k in ("emb", "wx", "wh", "bx", "bh", "mx", "mh", "sig", "tanh"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(p, k), err_msg=k)
+    assert (back.shift, back.emb_scale, back.emb_zero_point) == (p.shift, p.emb_scale,
+                                                                  p.emb_zero_point)
+    assert flatbuf.op_set(blob) == [gru.OP_NAME] and flatbuf.is_custom(blob, gru.OP_NAME)
+    assert flatbuf.float_ops(blob) == []
+    assert flatbuf.io_map(blob) == {"inputs": {"tokens": 0, "h_fwd": 1, "h_bwd": 2},
+                                    "outputs": {"h_fwd": 0, "h_bwd": 1}}
+    m = flatbuf.load(blob)
+    op = m.subgraphs[0].operators[0]
+    opts = np.asarray(op.customOptions, np.uint8).tobytes()
+    assert struct.unpack("<5i", opts) == (gru.GRU_SPEC_VERSION, 12, 7, gru.PACK_RU, p.shift)
+    for t in m.subgraphs[0].tensors:  # constants 16-byte aligned in the file
+        data = m.buffers[t.buffer].data
+        if data is not None and len(data):
+            raw = np.asarray(data, np.uint8).tobytes()
+            assert blob.index(raw) % 16 == 0 or blob.count(raw) > 1
+    op.customOptions = list(struct.pack("<5i", 99, 12, 7, gru.PACK_RU, p.shift))
+    with pytest.raises(ValueError, match="spec version 99"):
+        gru.read_step_flatbuffer(flatbuf.pack(m))
+
+
+def test_conversion_limits() -> None:
+    with pytest.raises(ValueError, match="needs S < 0"):
+        gru.quantize(np.ones((4, 4)) * 100, [(np.full((4, 6), 50.0), np.ones((2, 6)),
+                                               np.zeros((2, 6)))] * 2)
+    p = random_params(8, 4)
+    with pytest.raises(ValueError, match="token row"):
+        gru.step(p, np.array([[0, len(p.emb)]]), np.zeros((1, 2, 4), np.int8))
+
+
+# ---------------------------------------------------------------- the tiny trained student
+
+
+def test_custom_release_agrees_with_the_float_student(trained, tmp_path) -> None:
+    from pipeline.device.release import load_release, write_release
+    from pipeline.device.runtime import TflmModel
+
+    c = trained["converted"]
+    meta = c["meta"]
+    assert meta["format"] == 2 and meta["step"]["ops"] == [gru.OP_NAME]
+    assert meta["step"]["custom_op"]["name"] == gru.OP_NAME
+    assert meta["step"]["custom_op"]["spec_version"] == gru.GRU_SPEC_VERSION
+    assert meta["quant"]["h_fwd"] == {"dtype": "INT8", "scale": 1 / 128, "zero_point": 0}
+    write_release(tmp_path, c)
+    back = load_release(tmp_path)
+    p, y = trained["p_float"], trained["eval_y"]
+    q = TflmModel(back).predict(trained["eval_ids"])
+    agree = float(np.mean((q >= 0.5) == (p >= 0.5)))
+    print(f"custom step: label agreement {agree:.4f} on {len(p)} reviews, max |dP| "
+          f"{np.abs(q - p).max():.4f}, accuracy int8 {np.mean((q >= 0.5) == y):.4f} "
+          f"float {np.mean((p >= 0.5) == y):.4f}")
+    assert agree >= 0.97
+
+
+@needs_gcc
+def test_export_registers_the_custom_op(trained, tmp_path) -> None:
+    from pipeline.device import firmware as E
+    from pipeline.device.release import write_release
+
+    rel = tmp_path / "rel"
+    write_release(rel, trained["converted"])
+    trained["tok"].save(rel)
+    sizes = E.export_firmware(rel, tmp_path / "fw")
+    src = tmp_path / "fw" / "src"
+    cc, h = (src / E.OP_RESOLVER_CC).read_text(), (src / E.OP_RESOLVER_H).read_text()
+    assert f'resolver.AddCustom("{gru.OP_NAME}", tinysent_register_bigru())' in cc
+    assert '#include "gru_op.h"' in cc and "kSentOpCount = 3;" in h  # + FULLY_CONNECTED, LOGISTIC
+    config = (src / E.MODEL_CONFIG_H).read_text()
+    assert f"#define SENT_GRU_SPEC_VERSION {gru.GRU_SPEC_VERSION}" in config
+    assert sizes["step_model"] == len(trained["converted"]["step"])
+    if not VENDOR.is_dir():
+        pytest.skip(f"vendored TFLM not found at {VENDOR}")
+    for name in ("gru_op.cc", "gru_op.h", "gru_step.h"):
+        shutil.copyfile(SRC / name, src / name)
+    inc = [f"-I{src}", "-isystem", str(VENDOR)]
+    for sub in ("flatbuffers/include", "gemmlowp", "ruy"):
+        inc += ["-isystem", f"{VENDOR}/third_party/{sub}"]
+    for f in (src / "gru_op.cc", src / E.OP_RESOLVER_CC):
+        subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                        "-DTF_LITE_STATIC_MEMORY", *inc, str(f)], check=True, capture_output=True)

@@ -1,0 +1,130 @@
+"""Exact resume: a training run interrupted after an epoch (in-process, SIGINT, SIGKILL while a
+checkpoint is written) and resumed ends with the same weights, bit for bit, as one never stopped.
+
+Also runnable as a script (the subprocess side of the kill test):
+``python tests/test_resume.py WORK_DIR OUT.npz`` trains the tiny model in ``WORK_DIR`` and saves its
+final weights to ``OUT.npz``; it touches ``WORK_DIR/epoch-N.done`` after each epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from test_train import TINY  # noqa: E402
+
+from pipeline.config import DistillConfig, StudentConfig, TrainConfig  # noqa: E402
+from pipeline.nn.models import build_student, build_teacher  # noqa: E402
+from pipeline.nn.train import CKPT_PAUSE_ENV, fit, set_determinism  # noqa: E402
+
+# dropout everywhere, EMA and token dropout: every kind of per-epoch state the loop carries
+TEACHER = replace(TINY, dropout=0.3, embed_dropout=0.2)
+CFG = TrainConfig(batch_size=32, max_epochs=2, patience=2, learning_rate=1e-2, seed=3, ema=0.5,
+                  token_dropout=0.1)
+STUDENT = StudentConfig(embed_dim=8, units=8, dropout=0.3, embed_dropout=0.2)
+
+
+def _task(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
+    """test_train's task with rows of at most 16 tokens: one batch width, one trace (fast)."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(n):
+        y = int(rng.integers(0, 2))
+        row = rng.integers(4, 30, size=int(rng.integers(3, 17))).tolist()
+        row[int(rng.integers(0, len(row)))] = 2 if y else 3
+        xs.append(row)
+        ys.append(y)
+    return xs, np.array(ys, np.float32)
+
+
+def _train(work: Path, kind: str = "fit", stop_after: int | None = None) -> list[np.ndarray]:
+    """Train ``kind`` (fit: the teacher with Keras' step; kd / afd: the student with KD [+ AFD])
+    in ``work``; ``stop_after``: raise KeyboardInterrupt after that epoch. Returns the weights."""
+    from pipeline.compress.distill import kd_step
+
+    set_determinism(CFG.seed)
+    x, y = _task(200, 0)
+    step = None
+    if kind == "fit":
+        model = build_teacher(30, TEACHER)
+    else:
+        model = build_student(30, STUDENT)
+        teacher_z = np.where(y > 0.5, 2.0, -2.0).astype(np.float32)
+        feats = None
+        if kind == "afd":
+            from pipeline.compress.afd import TEACHER_MAPS, TeacherFeatures
+
+            rng = np.random.default_rng(0)
+            feats = TeacherFeatures(
+                [rng.random((len(TEACHER_MAPS), len(r))).astype(np.float16) for r in x],
+                [rng.random((len(x), d)).astype(np.float16) for d in (6, 8, 8)])
+        step = kd_step(teacher_z, DistillConfig(afd_weight=1.0 if feats else 0.0, afd_dim=4), feats)
+
+    def stop(epoch: int) -> None:
+        (work / f"epoch-{epoch}.done").touch()
+        if stop_after is not None and epoch >= stop_after:
+            raise KeyboardInterrupt
+
+    fit(model, (x, y), _task(100, 1), CFG, work, on_epoch_end=stop, make_step=step)
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["fit", "kd", "afd"])
+def test_interrupted_equals_uninterrupted(tmp_path: Path, kind: str) -> None:
+    whole = _train(tmp_path / "whole", kind)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "cut", kind, stop_after=1)
+    resumed = _train(tmp_path / "cut", kind)
+    assert _same(whole, resumed)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"training exited early ({proc.returncode})"
+        assert time.monotonic() < end, f"timed out waiting for {path.name}"
+        time.sleep(0.05)
+
+
+def test_sigint_and_sigkill_during_checkpoint_then_resume(tmp_path: Path) -> None:
+    work, out = tmp_path / "w", tmp_path / "final.npz"
+    cmd = [sys.executable, __file__, str(work), str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # 1. SIGINT once epoch 1 is checkpointed: a clean KeyboardInterrupt somewhere in epoch 2
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    _wait_for(work / "epoch-1.done", proc)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err and not out.exists()
+    # 2. resume; SIGKILL while epoch 2's checkpoint is being written (the hook pauses inside it)
+    proc = subprocess.Popen(cmd, env={**env, CKPT_PAUSE_ENV: "2"}, stderr=subprocess.DEVNULL)
+    _wait_for(work / "ckpt-2.writing", proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not (work / "epoch-2.done").exists()
+    # 3. resume to the end
+    subprocess.run(cmd, env=env, check=True, stderr=subprocess.DEVNULL, timeout=300)
+    resumed = np.load(out)
+    whole = _train(tmp_path / "whole")
+    assert _same(whole, [resumed[f"w{i}"] for i in range(len(resumed.files))])
+
+
+if __name__ == "__main__":
+    work_dir, out_file = Path(sys.argv[1]), Path(sys.argv[2])
+    weights = _train(work_dir)
+    np.savez(out_file, **{f"w{i}": w for i, w in enumerate(weights)})
