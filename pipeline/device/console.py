@@ -287,8 +287,8 @@ def run_sim(model_dir: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
     stdout.write(dev.start())
     stdout.flush()
     for line in iter(stdin.readline, b""):
-        if not line.endswith((b"\n", b"\r")):
-            line += b"\n"  # the last line of a file without a newline
+        # one stdin line is one review: a CR inside it is a space, not a line end
+        line = line.rstrip(b"\r\n").replace(b"\r", b" ") + b"\n"
         stdout.write(dev.feed(line))
         stdout.flush()
     stdout.write(b"\n")
