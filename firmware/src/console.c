@@ -142,7 +142,7 @@ static void cmd_info(console_t *con)
              SENT_TRUNCATE_TAIL ? "last" : "first", (unsigned)SENT_MAX_TOKENS);
     println(con, buf);
     snprintf(buf, sizeof buf,
-             "arena: %lu B allocated at start-up (step %lu + head %lu; host-measured minimum %lu + %lu)",
+             "arena: %lu B allocated at start-up (step %lu + head %lu; measured minimum %lu + %lu)",
              (unsigned long)SENT_ARENA_BYTES, (unsigned long)SENT_STEP_ARENA_BYTES,
              (unsigned long)SENT_HEAD_ARENA_BYTES, (unsigned long)SENT_STEP_ARENA_MEASURED,
              (unsigned long)SENT_HEAD_ARENA_MEASURED);

@@ -3,7 +3,7 @@
  * from:
  *     models/release/step.tflite (sha256 6e9acb96d157d82b317cb302cd762ca71d3fdc0a00f7386d48c104d3196a7413)
  *     models/release/head.tflite (sha256 31ab291dc468b9ea64ff5ab5e9b262ad51cffdf1c2e7e92619cfe5a25cc356ec)
- *     models/release/quant.json (sha256 cd2a80a2fb1a6e64de6ecaf69512928e14802b5360c6d7bd39a21bd1a5fabec0)
+ *     models/release/quant.json (sha256 fe7709d688668cd6d3d505e1ac67b295082202cc4757711ef62cbca5e8b7d097)
  *     models/release/tokenizer.model (sha256 ec1668f0c4ffba82b3259a12f269c1a450e1e9c8df743cb0cf2467f4e2dd7ade)
  *     models/release/tokenizer.json (sha256 7e863ed7b0159c260a1b9221fcacd9482cb2f65e5cd7aad0cd38ef401d88f6c4)
  * Constants of the device step loop; see pipeline/device/loop.py.
@@ -51,11 +51,11 @@
 #define SENT_M_FWD 0x1.0bd7640000000p+0f /* 1.046255350112915 */ /* h_fwd scale / pooled scale */
 #define SENT_M_BWD 0x1.0bf7c60000000p+0f /* 1.046749472618103 */ /* h_bwd scale / pooled scale */
 
-/* tensor arena: host-measured minimum + max(10 %, 1024 B), multiple of 16 */
-#define SENT_STEP_ARENA_MEASURED 14656
-#define SENT_HEAD_ARENA_MEASURED 1440
-#define SENT_STEP_ARENA_BYTES 16128
-#define SENT_HEAD_ARENA_BYTES 2464
+/* tensor arena: measured minimum (step: 32-bit firmware build (riscv32); head: 32-bit firmware build (riscv32)) + max(10 %, 1024 B), multiple of 16 */
+#define SENT_STEP_ARENA_MEASURED 11280
+#define SENT_HEAD_ARENA_MEASURED 736
+#define SENT_STEP_ARENA_BYTES 12416
+#define SENT_HEAD_ARENA_BYTES 1760
 #define SENT_ARENA_BYTES (SENT_STEP_ARENA_BYTES + SENT_HEAD_ARENA_BYTES)
 
 /* flash (bytes) */
