@@ -190,14 +190,16 @@ def test_model_config_matches_quant_json(release: Path, exported: tuple[Path, di
         for kind, tag in (("inputs", "IN"), ("outputs", "OUT")):
             for name, pos in meta[model][kind].items():
                 assert num(f"SENT_{model.upper()}_{tag}_{name.upper()}") == pos
-        assert num(f"SENT_{model.upper()}_ARENA_MEASURED") == meta[model]["arena_bytes"]
-        assert num(f"SENT_{model.upper()}_ARENA_BYTES") == E.arena_with_margin(
+        minimum = meta[model].get("arena_bytes_32bit") or meta[model]["arena_bytes"]
+        assert num(f"SENT_{model.upper()}_ARENA_MEASURED") == minimum
+        assert num(f"SENT_{model.upper()}_ARENA_BYTES_32BIT") == E.arena_with_margin(minimum)
+        assert num(f"SENT_{model.upper()}_ARENA_BYTES_64BIT") == E.arena_with_margin(
             meta[model]["arena_bytes"])
     for t in ("h_fwd", "h_bwd", "pooled", "prob"):
         assert num(f"SENT_{t.upper()}_ZERO_POINT") == q[t]["zero_point"]
         assert num(f"SENT_{t.upper()}_SCALE") == q[t]["scale"]
     assert num("SENT_M_FWD") == q["m_fwd"] and num("SENT_M_BWD") == q["m_bwd"]
-    assert sizes["arena"] == num("SENT_STEP_ARENA_BYTES") + num("SENT_HEAD_ARENA_BYTES")
+    assert sizes["arena"] == num("SENT_STEP_ARENA_BYTES_32BIT") + num("SENT_HEAD_ARENA_BYTES_32BIT")
 
 
 def test_arena_margin() -> None:

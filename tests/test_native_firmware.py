@@ -98,7 +98,7 @@ def test_native_build_links_the_vendored_tflm(native_release: N.Build) -> None:
         info = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
         assert info["kernels"] == k and info["model"] == "ok"
         defines = (native_release.src / "model_config.h").read_text()
-        assert f"#define SENT_STEP_ARENA_BYTES {info['step_arena_bytes']}" in defines
+        assert f"#define SENT_STEP_ARENA_BYTES_64BIT {info['step_arena_bytes']}" in defines
         assert 0 < int(info["step_arena_used"]) <= int(info["step_arena_bytes"])
     # only the kernels the op resolver registers were compiled
     objs = {p.name for p in native_release.tree.rglob("*.cc.o") if "kernels" in str(p)}
@@ -231,8 +231,8 @@ def test_bench_counts_instructions_arena_and_code_size(tmp_path_factory) -> None
     assert fig["tokenizer_per_token"] > 100 and fig["step_loop_per_token"] > 1000
     assert 0 < fig["head"] < fig["step_loop_per_token"]
     ops = fig["run_per_token_by_operator"]
-    assert max(ops, key=ops.get) in ("FULLY_CONNECTED", "TFLM interpreter")
-    assert "FULLY_CONNECTED" in ops and "GATHER" in ops
+    # the tiny release's step is the fused custom operator (pipeline/device/gru.py): it does the work
+    assert max(ops, key=ops.get) == "TINYSENT_BIGRU (fused GRU step)", ops
     arena = res["arena_min_32bit"]["esp_nn"]
     assert arena["step"] % 16 == 0 and 0 < arena["head"] < arena["step"]
     b = N.build(release, "riscv32")

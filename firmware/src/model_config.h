@@ -54,8 +54,19 @@
 /* tensor arena: measured minimum (step: 32-bit firmware build (riscv32); head: 32-bit firmware build (riscv32)) + max(10 %, 1024 B), multiple of 16 */
 #define SENT_STEP_ARENA_MEASURED 11280
 #define SENT_HEAD_ARENA_MEASURED 736
-#define SENT_STEP_ARENA_BYTES 12416
-#define SENT_HEAD_ARENA_BYTES 1760
+#define SENT_STEP_ARENA_BYTES_32BIT 12416
+#define SENT_HEAD_ARENA_BYTES_32BIT 1760
+
+/* a 64-bit host (the native build of this firmware, the TFLM Python interpreter) needs more: pointer-sized bookkeeping; its minimum (quant.json arena_bytes) + the same margin */
+#define SENT_STEP_ARENA_BYTES_64BIT 16128
+#define SENT_HEAD_ARENA_BYTES_64BIT 2464
+#if defined(__SIZEOF_POINTER__) && __SIZEOF_POINTER__ > 4
+#define SENT_STEP_ARENA_BYTES SENT_STEP_ARENA_BYTES_64BIT
+#define SENT_HEAD_ARENA_BYTES SENT_HEAD_ARENA_BYTES_64BIT
+#else
+#define SENT_STEP_ARENA_BYTES SENT_STEP_ARENA_BYTES_32BIT
+#define SENT_HEAD_ARENA_BYTES SENT_HEAD_ARENA_BYTES_32BIT
+#endif
 #define SENT_ARENA_BYTES (SENT_STEP_ARENA_BYTES + SENT_HEAD_ARENA_BYTES)
 
 /* flash (bytes) */

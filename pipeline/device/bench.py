@@ -139,6 +139,7 @@ def _by_function(exe: Path, counts: collections.Counter[bytes]) -> dict[str, int
 
 
 _OPERATORS = (  # (bucket, pattern on "demangled name [file]"), first match wins
+    ("TINYSENT_BIGRU (fused GRU step)", r"^gru_|tinysent_|\[gru_(step\.c|op\.cc)\]"),
     ("requantization (shared by kernels)", r"MultiplyByQuantizedMultiplier"),
     ("FULLY_CONNECTED", r"FullyConnected|fully_connected"),
     ("ADD/SUB/MUL broadcast helpers", r"ProcessBroadcastShapes|ReduceDimensionsForBroadcast"),

@@ -188,8 +188,8 @@ class SimDevice:
         if step != release["step"] or head != release["head"]:
             raise RuntimeError(f"{src / MODEL_DATA_C}: arrays differ from the .tflite files")
         defines = read_defines(src / MODEL_CONFIG_H)
-        self.arena = {"step": int(defines["SENT_STEP_ARENA_BYTES"]),
-                      "head": int(defines["SENT_HEAD_ARENA_BYTES"])}
+        self.arena = {"step": int(defines["SENT_STEP_ARENA_BYTES_64BIT"]),  # a 64-bit interpreter
+                      "head": int(defines["SENT_HEAD_ARENA_BYTES_64BIT"])}
         self.units = int(defines["SENT_UNITS"])
         self.tflm = TflmModel({"step": step, "head": head, "meta": release["meta"]},
                               arena=self.arena)

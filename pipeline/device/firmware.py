@@ -296,6 +296,7 @@ TfLiteStatus sent_register_ops(SentOpResolver &resolver)
 
     measured = {n: arena_minimum(meta[n]) for n in ("step", "head")}
     arena = {n: arena_with_margin(measured[n][0]) for n in ("step", "head")}
+    arena64 = {n: arena_with_margin(int(meta[n]["arena_bytes"])) for n in ("step", "head")}
     id_map_bytes = 2 * meta["vocab_size"] if meta.get("id_map") is not None else 0
     sizes = {"step_model": len(step), "head_model": len(head), "id_map": id_map_bytes,
              "model_arrays": len(step) + len(head) + id_map_bytes,
@@ -350,8 +351,19 @@ TfLiteStatus sent_register_ops(SentOpResolver &resolver)
          f"{ARENA_MARGIN_MIN} B), multiple of 16", None),
         ("SENT_STEP_ARENA_MEASURED", str(measured["step"][0])),
         ("SENT_HEAD_ARENA_MEASURED", str(measured["head"][0])),
-        ("SENT_STEP_ARENA_BYTES", str(arena["step"])),
-        ("SENT_HEAD_ARENA_BYTES", str(arena["head"])),
+        ("SENT_STEP_ARENA_BYTES_32BIT", str(arena["step"])),
+        ("SENT_HEAD_ARENA_BYTES_32BIT", str(arena["head"])),
+        ("a 64-bit host (the native build of this firmware, the TFLM Python interpreter) needs more: "
+         "pointer-sized bookkeeping; its minimum (quant.json arena_bytes) + the same margin", None),
+        ("SENT_STEP_ARENA_BYTES_64BIT", str(arena64["step"])),
+        ("SENT_HEAD_ARENA_BYTES_64BIT", str(arena64["head"])),
+        ("#if", "defined(__SIZEOF_POINTER__) && __SIZEOF_POINTER__ > 4"),
+        ("SENT_STEP_ARENA_BYTES", "SENT_STEP_ARENA_BYTES_64BIT"),
+        ("SENT_HEAD_ARENA_BYTES", "SENT_HEAD_ARENA_BYTES_64BIT"),
+        ("#else", ""),
+        ("SENT_STEP_ARENA_BYTES", "SENT_STEP_ARENA_BYTES_32BIT"),
+        ("SENT_HEAD_ARENA_BYTES", "SENT_HEAD_ARENA_BYTES_32BIT"),
+        ("#endif", ""),
         ("SENT_ARENA_BYTES", "(SENT_STEP_ARENA_BYTES + SENT_HEAD_ARENA_BYTES)"),
         ("flash (bytes)", None),
         ("SENT_STEP_MODEL_BYTES", str(len(step))),
@@ -359,7 +371,8 @@ TfLiteStatus sent_register_ops(SentOpResolver &resolver)
         ("SENT_ID_MAP_BYTES", str(id_map_bytes)),
         ("SENT_TOKENIZER_TABLE_BYTES", str(tables["total"])),
     ]
-    body = "\n".join(f"\n/* {name} */" if value is None else f"#define {name} {value}"
+    body = "\n".join(f"\n/* {name} */" if value is None else
+                     f"{name} {value}".rstrip() if name.startswith("#") else f"#define {name} {value}"
                      for name, value in defines)
     (src / MODEL_CONFIG_H).write_text(
         _generated_comment(command, [step_file, head_file, quant_file, *tok_files],
