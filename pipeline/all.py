@@ -136,18 +136,23 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     else:
         base_dir, k_base = kd_dir, k_kd
         log.info("the dense distilled student beats the pruned one on validation: QAT starts there")
+    compare = (functools.partial(convert.compare_precisions, max_reviews=cfg.quant.compare_reviews)
+               if cfg.quant.compare_reviews > 0 else None)
     qat_dir, k_qat = stages.run_stage(
         out, "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
-                     "tokens": cfg.release_tokens},
+                     "tokens": cfg.release_tokens, "quant": cfg.quant, "n": cfg.calibration_reviews,
+                     "conversion": convert.CONVERSION_VERSION},
         lambda o, w: qat.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
-                                          cfg.release_tokens),
+                                     cfg.release_tokens, cfg.quant.embedding_bits, compare,
+                                     cfg.calibration_reviews),
     )
     evaluation("qat_eval", qat_dir, k_qat)
     int8_dir, k_int8 = stages.run_stage(
         out, "int8",
         {"student": k_qat, "data": k_data, "n": cfg.calibration_reviews,
-         "conversion": convert.CONVERSION_VERSION},
-        lambda o, w: convert.quantize_student(qat_dir, data_dir, o, cfg.calibration_reviews),
+         "conversion": convert.CONVERSION_VERSION, "embedding_bits": cfg.quant.embedding_bits},
+        lambda o, w: convert.quantize_student(qat_dir, data_dir, o, cfg.calibration_reviews,
+                                              cfg.quant.embedding_bits),
     )
     evaluation("int8_eval", int8_dir, k_int8, "tflm", reference=(qat_dir, k_qat))
     stages.run_stage(out, "bench", {"int8": k_int8, "bench": bench.BENCH_VERSION},

@@ -160,6 +160,18 @@ class PruneConfig(_Section):
 
 
 @dataclass(frozen=True)
+class QuantConfig(_Section):
+    """The device's integer formats (``pipeline.device.gru``) and the QAT stage's PTQ vs QAT table.
+
+    ``embedding_bits`` is the release's embedding table: 4 (per-row 4-bit codes rescaled to int8 by
+    the operator, V*E/2 + 2V bytes) or 8 (int8, V*E bytes); QAT fake-quantizes the table at it.
+    """
+
+    embedding_bits: Literal[4, 8] = 4
+    compare_reviews: int = 2000  # validation reviews of the device-path PTQ vs QAT table (0: none)
+
+
+@dataclass(frozen=True)
 class TfidfConfig(_Section):
     """Hyper-parameters of the TF-IDF + LR peer."""
 
@@ -228,6 +240,7 @@ class Config:
     prune: PruneConfig = field(default_factory=PruneConfig)
     qat_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_epochs=2, patience=1, learning_rate=2e-4))
+    quant: QuantConfig = field(default_factory=QuantConfig)
     # Tokens per review from QAT on (the release): the students train on the first
     # student_tokenizer.seq_len tokens (faster), QAT fine-tunes and the device runs on this many.
     release_tokens: int = 512
@@ -255,6 +268,7 @@ def preset(name: str) -> Config:
             distill=replace(base.distill, augment=1),
             prune=replace(base.prune, retrain_epochs=1),
             qat_train=replace(base.qat_train, max_epochs=1, batch_size=32),
+            quant=replace(base.quant, compare_reviews=400),
             fasttext=replace(base.fasttext, epochs=(5,), lrs=(0.25,), bucket=200_000,
                              quant_cutoff=20_000),
             release_tokens=160,

@@ -26,11 +26,12 @@ _SHIM = r"""
 #include "gru_step.h"
 void run_batch(int32_t E, int32_t U, int32_t shift, const int8_t *emb, const int8_t *wx,
                const int8_t *wh, const int32_t *gates, const uint8_t *sig, const int8_t *tanh,
-               int32_t n, const int32_t *tok, const int8_t *h, int8_t *out)
+               const int16_t *mult, int32_t n, const int32_t *tok, const int8_t *h, int8_t *out)
 {
     gru_model_t m;
     int32_t i;
     gru_model_init(&m, E, U, shift, emb, wx, wh, gates, sig, tanh);
+    if (mult) gru_model_set_emb4(&m, (const uint8_t *)emb, mult);
     for (i = 0; i < n; i++) {
         const int8_t *hi = h + i * 2 * U;
         int8_t *ho = out + i * 2 * U;
@@ -56,18 +57,21 @@ def _c_step(lib: ctypes.CDLL, p: gru.GruParams, ru: int, tok: np.ndarray, h: np.
     h = np.ascontiguousarray(h, np.int8)
     out = np.zeros_like(h)
     ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in (*arrays, tok, h, out)]
+    mult = None if p.emb_mult is None else np.ascontiguousarray(c["mult"])
     lib.run_batch(ctypes.c_int32(p.embed_dim), ctypes.c_int32(p.units), ctypes.c_int32(p.shift),
-                  *ptr[:6], ctypes.c_int32(len(tok)), *ptr[6:])
+                  *ptr[:6], None if mult is None else mult.ctypes.data_as(ctypes.c_void_p),
+                  ctypes.c_int32(len(tok)), *ptr[6:])
     return out
 
 
-def random_params(E: int, U: int, V: int = 300, seed: int = 0, w_std: float = 0.5) -> gru.GruParams:
+def random_params(E: int, U: int, V: int = 300, seed: int = 0, w_std: float = 0.5,
+                  bits: int = 8) -> gru.GruParams:
     rng = np.random.default_rng(seed)
     cells = [(rng.normal(0, w_std, (E, 3 * U)), rng.normal(0, w_std, (U, 3 * U)),
               rng.normal(0, 1.0, (2, 3 * U))) for _ in range(2)]
-    table = rng.normal(0, 0.5, (V, E))
-    table[5] = 0.0
-    return gru.quantize(table, cells)
+    table = rng.normal(0, 0.5, (V, E)) * rng.uniform(0.05, 1.0, (V, 1))  # rows of unequal norm
+    table[5 % V] = 0.0
+    return gru.quantize(table, cells, embedding_bits=bits)
 
 
 def _random_steps(p: gru.GruParams, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,16 +83,20 @@ def _random_steps(p: gru.GruParams, n: int, seed: int) -> tuple[np.ndarray, np.n
 
 
 @needs_gcc
+@pytest.mark.parametrize("bits", gru.EMBEDDING_BITS)
 @pytest.mark.parametrize(("E", "U", "ru", "flags"), [
     (32, 32, 2, ["-O2", "-fno-schedule-insns"]),
     (16, 24, 2, ["-Os"]),
     (12, 7, 2, ["-O2"]),  # neither E nor U a multiple of 8, U odd: a padded unit
     (8, 6, 4, ["-O1", "-DGRU_RU=4", "-DGRU_DOT=0"]),
 ])
-def test_c_kernel_is_the_spec_bit_for_bit(tmp_path, E, U, ru, flags) -> None:
+def test_c_kernel_is_the_spec_bit_for_bit(tmp_path, E, U, ru, flags, bits) -> None:
     lib = _build(tmp_path, flags)
     for seed, w_std in ((0, 0.5), (1, 2.0)):  # large weights: saturated gates and tables
-        p = random_params(E, U, seed=seed, w_std=w_std)
+        p = random_params(E, U, seed=seed, w_std=w_std, bits=bits)
+        if bits == 4 and seed == 1:  # any multiplier the spec allows: the extremes of e
+            p.emb_mult = np.random.default_rng(seed).integers(0, 2 ** 14, p.rows).astype(np.int16)
+            p.emb_mult[:3] = [0, 2 ** 14 - 1, 8192]
         tok, h = _random_steps(p, 3000, seed)
         want = gru.step(p, tok, h)
         np.testing.assert_array_equal(_c_step(lib, p, ru, tok, h), want)
@@ -112,6 +120,48 @@ def test_spec_tables_and_rounding() -> None:
         assert gru.requant(a, m, s).tolist() == want
 
 
+def test_4bit_embedding_spec() -> None:
+    """Nibble order, the code's offset, the row rescale's rounding and range, the conversion's accuracy."""
+    q = np.array([[-8, 7, -1, 0, 3, -7]])
+    packed = gru.pack_nibbles(q)
+    assert packed.tolist() == [[0xF0, 0x87, 0x1B]] and gru.nibbles(packed).tolist() == q.tolist()
+    p = random_params(6, 4, V=4, bits=4)
+    p.emb = np.repeat(packed, 4, axis=0)
+    p.emb_mult = np.array([1024, 512, 2 ** 14 - 1, 0], np.int16)
+    gru.check(p)
+    e = gru.embedding_rows(p, np.arange(4))
+    assert e[0].tolist() == [-8, 7, -1, 0, 3, -7]
+    assert e[1].tolist() == [-4, 4, 0, 0, 2, -3]  # (q*512 + 512) >> 10: halves round up
+    assert e[2].tolist() == [-128, 112, -16, 0, 48, -112] and e[3].tolist() == [0] * 6
+    p.emb_mult[2] = 2 ** 14
+    with pytest.raises(ValueError, match="2\\^14"):
+        gru.check(p)
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 0.3, (200, 16)) * rng.uniform(0.02, 1.0, (200, 1))
+    table[7] = 0.0
+    emb4, mult, s_e = gru.quantize_embedding4(table)
+    assert emb4.shape == (200, 8) and mult.dtype == np.int16 and mult.max() == 16238
+    p4 = gru.GruParams(emb=emb4, wx=np.zeros((2, 3, 16), np.int8), wh=np.zeros((2, 3, 1), np.int8),
+                       bx=np.zeros((2, 3), np.int32), bh=np.zeros((2, 3), np.int32),
+                       mx=np.zeros((2, 3), np.int32), mh=np.zeros((2, 3), np.int32), shift=0,
+                       sig=gru.sig_table(), tanh=gru.tanh_table(), emb_mult=mult)
+    real = gru.embedding_rows(p4, np.arange(200)) * s_e
+    assert (real[7] == 0).all()
+    # 4-bit per row (error <= r_v / 2) plus one int8 rounding (s_e / 2)
+    r = np.abs(table).max(1, keepdims=True) / 7
+    assert (np.abs(real - table) <= r / 2 + s_e / 2 + 1e-9).all()
+    with pytest.raises(ValueError, match="even"):
+        gru.quantize_embedding4(table[:, :5])
+    # an odd width (a pruned student) is padded with a zero dimension: the same steps
+    p5, odd = random_params(5, 6, V=40, bits=4), random_params(5, 6, V=40, bits=8)
+    assert p5.embed_dim == 6 and (p5.wx[:, :, 5] == 0).all()
+    assert (gru.embedding_rows(p5, np.arange(40))[:, 5] == 0).all()
+    tok, h = _random_steps(odd, 200, 0)
+    diff = gru.step(p5, tok, h).astype(int) - gru.step(odd, tok, h)
+    print(f"odd E, 4-bit vs 8-bit table: mean |dh| {np.abs(diff).mean():.2f} / 128")
+    assert np.abs(diff).mean() < 8
+
+
 def test_spec_follows_the_float_gru() -> None:
     """The int8 spec tracks the float Keras GRU cell it was quantized from."""
     E, U = 16, 12
@@ -132,14 +182,16 @@ def test_spec_follows_the_float_gru() -> None:
     assert np.abs(hq[0] / 128.0 - hf).max() < 0.08
 
 
-def test_step_flatbuffer_round_trips() -> None:
-    p = random_params(12, 7)
+@pytest.mark.parametrize("bits", gru.EMBEDDING_BITS)
+def test_step_flatbuffer_round_trips(bits) -> None:
+    p = random_params(12, 7, bits=bits)
     blob = gru.build_step_flatbuffer(p)
     assert len(blob) % 4 == 0 and blob[4:8] == b"TFL3"
     assert flatbuf.pack(flatbuf.load(blob)) == blob  # the toolkit reads and rewrites it unchanged
     back = gru.read_step_flatbuffer(blob)
-    for k in ("emb", "wx", "wh", "bx", "bh", "mx", "mh", "sig", "tanh"):
+    for k in ("emb", "wx", "wh", "bx", "bh", "mx", "mh", "sig", "tanh", "emb_mult"):
         np.testing.assert_array_equal(getattr(back, k), getattr(p, k), err_msg=k)
+    assert back.embedding_bits == bits and back.emb.dtype == (np.uint8 if bits == 4 else np.int8)
     assert (back.shift, back.emb_scale, back.emb_zero_point) == (p.shift, p.emb_scale,
                                                                   p.emb_zero_point)
     assert flatbuf.op_set(blob) == [gru.OP_NAME] and flatbuf.is_custom(blob, gru.OP_NAME)
@@ -149,13 +201,16 @@ def test_step_flatbuffer_round_trips() -> None:
     m = flatbuf.load(blob)
     op = m.subgraphs[0].operators[0]
     opts = np.asarray(op.customOptions, np.uint8).tobytes()
-    assert struct.unpack("<5i", opts) == (gru.GRU_SPEC_VERSION, 12, 7, gru.PACK_RU, p.shift)
+    assert struct.unpack("<6i", opts) == (gru.GRU_SPEC_VERSION, 12, 7, gru.PACK_RU, p.shift, bits)
     for t in m.subgraphs[0].tensors:  # constants 16-byte aligned in the file
         data = m.buffers[t.buffer].data
         if data is not None and len(data):
             raw = np.asarray(data, np.uint8).tobytes()
             assert blob.index(raw) % 16 == 0 or blob.count(raw) > 1
-    op.customOptions = list(struct.pack("<5i", 99, 12, 7, gru.PACK_RU, p.shift))
+    if bits == 8:  # a spec v1 file (5 int32, no EB) reads as EB = 8
+        op.customOptions = list(struct.pack("<5i", 1, 12, 7, gru.PACK_RU, p.shift))
+        np.testing.assert_array_equal(gru.read_step_flatbuffer(flatbuf.pack(m)).emb, p.emb)
+    op.customOptions = list(struct.pack("<6i", 99, 12, 7, gru.PACK_RU, p.shift, bits))
     with pytest.raises(ValueError, match="spec version 99"):
         gru.read_step_flatbuffer(flatbuf.pack(m))
 

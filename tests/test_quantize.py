@@ -245,3 +245,66 @@ def test_pruned_rows_are_dropped_and_the_loop_still_agrees(trained) -> None:
     ids = trained["eval_ids"][:150]
     p_int8 = TflmModel(converted).predict(ids)
     assert np.mean((p_int8 >= 0.5) == (predict_proba(student, ids) >= 0.5)) >= 0.97
+
+
+def test_qat_fake_quantization_follows_the_spec(trained) -> None:
+    """The QAT embedding is the table the conversion stores (4 and 8 bits); states sit on 1/128."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from pipeline.compress.qat import fake_embedding
+    from pipeline.device import gru
+
+    student = trained["student"]
+    table = student.get_layer("embedding").get_weights()[0]
+    emb4, mult, s_e = gru.quantize_embedding4(table)
+    p4 = gru.GruParams(emb=emb4, emb_mult=mult, wx=np.zeros((2, 3, 32), np.int8), wh=None, bx=None,
+                       bh=None, mx=None, mh=None, shift=0, sig=None, tanh=None)
+    want = gru.embedding_rows(p4, np.arange(len(table))) * s_e
+    np.testing.assert_allclose(fake_embedding(tf.constant(table), 4).numpy(), want, atol=1e-6)
+    q8, s8, zp8 = gru.quantize_embedding(table)
+    np.testing.assert_allclose(fake_embedding(tf.constant(table), 8).numpy(),
+                               (q8.astype(np.float64) - zp8) * s8, atol=1e-6)
+    qat = build_qat_model(student, embedding_bits=4)
+    states = keras.Model(qat.input, qat.get_layer("bigru").output).predict_on_batch(
+        np.array([trained["eval_ids"][0][:20]], np.int32))
+    np.testing.assert_allclose(states * 128, np.round(states * 128), atol=1e-4)
+    assert states.min() >= -1 and states.max() <= 127 / 128
+    # the straight-through embedding passes gradients to the float table
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(qat(np.array([[3, 4, 5]], np.int32)))
+    grad = tape.gradient(loss, qat.get_layer("embedding").embeddings)
+    assert np.abs(tf.convert_to_tensor(grad).numpy()[[3, 4, 5]]).sum() > 0
+
+
+def test_compare_precisions_through_the_device_path(trained) -> None:
+    """PTQ at 8 and 4 bits and QAT at 4 bits, scored by the --runtime tflm loop (tiny run)."""
+    from pipeline.device.convert import compare_precisions
+    from pipeline.device.release import load_release, write_release
+
+    student = trained["student"]
+    ids, y = trained["eval_ids"], trained["eval_y"].astype(np.float32)
+    out = compare_precisions(student, student, {"val": (ids, y)}, ids[:50], 4, max_reviews=300)
+    rows = out["splits"]["val"]
+    assert rows["reviews"] == 300 and out["embedding_bits"] == 4
+    assert set(rows) == {"reviews", "float", "qat_float", "ptq_8", "ptq_4", "qat_4"}
+    assert rows["qat_4"] == rows["ptq_4"]  # the same weights: the same device predictions
+    # the packed table: V*E/2 + 2V bytes instead of V*E
+    V, E = student.get_layer("embedding").get_weights()[0].shape
+    assert rows["ptq_8"]["embedding_bytes"] == V * E
+    assert rows["ptq_4"]["embedding_bytes"] == V * E // 2 + 2 * V
+    assert rows["ptq_8"]["model_bytes"] - rows["ptq_4"]["model_bytes"] >= V * E // 2 - 2 * V - 256
+    for k in ("float", "ptq_8", "ptq_4"):
+        print(f"{k}: accuracy {rows[k]['accuracy']:.4f} loss {rows[k]['loss']:.4f}")
+        assert rows[k]["accuracy"] > max(np.mean(y[:300]), 1 - np.mean(y[:300]))
+    assert abs(rows["ptq_4"]["accuracy"] - rows["float"]["accuracy"]) < 0.05
+    # a 4-bit release round-trips through its files and quant.json
+    c = convert_int8(student, ids[:50], embedding_bits=4)
+    assert c["meta"]["step"]["custom_op"]["embedding_bits"] == 4
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        write_release(Path(d), c)
+        np.testing.assert_array_equal(TflmModel(load_release(Path(d))).predict(ids[:20]),
+                                      TflmModel(c).predict(ids[:20]))

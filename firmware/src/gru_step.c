@@ -1,5 +1,5 @@
 /*
- * Fused int8 BiGRU step, portable C99; see gru_step.h. SPEC v1: pipeline/device/gru.py.
+ * Fused int8 BiGRU step, portable C99; see gru_step.h. SPEC v2: pipeline/device/gru.py.
  *
  * Per block of GRU_RU units the 3*GRU_RU input-projection accumulators are formed first (weights
  * interleaved so one embedding value feeds 3*GRU_RU consecutive weight bytes), then the recurrent
@@ -140,6 +140,9 @@ void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const i
     int d;
     m->E = E;
     m->U = U;
+    m->emb_bits = 8;
+    m->emb4 = 0;
+    m->emb_mult = 0;
     m->shift = shift;
     m->emb = emb;
     m->sig = sig;
@@ -155,9 +158,38 @@ void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const i
     }
 }
 
+void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult)
+{
+    m->emb_bits = 4;
+    m->emb4 = emb4;
+    m->emb_mult = emb_mult;
+}
+
+/* e = ((n - 8) * M + 2^(ES-1)) >> ES = (n * M + base) >> ES, base = 2^(ES-1) - 8 * M; within
+ * [-128, 112] for M < 2^14, so no clamp */
+void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out)
+{
+    const int32_t half = m->E >> 1, mult = m->emb_mult[row];
+    const int32_t base = ((int32_t)1 << (GRU_EMB_SHIFT - 1)) - 8 * mult;
+    const uint8_t *b = m->emb4 + row * half, *end = b + half;
+    for (; b < end; b++, out += 2) {
+        const int32_t v = *b;
+        out[0] = (int8_t)(((v & 15) * mult + base) >> GRU_EMB_SHIFT);
+        out[1] = (int8_t)(((v >> 4) * mult + base) >> GRU_EMB_SHIFT);
+    }
+}
+
 void gru_step(const gru_model_t *m, const int32_t tok[2], const int8_t *h_fwd_in,
               const int8_t *h_bwd_in, int8_t *h_fwd_out, int8_t *h_bwd_out)
 {
+    if (m->emb_bits == 4) {
+        int8_t e[GRU_MAX_E];
+        gru_emb_row(m, tok[0], e);
+        gru_step_dir(m, 0, e, h_fwd_in, h_fwd_out);
+        gru_emb_row(m, tok[1], e);
+        gru_step_dir(m, 1, e, h_bwd_in, h_bwd_out);
+        return;
+    }
     gru_step_dir(m, 0, m->emb + tok[0] * m->E, h_fwd_in, h_fwd_out);
     gru_step_dir(m, 1, m->emb + tok[1] * m->E, h_bwd_in, h_bwd_out);
 }

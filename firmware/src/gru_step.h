@@ -1,6 +1,6 @@
 /*
  * Fused int8 BiGRU step: the kernel of the TFLM custom operator TINYSENT_BIGRU (gru_op.cc).
- * Portable C99, no heap, no platform headers. The arithmetic is SPEC v1 in the module docstring of
+ * Portable C99, no heap, no platform headers. The arithmetic is SPEC v2 in the module docstring of
  * pipeline/device/gru.py, whose NumPy reference it matches bit for bit (tests/test_gru.py).
  * Requires arithmetic right shift of negative int32 (GCC, Clang, the Xtensa and RISC-V toolchains).
  */
@@ -13,7 +13,12 @@
 extern "C" {
 #endif
 
-#define GRU_SPEC_VERSION 1 /* pipeline.device.gru.GRU_SPEC_VERSION */
+#define GRU_SPEC_VERSION 2 /* pipeline.device.gru.GRU_SPEC_VERSION (v1 = v2 with an 8-bit table) */
+#define GRU_EMB_SHIFT 10   /* ES of the 4-bit embedding's row multipliers */
+#define GRU_EMB_MULT_LIMIT 16384 /* row multipliers: 0 <= M < 2^14 (no clamp needed) */
+#ifndef GRU_MAX_E
+#define GRU_MAX_E 256 /* largest embedding width of a 4-bit table (a stack row buffer) */
+#endif
 
 #ifndef GRU_RU
 #define GRU_RU 2 /* units per block of the packed layout (pipeline.device.gru.PACK_RU): 1, 2 or 4 */
@@ -30,7 +35,10 @@ typedef struct {
 
 typedef struct {
     int32_t E, U, shift;  /* shift = S of the spec (0..31) */
+    int32_t emb_bits;     /* 8: emb; 4: emb4 + emb_mult (gru_model_set_emb4) */
     const int8_t *emb;    /* [rows][E], raw int8 (the zero point is folded into bx) */
+    const uint8_t *emb4;  /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high */
+    const int16_t *emb_mult; /* [rows]: code n -> e = ((n - 8) * M + 2^(ES-1)) >> ES */
     const uint8_t *sig;   /* [256] sigmoid table */
     const int8_t *tanh;   /* [256] tanh table */
     gru_dir_t dir[2];     /* forward, backward */
@@ -42,6 +50,14 @@ typedef struct {
 void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const int8_t *emb,
                     const int8_t *wx, const int8_t *wh, const int32_t *gates, const uint8_t *sig,
                     const int8_t *tanh);
+
+/* Switches m to a 4-bit embedding table (E even, E <= GRU_MAX_E): packed rows emb4 [rows][E/2] and
+ * one int16 multiplier per row (0 <= M < 2^14, checked by the caller: gru_op.cc Prepare);
+ * gru_model_init's emb is then unused. */
+void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult);
+
+/* The spec's int8 embedding row of table row `row` (4-bit table): out[0..E). */
+void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out);
 
 /* One token step of both directions: tok[0], tok[1] are the forward and backward embedding rows
  * (the caller checks the range). h_*_out must not alias h_*_in. */

@@ -1,9 +1,16 @@
-"""Quantization-aware training of the BiGRU student (tfmot), where the int8 step model rounds.
+"""Quantization-aware training of the BiGRU student (tfmot), where the device step rounds.
 
-tfmot's ``quantize_model`` rejects ``Bidirectional(GRU)``, so the QAT model is built by hand with
-``QuantizeWrapperV2`` and the project's own ``QuantizeConfig`` classes: the GRU's kernels and states
-and the output layer are fake-quantized to 8 bits. The stage fine-tunes it and writes the trained
-float weights back into the plain student, which :mod:`pipeline.device.convert` converts.
+The fake quantization follows the ``TINYSENT_BIGRU`` SPEC (``pipeline/device/gru.py``) where it
+matters: the embedding table exactly as the conversion stores it at the release's
+``embedding_bits`` (4: per-row 4-bit codes rescaled to one int8 scale; 8: per-tensor asymmetric int8)
+by a straight-through estimator (:class:`QuantEmbedding`); the GRU's kernels and recurrent kernels
+per-row symmetric int8 (tfmot ``LastValueQuantizer``, per axis over the 3U output rows); the
+per-timestep states at the spec's fixed scale 1/128 (``FixedQuantizer`` over [-1, 127/128]); the
+output layer 8-bit like the head. tfmot's ``quantize_model`` rejects ``Bidirectional(GRU)``, so the
+model is built by hand with ``QuantizeWrapperV2``. Not simulated: the int8 rounding of the state fed
+back inside the recurrence (Keras' fused GRU loop), the Q9 gate pre-activations and the tables.
+The stage fine-tunes it and writes the trained float weights back into the plain student, which
+:mod:`pipeline.device.convert` converts.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,46 @@ import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from pipeline.nn.models import TokenEmbedding, student_parts
 
 log = logging.getLogger(__name__)
+EMB_SHIFT, EMB4_INT8_MAX = 10, 111  # pipeline.device.gru.EMB_SHIFT, EMB4_INT8_MAX (the SPEC's ES)
+
+
+def fake_embedding(w: tf.Tensor, bits: int) -> tf.Tensor:
+    """The real values the conversion stores for table ``w`` (``pipeline.device.gru.quantize``).
+
+    4: ``r_v = max|row| / 7``, ``q = clip(round(w / r_v), -7, 7)``, ``s_e = max|w| / 111``,
+    ``M_v = round(r_v / s_e * 2^10)``, ``e = floor((q * M_v + 2^9) / 2^10)``, real ``s_e * e``;
+    8: per-tensor asymmetric int8 over the table's range (including 0).
+    """
+    if bits == 4:
+        a = tf.abs(w)
+        s_e = tf.reduce_max(a) / EMB4_INT8_MAX
+        s_e = tf.where(s_e > 0, s_e, 1.0)
+        r = tf.reduce_max(a, axis=1, keepdims=True) / 7.0
+        q = tf.clip_by_value(tf.round(w / tf.where(r > 0, r, 1.0)), -7.0, 7.0)
+        m = tf.minimum(tf.round(r / s_e * 2.0 ** EMB_SHIFT), 2.0 ** 14 - 1)
+        return tf.floor((q * m + 2.0 ** (EMB_SHIFT - 1)) / 2.0 ** EMB_SHIFT) * s_e
+    if bits == 8:
+        lo, hi = tf.minimum(tf.reduce_min(w), 0.0), tf.maximum(tf.reduce_max(w), 0.0)
+        scale = tf.where(hi > lo, (hi - lo) / 255.0, 1.0)
+        zp = tf.clip_by_value(tf.round(-128.0 - lo / scale), -128.0, 127.0)
+        return (tf.clip_by_value(tf.round(w / scale) + zp, -128.0, 127.0) - zp) * scale
+    raise ValueError(f"embedding bits must be 4 or 8, not {bits}")
+
+
+class QuantEmbedding(TokenEmbedding):
+    """:class:`TokenEmbedding` whose lookups see the table as the device stores it (forward) while
+    gradients reach the float table unchanged (straight-through estimator)."""
+
+    def __init__(self, vocab_size: int, dim: int, bits: int = 4, **kwargs) -> None:
+        super().__init__(vocab_size, dim, **kwargs)
+        self.bits = bits
+
+    def call(self, ids):
+        w = self.embeddings
+        return tf.gather(w + tf.stop_gradient(fake_embedding(w, self.bits) - w), ids)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "bits": self.bits}
 
 
 def _qk():
@@ -37,20 +85,24 @@ def _quantize_configs() -> dict[str, type]:
         return _QCONFIGS
     qk = _qk()
 
-    def weight_quantizer():
-        return qk.quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
+    def weight_quantizer(per_row: bool = False):
+        return qk.quantizers.LastValueQuantizer(num_bits=8, per_axis=per_row, symmetric=True,
                                                 narrow_range=True)
+
+    def state_quantizer():  # the spec's states: int8 at scale 1/128, zero point 0
+        return qk.quantizers.FixedQuantizer(num_bits=8, init_min=-1.0, init_max=127.0 / 128.0,
+                                            narrow_range=False)
 
     def output_quantizer():
         return qk.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
                                                     narrow_range=False)
 
     class GRUQuantizeConfig(qk.QuantizeConfig):
-        """A ``Bidirectional(GRU)`` rounded as the int8 step model rounds it.
+        """A ``Bidirectional(GRU)`` rounded as the ``TINYSENT_BIGRU`` step rounds it.
 
-        Weights: kernel and recurrent kernel of both directions, 8-bit symmetric per tensor. Output:
-        the per-timestep states, 8-bit asymmetric (moving-average range), like the step model's int8
-        ``h_fwd``/``h_bwd``. Biases stay float (int32 on the device).
+        Weights: kernel ``[E, 3U]`` and recurrent kernel ``[U, 3U]`` of both directions, 8-bit
+        symmetric per output row (the last axis). Output: the per-timestep states at the fixed
+        scale 1/128. Biases stay float (int32 on the device).
         """
 
         @staticmethod
@@ -58,7 +110,7 @@ def _quantize_configs() -> dict[str, type]:
             return layer.forward_layer.cell, layer.backward_layer.cell
 
         def get_weights_and_quantizers(self, layer):
-            return [(getattr(c, n), weight_quantizer()) for c in self._cells(layer)
+            return [(getattr(c, n), weight_quantizer(per_row=True)) for c in self._cells(layer)
                     for n in ("kernel", "recurrent_kernel")]
 
         def get_activations_and_quantizers(self, layer):
@@ -72,13 +124,16 @@ def _quantize_configs() -> dict[str, type]:
             pass
 
         def get_output_quantizers(self, layer):
-            return [output_quantizer()]
+            return [state_quantizer()]
 
         def get_config(self):
             return {}
 
     class LogitQuantizeConfig(GRUQuantizeConfig):
         """A linear ``Dense``: 8-bit kernel, 8-bit output (the head's FULLY_CONNECTED output)."""
+
+        def get_output_quantizers(self, layer):
+            return [output_quantizer()]
 
         def get_weights_and_quantizers(self, layer):
             return [(layer.kernel, weight_quantizer())]
@@ -99,10 +154,10 @@ def _built(layer: keras.layers.Layer, input_shape: tuple, weights: list[np.ndarr
     return layer
 
 
-def build_qat_model(student: keras.Model) -> keras.Model:
-    """The student with tfmot fake quantization where the int8 models round (QAT).
+def build_qat_model(student: keras.Model, embedding_bits: int = 8) -> keras.Model:
+    """The student with fake quantization where the device rounds (QAT; module docstring).
 
-    ``ids -> embedding -> QuantizeWrapperV2(BiGRU, GRUQuantizeConfig) -> masked mean ->
+    ``ids -> QuantEmbedding(embedding_bits) -> QuantizeWrapperV2(BiGRU, GRUQuantizeConfig) -> masked mean ->
     QuantizeWrapperV2(Dense "logit", 8-bit kernel + output) -> sigmoid``. The padding mask is passed
     explicitly (tfmot's wrapper does not propagate Keras masks). Starts from ``student``'s weights.
     """
@@ -113,7 +168,7 @@ def build_qat_model(student: keras.Model) -> keras.Model:
     prob = student.get_layer("prob")
     units = bigru.forward_layer.units
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    emb = TokenEmbedding(*table.shape, name="embedding")
+    emb = QuantEmbedding(*table.shape, bits=embedding_bits, name="embedding")
     x = emb(ids)
     emb.set_weights([table])
     mask = keras.layers.Lambda(lambda t: tf.not_equal(t, 0), name="mask")(ids)
@@ -153,15 +208,22 @@ def qat_prunable_weights(qat: keras.Model) -> dict[str, tf.Variable]:
 
 
 def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path, cfg,
-                make_step=None, seq_len: int | None = None) -> dict[str, Any]:
+                make_step=None, seq_len: int | None = None, embedding_bits: int = 8,
+                compare: Callable[..., dict] | None = None,
+                calibration_reviews: int = 500) -> dict[str, Any]:
     """Stage: quantization-aware fine-tuning of a float student -> a float student directory.
 
-    Fine-tunes :func:`build_qat_model` (tfmot fake quantization of the GRU weights and states and of
-    the output layer) with :func:`pipeline.nn.train.fit` (``make_step``: e.g. the distillation step;
-    default: labels only), then writes the trained float weights back into the plain student
-    architecture, which :func:`quantize_student` converts. The fine-tuned weights are kept only if
-    they lower the validation loss of the starting weights (early stopping with the start as epoch
-    0); ``summary["kept"]`` says which. Reports validation loss and accuracy before/after.
+    Fine-tunes :func:`build_qat_model` (fake quantization as the device rounds, the embedding at
+    ``embedding_bits``) with :func:`pipeline.nn.train.fit` (``make_step``: e.g. the distillation
+    step; default: labels only), then writes the trained float weights back into the plain student
+    architecture, which :func:`quantize_student` converts. ``compare(start, tuned, splits,
+    calibration_ids, embedding_bits)`` (``pipeline.device.convert.compare_precisions``) scores the
+    float start, PTQ at 8 bits and at ``embedding_bits`` and QAT through the device path:
+    ``summary["precision"]``. Kept (``summary["kept"]``): the fine-tuned weights only if their
+    device-path validation loss at ``embedding_bits`` is at most PTQ's (loss, not accuracy: a proper
+    score, less noisy than accuracy on a few thousand reviews, and what QAT optimizes); without
+    ``compare``, only if they lower the float validation loss (early stopping with the start as
+    epoch 0). Reports validation loss and accuracy before/after.
     A pruned student (``masks.npz`` beside its model) keeps its zeros: the masks are re-applied
     after every step. ``seq_len`` (the release length) replaces the tokenizer's: fine-tuning,
     validation and everything downstream then see that many tokens per review.
@@ -182,12 +244,13 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     if seq_len is not None:
         tok = Tokenizer(tok.model_proto, dataclasses.replace(tok.cfg, seq_len=seq_len))
     student = load_model(Path(student_dir) / "model.keras")
-    splits = labelled_ids(data_dir, tok)
+    has_test = compare is not None and (Path(data_dir) / "test.jsonl").exists()
+    splits = labelled_ids(data_dir, tok, ("train", "val", "test") if has_test else ("train", "val"))
     x_val, y_val = splits["val"]
     p0 = predict_proba(student, x_val)
     before = float(np.mean((p0 >= 0.5) == (y_val >= 0.5)))
     loss_before = bce(y_val, p0)
-    qat = build_qat_model(student)
+    qat = build_qat_model(student, embedding_bits)
     masks_file = Path(student_dir) / "masks.npz"
     if masks_file.exists():
         from pipeline.compress.prune import load_masks, masked_step
@@ -197,12 +260,23 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     tuned = student_from_qat(qat, student)
     p1 = predict_proba(tuned, x_val)
     after = float(np.mean((p1 >= 0.5) == (y_val >= 0.5)))
-    # Early stopping with the starting point as epoch 0: fine-tuning is kept only if it lowers the
-    # validation loss of the float weights that will be converted.
-    kept = "qat" if bce(y_val, p1) < loss_before else "start"
+    precision = None
+    if compare is not None:
+        precision = compare(student, tuned, {k: v for k, v in splits.items() if k != "train"},
+                            splits["train"][0][:calibration_reviews], embedding_bits)
+        dev = precision["splits"]["val"]
+        ptq, qat_dev = dev[f"ptq_{embedding_bits}"], dev[f"qat_{embedding_bits}"]
+        kept = "qat" if qat_dev["loss"] <= ptq["loss"] else "start"
+        criterion = f"device-path validation loss at {embedding_bits}-bit embedding"
+        log.info("qat: %s %.5f (PTQ) -> %.5f (QAT), accuracy %.4f -> %.4f", criterion, ptq["loss"],
+                 qat_dev["loss"], ptq["accuracy"], qat_dev["accuracy"])
+    else:
+        # Early stopping with the starting point as epoch 0: fine-tuning is kept only if it lowers
+        # the validation loss of the float weights that will be converted.
+        kept = "qat" if bce(y_val, p1) < loss_before else "start"
+        criterion = "float validation loss"
     if kept == "start":
-        log.info("qat: fine-tuning did not lower the validation loss (%.5f -> %.5f): keeping the "
-                 "starting weights", loss_before, bce(y_val, p1))
+        log.info("qat: fine-tuning did not improve the %s: keeping the starting weights", criterion)
         tuned = student
     out_dir = Path(out_dir)
     tok.save(out_dir)
@@ -210,7 +284,8 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     summary = {"best_epoch": state["best_epoch"], "seq_len": tok.cfg.seq_len, "kept": kept,
                "val_loss_before": loss_before, "val_loss_after": bce(y_val, p1),
                "val_accuracy_before": before,
-               "val_accuracy_after": after, "params": int(tuned.count_params())}
+               "val_accuracy_after": after, "params": int(tuned.count_params()),
+               "embedding_bits": embedding_bits, "kept_by": criterion, "precision": precision}
     if masks_file.exists():
         shutil.copyfile(masks_file, out_dir / "masks.npz")
     write_model_info(out_dir, {"keras": "model.keras"}, kind="student-qat", files=["model.keras"],

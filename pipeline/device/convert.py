@@ -38,8 +38,8 @@ from pipeline.nn.models import student_parts
 
 log = logging.getLogger(__name__)
 
-CONVERSION_VERSION = 3  # bump when convert_int8 makes different bytes from the same student
-# (2: LUTs, 3: the TINYSENT_BIGRU custom-operator step)
+CONVERSION_VERSION = 4  # bump when convert_int8 makes different bytes from the same student
+# (2: LUTs, 3: the TINYSENT_BIGRU custom-operator step, 4: its spec v2, ``embedding_bits``)
 STEP_FORMATS = ("custom", "builtin")
 # The custom step's arena is not measured here (the TFLM Python interpreter cannot load the custom
 # operator): its only non-constant tensors are the 2 tokens and 4 states, plus TFLM's per-tensor
@@ -103,16 +103,21 @@ def _cell_weights(cell: keras.layers.GRUCell) -> list[np.ndarray]:
     return cell.get_weights()
 
 
-def _custom_step(student: keras.Model, rows: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+def _custom_step(student: keras.Model, rows: np.ndarray, embedding_bits: int = 8
+                 ) -> tuple[bytes, dict[str, Any]]:
     """The ``TINYSENT_BIGRU`` step model and its ``quant.json`` entries."""
     _, bigru = student_parts(student)
     params = gru.quantize(rows, [_cell_weights(layer.cell)
-                                 for layer in (bigru.forward_layer, bigru.backward_layer)])
+                                 for layer in (bigru.forward_layer, bigru.backward_layer)],
+                          embedding_bits=embedding_bits)
     step = gru.build_step_flatbuffer(params)
     extra = {"macs": gru.macs(params.embed_dim, params.units),
              "arena_bytes": CUSTOM_STEP_ARENA_BYTES, "arena_measured": False,
              "custom_op": {"name": gru.OP_NAME, "spec_version": gru.GRU_SPEC_VERSION,
                            "pack_ru": gru.PACK_RU, "shift": params.shift,
+                           "embedding_bits": params.embedding_bits,
+                           "embedding_bytes": int(params.emb.nbytes) + (
+                               0 if params.emb_mult is None else int(params.emb_mult.nbytes)),
                            "embedding": {"scale": params.emb_scale,
                                          "zero_point": params.emb_zero_point}}}
     return step, extra
@@ -135,20 +140,23 @@ def _builtin_step(student: keras.Model, rows: np.ndarray, steps: list[dict[str, 
 
 def convert_int8(
     student: keras.Model, calibration_ids: Sequence[Sequence[int]], max_steps: int = 2000,
-    step_format: str = "custom",
+    step_format: str = "custom", embedding_bits: int = 8,
 ) -> dict[str, Any]:
     """Calibrate and convert: ``{"step": bytes, "head": bytes, "meta": quant.json dict}``.
 
-    ``step_format``: ``custom`` (the ``TINYSENT_BIGRU`` operator) or ``builtin``. Raises
+    ``step_format``: ``custom`` (the ``TINYSENT_BIGRU`` operator, its embedding table in
+    ``embedding_bits`` 8 or 4, :mod:`pipeline.device.gru`) or ``builtin`` (8 only). Raises
     ``ValueError`` if any operator of either model touches a float tensor.
     """
     if step_format not in STEP_FORMATS:
         raise ValueError(f"step_format {step_format!r} is not one of {STEP_FORMATS}")
+    if step_format == "builtin" and embedding_bits != 8:
+        raise ValueError("the builtin-operator step has an 8-bit embedding table only")
     steps, heads = calibration_data(student, calibration_ids, max_steps)
     full_table, bigru = student_parts(student)
     rows, id_map = compact_rows(full_table)
     if step_format == "custom":
-        step, step_meta = _custom_step(student, rows)
+        step, step_meta = _custom_step(student, rows, embedding_bits)
     else:
         if id_map is not None:
             for s in steps:
@@ -181,6 +189,41 @@ def convert_int8(
     return {"step": step, "head": head, "meta": meta}
 
 
+def compare_precisions(
+    start: keras.Model, tuned: keras.Model, splits: dict[str, tuple[Sequence[Sequence[int]], np.ndarray]],
+    calibration_ids: Sequence[Sequence[int]], embedding_bits: int, max_reviews: int = 2000,
+) -> dict[str, Any]:
+    """What QAT buys, through the device path: per split (``{name: (ids, labels)}``, the first
+    ``max_reviews`` of each), accuracy and loss of the float ``start`` student, PTQ of ``start`` at
+    an 8-bit and at an ``embedding_bits`` embedding table, and the QAT-``tuned`` student converted
+    at ``embedding_bits`` (``convert_int8`` + :class:`TflmModel`, the ``--runtime tflm`` loop), with
+    each release's model bytes and embedding-table bytes.
+    """
+    from pipeline.nn.train import bce, predict_proba
+
+    variants = {"ptq_8": (start, 8), f"ptq_{embedding_bits}": (start, embedding_bits),
+                f"qat_{embedding_bits}": (tuned, embedding_bits)}
+    models = {}
+    for name, (student, bits) in variants.items():
+        c = convert_int8(student, calibration_ids, embedding_bits=bits)
+        op = c["meta"]["step"]["custom_op"]
+        models[name] = (TflmModel(c), {"embedding_bits": bits, "model_bytes": len(c["step"]) + len(c["head"]),
+                                       "embedding_bytes": op["embedding_bytes"]})
+    out: dict[str, Any] = {"embedding_bits": embedding_bits, "max_reviews": max_reviews, "splits": {}}
+    for split, (ids, y) in splits.items():
+        ids, y = list(ids[:max_reviews]), np.asarray(y[:max_reviews], np.float32)
+
+        def score(p: np.ndarray, y: np.ndarray = y) -> dict[str, float]:
+            return {"accuracy": float(np.mean((p >= 0.5) == (y >= 0.5))), "loss": bce(y, p)}
+
+        rows: dict[str, Any] = {"reviews": len(y), "float": score(predict_proba(start, ids)),
+                                "qat_float": score(predict_proba(tuned, ids))}
+        for name, (model, info) in models.items():
+            rows[name] = {**score(model.predict(ids)), **info}
+        out["splits"][split] = rows
+    return out
+
+
 def macs_per_review(meta: dict, n_tokens: int) -> int:
     """Multiply-accumulates for a review of ``n_tokens`` ids: ``n * step + head`` (FC layers only)."""
     return n_tokens * meta["step"]["macs"] + meta["head"]["macs"]
@@ -206,13 +249,14 @@ def measure_arena_32bit(release_dir: Path) -> dict[str, int] | None:
 
 
 def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
-                     calibration_reviews: int = 500) -> dict[str, Any]:
+                     calibration_reviews: int = 500, embedding_bits: int = 8) -> dict[str, Any]:
     """Stage: float student model directory -> full-int8 release folder (``--runtime tflm``).
 
     Calibrates on the first ``calibration_reviews`` training reviews (the split's order is a
-    seeded hash order), writes ``step.tflite``, ``head.tflite``, ``quant.json``, the tokenizer and
-    ``model.json`` with the device figures: flash bytes, minimum arenas, MACs, host ms (the custom
-    step runs in NumPy on the host, so that figure is no longer TFLM's).
+    seeded hash order), the step's embedding table in ``embedding_bits``, writes ``step.tflite``,
+    ``head.tflite``, ``quant.json``, the tokenizer and ``model.json`` with the device figures: flash
+    bytes, minimum arenas, MACs, host ms (the custom step runs in NumPy on the host, so that figure
+    is no longer TFLM's).
     """
     from pipeline.data import read_jsonl
     from pipeline.nn.models import load_model
@@ -222,7 +266,8 @@ def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
     tok = Tokenizer.load(student_dir)
     student = load_model(Path(student_dir) / "model.keras")
     rows = read_jsonl(Path(data_dir) / "train.jsonl")[:calibration_reviews]
-    converted = convert_int8(student, [r for r in tok.ids([t for t, _ in rows]) if r])
+    converted = convert_int8(student, [r for r in tok.ids([t for t, _ in rows]) if r],
+                             embedding_bits=embedding_bits)
     out_dir = Path(out_dir)
     write_release(out_dir, converted)
     tok.save(out_dir)

@@ -1,12 +1,17 @@
-"""The fused int8 BiGRU step (custom operator ``TINYSENT_BIGRU``): SPEC v1, NumPy reference, packing.
+"""The fused int8 BiGRU step (custom operator ``TINYSENT_BIGRU``): SPEC v2, NumPy reference, packing.
 
-SPEC, version 1 (one token step, both directions; Keras ``GRU(reset_after=True)``, gate order z, r, h)
+SPEC, version 2 (one token step, both directions; Keras ``GRU(reset_after=True)``, gate order z, r, h)
 -------------------------------------------------------------------------------------------------
 All arithmetic is exact integer. ``a >> n`` is the floor shift ``floor(a / 2^n)`` (arithmetic shift);
 ``clamp(v, lo, hi)``; row ``j = g*U + u`` for gate ``g`` in {0: z, 1: r, 2: h} and unit ``u``.
 
 Constants of a model:
-  ``E``, ``U``; ``emb`` int8 ``[V][E]`` (real = ``s_e * (q - zp_e)``; the zero point is folded into bx)
+  ``E``, ``U``; the embedding table in one of two widths ``EB`` (embedding bits):
+    EB = 8: ``emb`` int8 ``[V][E]`` (real = ``s_e * (q - zp_e)``; the zero point is folded into bx)
+    EB = 4: ``E`` even; ``emb4`` uint8 ``[V][E/2]``, two 4-bit codes per byte (element ``2i`` in the
+            low nibble of byte ``i``, ``2i+1`` in the high nibble; code ``n`` means ``q = n - 8``),
+            ``mult`` int16 ``[V]`` (0 <= M_v < 2^14), one multiplier per row; ``ES = 10``
+            (real = ``s_e * e``, zp_e = 0)
   ``S``: one requantization shift, integer 0..31; ``R_S = 2^(S-1)`` for S >= 1, ``R_0 = 0``
   ``F = 9``: gate pre-activations are int32 in Q9 (real = q / 512)
   ``SIG[256]`` uint8: ``SIG[i] = clamp(floor(256 * sigmoid((i - 128) / 16) + 0.5), 0, 255)`` (z, r = q/256)
@@ -15,7 +20,10 @@ Constants of a model:
   ``Wh`` int8 ``[3U][U]``, ``bh``, ``Mh`` int32 ``[3U]`` (0 <= M < 2^31)
 State: ``h_d`` int8 ``[U]``, real = q / 128, zero point 0; the initial state is 0.
 Inputs of a step: token rows ``t_fwd = ids[t]``, ``t_bwd = ids[T-1-t]`` (``0 <= t < V``);
-``e_d = emb[t_d]`` (raw int8).
+the int8 embedding rows ``e_d``, ``k < E``:
+  EB = 8: ``e_d[k] = emb[t_d][k]`` (raw int8)
+  EB = 4: ``n = (emb4[t_d][k >> 1] >> (4 * (k & 1))) & 15``
+          ``e_d[k] = ((n - 8) * M_{t_d} + 2^(ES-1)) >> ES``  (in [-128, 112] for every M < 2^14)
 
   RQ(a, M) = ((a * M) >> 32) + R_S) >> S              # = floor(a*M / 2^(32+S) + 1/2) for S >= 1
   for each direction d and row j (all from the OLD h_d):
@@ -31,25 +39,31 @@ Inputs of a step: token rows ``t_fwd = ids[t]``, ``t_bwd = ids[T-1-t]`` (``0 <= 
       c  = TANH[clamp((pc + 8) >> 4, -128, 127) + 128]
       h'_d[u] = c + ((z * (h_d[u] - c) + 128) >> 8)                 (int8: never leaves [-128, 127])
 
-Conversion from float weights (:func:`quantize`, not part of the runtime spec): ``emb`` per-tensor
-asymmetric over the whole table (a per-row scale would make Mx depend on the token); weights per-row
-symmetric, ``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases stay below 2^24);
-``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``; ``bh = round(b_rec / (sw_h/128))``;
-``Mx = round(s_e*sw_x * 2^F * 2^(32+S))``, ``Mh = round(sw_h/128 * 2^F * 2^(32+S))``,
-``S`` = the largest value <= 31 with every M < 2^31 (so every real multiplier
-``s_in * sw * 2^F`` must be below 1/2: ``max|Wx| * s_e < 1/8``, ``max|Wh| < 16``; :func:`quantize`
-raises otherwise).
+Conversion from float weights (:func:`quantize`, not part of the runtime spec): EB = 8: ``emb``
+per-tensor asymmetric over the whole table (a per-row scale in the projections would make Mx depend
+on the token); EB = 4: per-row symmetric 4 bits, ``r_v = max|row_v| / 7``, ``q = clip(round(row / r_v),
+-7, 7)``, rescaled to one int8 scale ``s_e = max|table| / 111`` (zp_e = 0) by ``M_v = round(r_v / s_e *
+2^ES)`` (<= 16238 < 2^14); an odd ``E`` (a pruned student) gets one zero dimension (and zero Wx
+column). Weights per-row symmetric, ``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases
+stay below 2^24); ``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``;
+``bh = round(b_rec / (sw_h/128))``; ``Mx = round(s_e*sw_x * 2^F * 2^(32+S))``,
+``Mh = round(sw_h/128 * 2^F * 2^(32+S))``, ``S`` = the largest value <= 31 with every M < 2^31
+(so every real multiplier ``s_in * sw * 2^F`` must be below 1/2: ``max|Wx| * s_e < 1/8``,
+``max|Wh| < 16``; :func:`quantize` raises otherwise).
 
 The operator in a ``.tflite`` file (:func:`build_step_flatbuffer`; ``firmware/src/gru_op.cc``):
   inputs  0 ``tokens`` int32 [1, 2], 1 ``h_fwd`` int8 [1, U], 2 ``h_bwd`` int8 [1, U] (scale 1/128,
-          zero point 0), then constants 3 ``emb`` int8 [V, E], 4 ``wx`` int8 [2, NB, E, 3*RU],
-          5 ``wh`` int8 [2, NB, U, 3*RU], 6 ``gates`` int32 [2, 4, 3*NB*RU], 7 ``sig`` uint8 [256],
-          8 ``tanh`` int8 [256];
+          zero point 0), then constants 3 ``emb`` (EB = 8: int8 [V, E]; EB = 4: ``emb4`` uint8
+          [V, E/2]), 4 ``wx`` int8 [2, NB, E, 3*RU], 5 ``wh`` int8 [2, NB, U, 3*RU], 6 ``gates`` int32
+          [2, 4, 3*NB*RU], 7 ``sig`` uint8 [256], 8 ``tanh`` int8 [256], and for EB = 4 only
+          9 ``mult`` int16 [V];
   outputs 0 ``h_fwd``, 1 ``h_bwd`` int8 [1, U] (scale 1/128, zero point 0).
 Packing (``RU`` units per block, ``NB = ceil(U / RU)`` blocks, units past U are zero padding):
 ``wx[d][b][k][3*i + g] = Wx_d[g*U + b*RU + i][k]`` (likewise ``wh`` with k < U) and
-``gates[d][n][3*u + g]`` for n = 0: bx, 1: bh, 2: Mx, 3: Mh. ``custom_options``: 5 little-endian
-int32 ``(spec version, E, U, RU, S)`` (:data:`OPTIONS_FORMAT`, raw bytes, not a FlexBuffer).
+``gates[d][n][3*u + g]`` for n = 0: bx, 1: bh, 2: Mx, 3: Mh. ``custom_options``: 6 little-endian
+int32 ``(spec version 2, E, U, RU, S, EB)`` (:data:`OPTIONS_FORMAT`, raw bytes, not a FlexBuffer);
+version 1 (5 int32, no EB) is read as EB = 8: the arithmetic of v1 is v2's with EB = 8.
+Flash of the table: EB = 8: ``V*E`` bytes; EB = 4: ``V*E/2 + 2*V``.
 """
 
 from __future__ import annotations
@@ -61,11 +75,16 @@ import numpy as np
 
 from pipeline.device import flatbuf as fb
 
-GRU_SPEC_VERSION = 1
+GRU_SPEC_VERSION = 2
 OP_NAME = "TINYSENT_BIGRU"
 F, SIG_SHIFT, TANH_SHIFT = 9, 5, 4
 PACK_RU = 2  # units per block of the packed layout (firmware/src/gru_step.h GRU_RU)
-OPTIONS_FORMAT = "<5i"  # spec version, E, U, RU, S
+OPTIONS_FORMAT = "<6i"  # spec version, E, U, RU, S, EB
+OPTIONS_FORMAT_V1 = "<5i"  # spec version 1: no EB (= 8)
+EMB_SHIFT = 10  # ES of the 4-bit embedding's row multipliers
+EMB_MULT_LIMIT = 1 << 14  # M_v < 2^14: e = ((n - 8) * M + 2^(ES-1)) >> ES needs no clamp
+EMB4_INT8_MAX = 111  # s_e = max|table| / 111: 7 * M_v / 2^ES stays below 112
+EMBEDDING_BITS = (8, 4)
 STATE_SCALE = 1.0 / 128
 BIAS_LIMIT = 1 << 24
 CONST_NAMES = ("emb", "wx", "wh", "gates", "sig", "tanh")
@@ -87,7 +106,7 @@ def tanh_table() -> np.ndarray:
 class GruParams:
     """The spec's constants in plain (Keras gate-major) layout; index 0 of each array is fwd, 1 bwd."""
 
-    emb: np.ndarray  # int8 [V, E]
+    emb: np.ndarray  # EB = 8: int8 [V, E]; EB = 4: uint8 [V, E/2] (two int4 per byte)
     wx: np.ndarray  # int8 [2, 3U, E]
     wh: np.ndarray  # int8 [2, 3U, U]
     bx: np.ndarray  # int32 [2, 3U]
@@ -99,6 +118,7 @@ class GruParams:
     tanh: np.ndarray  # int8 [256]
     emb_scale: float = 1.0  # s_e, zp_e: documentation only (folded into bx)
     emb_zero_point: int = 0
+    emb_mult: np.ndarray | None = None  # EB = 4: int16 [V] row multipliers; None for EB = 8
 
     @property
     def units(self) -> int:
@@ -106,7 +126,15 @@ class GruParams:
 
     @property
     def embed_dim(self) -> int:
-        return int(self.emb.shape[1])
+        return int(self.wx.shape[2])
+
+    @property
+    def embedding_bits(self) -> int:
+        return 8 if self.emb_mult is None else 4
+
+    @property
+    def rows(self) -> int:
+        return int(self.emb.shape[0])
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -122,16 +150,38 @@ def requant(a: np.ndarray, m: np.ndarray, shift: int) -> np.ndarray:
     return (((a.astype(np.int64) * m.astype(np.int64)) >> 32) + ((1 << shift) >> 1)) >> shift
 
 
+def nibbles(packed: np.ndarray) -> np.ndarray:
+    """The values ``q = n - 8`` of the codes of packed rows ``uint8 [..., E/2]`` -> int64 ``[..., E]``."""
+    b = packed.astype(np.int64)
+    return np.stack([b & 15, b >> 4], axis=-1).reshape(*b.shape[:-1], 2 * b.shape[-1]) - 8
+
+
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`nibbles`: values ``[..., E]`` (E even, -8..7) -> uint8 ``[..., E/2]``."""
+    n = np.asarray(q, np.int64) + 8
+    if n.min(initial=0) < 0 or n.max(initial=0) > 15:
+        raise ValueError("4-bit values must lie in -8..7")
+    return (n[..., 0::2] | (n[..., 1::2] << 4)).astype(np.uint8)
+
+
+def embedding_rows(p: GruParams, rows: np.ndarray) -> np.ndarray:
+    """The spec's int8 embedding rows ``e`` (int64 ``[..., E]``) of token rows ``rows``."""
+    if p.emb_mult is None:
+        return p.emb[rows].astype(np.int64)
+    m = p.emb_mult.astype(np.int64)[rows][..., None]
+    return (nibbles(p.emb[rows]) * m + (1 << (EMB_SHIFT - 1))) >> EMB_SHIFT
+
+
 def step(p: GruParams, tokens: np.ndarray, h: np.ndarray) -> np.ndarray:
     """One spec step for a batch: ``tokens`` int ``[B, 2]`` (fwd, bwd row), ``h`` int8 ``[B, 2, U]``."""
     U = p.units
     tokens = np.asarray(tokens, np.int64).reshape(-1, 2)
-    if tokens.min() < 0 or tokens.max() >= len(p.emb):
-        raise ValueError(f"token row out of range [0, {len(p.emb)})")
+    if tokens.min() < 0 or tokens.max() >= p.rows:
+        raise ValueError(f"token row out of range [0, {p.rows})")
     sig, tanh = p.sig.astype(np.int64), p.tanh.astype(np.int64)
     out = np.empty(h.shape, np.int8)
     for d in range(2):
-        e = p.emb[tokens[:, d]].astype(np.int64)  # [B, E]
+        e = embedding_rows(p, tokens[:, d])  # [B, E]
         hd = h[:, d].astype(np.int64)  # [B, U]
         ax = e @ p.wx[d].astype(np.int64).T + p.bx[d]  # [B, 3U]
         ah = hd @ p.wh[d].astype(np.int64).T + p.bh[d]
@@ -180,6 +230,18 @@ def quantize_embedding(table: np.ndarray) -> tuple[np.ndarray, float, int]:
     return q, scale, zp
 
 
+def quantize_embedding4(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-row symmetric 4 bits rescaled to one int8 scale: ``(emb4 uint8 [V, E/2], mult int16 [V], s_e)``."""
+    table = np.asarray(table, np.float64)
+    if table.shape[1] % 2:
+        raise ValueError(f"a 4-bit embedding needs an even embedding width, not {table.shape[1]}")
+    scale = float(np.float32(np.abs(table).max() / EMB4_INT8_MAX)) or 1.0
+    r = np.abs(table).max(axis=1) / 7.0
+    q = np.clip(np.round(table / np.where(r > 0, r, 1.0)[:, None]), -7, 7)
+    mult = np.round(r / scale * 2.0 ** EMB_SHIFT)
+    return pack_nibbles(q), np.minimum(mult, EMB_MULT_LIMIT - 1).astype(np.int16), scale
+
+
 def _per_row(w: np.ndarray, b: np.ndarray, s_in: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric int8 of ``w [rows, K]`` with the bias kept below 2^24: ``(q, scales)``."""
     scale = np.maximum(np.abs(w).max(axis=1) / 127.0, np.abs(b) / (s_in * BIAS_LIMIT))
@@ -187,10 +249,22 @@ def _per_row(w: np.ndarray, b: np.ndarray, s_in: float) -> tuple[np.ndarray, np.
     return np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8), scale
 
 
-def quantize(table: np.ndarray, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> GruParams:
-    """Spec constants from float weights: the embedding ``table [V, E]`` and, per direction, a Keras
-    ``GRUCell(reset_after=True)``'s ``(kernel [E, 3U], recurrent_kernel [U, 3U], bias [2, 3U])``."""
-    emb, s_e, zp_e = quantize_embedding(np.asarray(table, np.float64))
+def quantize(table: np.ndarray, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+             embedding_bits: int = 8) -> GruParams:
+    """Spec constants from float weights: the embedding ``table [V, E]`` (``embedding_bits`` 8 or 4)
+    and, per direction, a Keras ``GRUCell(reset_after=True)``'s ``(kernel [E, 3U], recurrent_kernel
+    [U, 3U], bias [2, 3U])``."""
+    mult = None
+    if embedding_bits == 8:
+        emb, s_e, zp_e = quantize_embedding(np.asarray(table, np.float64))
+    elif embedding_bits == 4:
+        table = np.asarray(table, np.float64)
+        if table.shape[1] % 2:  # one zero dimension: it adds nothing to any projection
+            table = np.pad(table, ((0, 0), (0, 1)))
+            cells = [(np.pad(np.asarray(k, np.float64), ((0, 1), (0, 0))), r, b) for k, r, b in cells]
+        (emb, mult, s_e), zp_e = quantize_embedding4(table), 0
+    else:
+        raise ValueError(f"embedding_bits must be one of {EMBEDDING_BITS}, not {embedding_bits}")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("wx", "wh", "bx", "bh", "rx", "rh")}
     for kernel, recurrent, bias in cells:
         bias = np.asarray(bias, np.float64)
@@ -208,7 +282,8 @@ def quantize(table: np.ndarray, cells: list[tuple[np.ndarray, np.ndarray, np.nda
                   bx=np.stack(parts["bx"]).astype(np.int32), bh=np.stack(parts["bh"]).astype(np.int32),
                   mx=np.round(rx * 2.0 ** (32 + shift)).astype(np.int32),
                   mh=np.round(rh * 2.0 ** (32 + shift)).astype(np.int32), shift=shift,
-                  sig=sig_table(), tanh=tanh_table(), emb_scale=s_e, emb_zero_point=zp_e)
+                  sig=sig_table(), tanh=tanh_table(), emb_scale=s_e, emb_zero_point=zp_e,
+                  emb_mult=mult)
     check(p)
     return p
 
@@ -217,7 +292,13 @@ def check(p: GruParams) -> None:
     """Raise ``ValueError`` unless every accumulator of the spec fits int32 and the shapes agree."""
     U, E = p.units, p.embed_dim
     shapes = {"wx": (2, 3 * U, E), "wh": (2, 3 * U, U), "bx": (2, 3 * U), "bh": (2, 3 * U),
-              "mx": (2, 3 * U), "mh": (2, 3 * U), "sig": (256,), "tanh": (256,)}
+              "mx": (2, 3 * U), "mh": (2, 3 * U), "sig": (256,), "tanh": (256,),
+              "emb": (p.rows, E if p.emb_mult is None else E // 2)}
+    if p.emb_mult is not None:
+        shapes["emb_mult"] = (p.rows,)
+        if E % 2 or p.emb.dtype != np.uint8 or p.emb_mult.dtype != np.int16 or (
+                p.emb_mult < 0).any() or (p.emb_mult >= EMB_MULT_LIMIT).any():
+            raise ValueError("4-bit embedding: E odd, emb not uint8 or mult not int16 in [0, 2^14)")
     for k, shape in shapes.items():
         if getattr(p, k).shape != shape:
             raise ValueError(f"{k}: shape {getattr(p, k).shape}, expected {shape}")
@@ -249,8 +330,11 @@ def pack(p: GruParams, ru: int = PACK_RU) -> dict[str, np.ndarray]:
     gates = np.zeros((2, 4, up, 3), np.int32)
     for n, v in enumerate((p.bx, p.bh, p.mx, p.mh)):
         gates[:, n, :U] = v.reshape(2, 3, U).transpose(0, 2, 1)
-    return {"emb": p.emb, "wx": blocks(p.wx), "wh": blocks(p.wh),
-            "gates": gates.reshape(2, 4, 3 * up), "sig": p.sig, "tanh": p.tanh}
+    out = {"emb": p.emb, "wx": blocks(p.wx), "wh": blocks(p.wh),
+           "gates": gates.reshape(2, 4, 3 * up), "sig": p.sig, "tanh": p.tanh}
+    if p.emb_mult is not None:
+        out["mult"] = p.emb_mult
+    return out
 
 
 def unpack(c: dict[str, np.ndarray], units: int, ru: int, shift: int) -> GruParams:
@@ -264,12 +348,18 @@ def unpack(c: dict[str, np.ndarray], units: int, ru: int, shift: int) -> GruPara
 
     g = c["gates"].reshape(2, 4, -1, 3)[:, :, :U].transpose(1, 0, 3, 2).reshape(4, 2, 3 * U)
     return GruParams(emb=c["emb"], wx=plain(c["wx"]), wh=plain(c["wh"]), bx=g[0], bh=g[1],
-                     mx=g[2], mh=g[3], shift=shift, sig=c["sig"], tanh=c["tanh"])
+                     mx=g[2], mh=g[3], shift=shift, sig=c["sig"], tanh=c["tanh"], emb_mult=c.get("mult"))
 
 
 def options(p: GruParams, ru: int = PACK_RU) -> bytes:
-    """The operator's ``custom_options``: ``(spec version, E, U, RU, S)`` as little-endian int32."""
-    return struct.pack(OPTIONS_FORMAT, GRU_SPEC_VERSION, p.embed_dim, p.units, ru, p.shift)
+    """The operator's ``custom_options``: ``(spec version, E, U, RU, S, EB)`` as little-endian int32."""
+    return struct.pack(OPTIONS_FORMAT, GRU_SPEC_VERSION, p.embed_dim, p.units, ru, p.shift,
+                       p.embedding_bits)
+
+
+def const_names(embedding_bits: int) -> tuple[str, ...]:
+    """The operator's constant inputs (3...) in order: :data:`CONST_NAMES`, plus ``mult`` for EB = 4."""
+    return CONST_NAMES + (("mult",) if embedding_bits == 4 else ())
 
 
 # ----------------------------------------------------------------------------- the .tflite file
@@ -285,11 +375,12 @@ def build_step_flatbuffer(p: GruParams, ru: int = PACK_RU) -> bytes:
     ins = [fb.add_tensor(m, sg, b"tokens", [1, 2], tt.INT32),
            fb.add_tensor(m, sg, b"h_fwd", [1, U], tt.INT8, quant=state),
            fb.add_tensor(m, sg, b"h_bwd", [1, U], tt.INT8, quant=state)]
-    types = {"emb": tt.INT8, "wx": tt.INT8, "wh": tt.INT8, "gates": tt.INT32, "sig": tt.UINT8,
-             "tanh": tt.INT8}
+    types = {"emb": tt.INT8 if p.emb_mult is None else tt.UINT8, "wx": tt.INT8, "wh": tt.INT8,
+             "gates": tt.INT32, "sig": tt.UINT8, "tanh": tt.INT8, "mult": tt.INT16}
     emb_q = (p.emb_scale, p.emb_zero_point)
-    consts_idx = [fb.add_constant(m, sg, f"gru_{k}".encode(), consts[k], types[k],
-                                  quant=emb_q if k == "emb" else None) for k in CONST_NAMES]
+    consts_idx = [fb.add_constant(m, sg, f"gru_{'emb4' if k == 'emb' and p.emb_mult is not None else k}"
+                                  .encode(), consts[k], types[k], quant=emb_q if k == "emb" else None)
+                  for k in const_names(p.embedding_bits)]
     outs = [fb.add_tensor(m, sg, b"h_fwd_next", [1, U], tt.INT8, quant=state),
             fb.add_tensor(m, sg, b"h_bwd_next", [1, U], tt.INT8, quant=state)]
     sg.operators = [fb.make_custom_op(m, OP_NAME, ins + consts_idx, outs, options(p, ru))]
@@ -308,21 +399,28 @@ def read_step_flatbuffer(model: fb.ModelLike) -> GruParams:
         raise ValueError(f"not a {OP_NAME} step model: operators {[fb.builtin(m, o) for o in ops]}")
     op = ops[0]
     raw = b"" if op.customOptions is None else np.asarray(op.customOptions, np.uint8).tobytes()
-    if len(raw) != struct.calcsize(OPTIONS_FORMAT):
+    version = struct.unpack("<i", raw[:4])[0] if len(raw) >= 4 else 0
+    if version not in (1, GRU_SPEC_VERSION):
+        raise ValueError(f"{OP_NAME} spec version {version}, this code implements {GRU_SPEC_VERSION} "
+                         "(and reads 1)")
+    fmt = OPTIONS_FORMAT if version == GRU_SPEC_VERSION else OPTIONS_FORMAT_V1
+    if len(raw) != struct.calcsize(fmt):
         raise ValueError(f"{OP_NAME}: custom_options of {len(raw)} bytes")
-    version, E, U, ru, shift = struct.unpack(OPTIONS_FORMAT, raw)
-    if version != GRU_SPEC_VERSION:
-        raise ValueError(f"{OP_NAME} spec version {version}, this code implements {GRU_SPEC_VERSION}")
-    if len(op.inputs) != 3 + len(CONST_NAMES) or len(op.outputs) != 2:
+    _, E, U, ru, shift, *rest = struct.unpack(fmt, raw)
+    bits = rest[0] if rest else 8
+    if bits not in EMBEDDING_BITS:
+        raise ValueError(f"{OP_NAME}: embedding bits {bits}")
+    names = const_names(bits)
+    if len(op.inputs) != 3 + len(names) or len(op.outputs) != 2:
         raise ValueError(f"{OP_NAME}: {len(op.inputs)} inputs, {len(op.outputs)} outputs")
     for i in [*op.inputs[1:3], *op.outputs]:
         t = sg.tensors[i]
         if list(t.shape) != [1, U] or fb.per_tensor(t) != (STATE_SCALE, 0):
             raise ValueError(f"{OP_NAME}: state tensor {fb.name(t.name)!r} is not [1, {U}] at 1/128")
-    dtypes = {"emb": np.int8, "wx": np.int8, "wh": np.int8, "gates": np.int32, "sig": np.uint8,
-              "tanh": np.int8}
+    dtypes = {"emb": np.int8 if bits == 8 else np.uint8, "wx": np.int8, "wh": np.int8,
+              "gates": np.int32, "sig": np.uint8, "tanh": np.int8, "mult": np.int16}
     consts = {k: fb.tensor_data(m, sg.tensors[i], dtypes[k])
-              for k, i in zip(CONST_NAMES, op.inputs[3:], strict=True)}
+              for k, i in zip(names, op.inputs[3:], strict=True)}
     nb = -(-U // ru)
     want = {"wx": (2, nb, E, 3 * ru), "wh": (2, nb, U, 3 * ru), "gates": (2, 4, 3 * nb * ru)}
     for k, shape in want.items():

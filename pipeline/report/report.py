@@ -104,11 +104,40 @@ def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) ->
                           + ("kept its fine-tuned weights" if qat.get("kept") == "qat" else
                              "kept its starting weights") +
                           f" (validation loss {qat.get('val_loss_before', float('nan')):.5f} "
-                          f"before, {qat.get('val_loss_after', float('nan')):.5f} after).")
+                          f"before, {qat.get('val_loss_after', float('nan')):.5f} after"
+                          + (f"; kept by the {qat['kept_by']}" if qat.get("kept_by") else "") + ").")
         lines += [""]
+        lines += _qat_precision(qat)
     if prune:
         lines += _lottery_rounds(prune)
     return lines
+
+
+def _qat_precision(qat: dict) -> list[str]:
+    """What QAT buys: float vs PTQ (8-bit and the release's embedding width) vs QAT, device path."""
+    prec = qat.get("precision")
+    if not prec:
+        return []
+    bits = prec["embedding_bits"]
+    names = {"float": "float32 student (QAT's start)", "qat_float": "float32 after QAT",
+             "ptq_8": "PTQ, 8-bit embedding", f"ptq_{bits}": f"PTQ, {bits}-bit embedding",
+             f"qat_{bits}": f"QAT, {bits}-bit embedding"}
+    splits = list(prec["splits"])
+    lines = [f"### What QAT buys (device path: `convert_int8` + the `--runtime tflm` step loop; first "
+             f"{prec['max_reviews']:,} reviews of each split)", "",
+             "| model | " + " | ".join(f"{s} accuracy | {s} loss" for s in splits) +
+             " | model files | embedding table |",
+             "|---|" + "---:|---:|" * len(splits) + "---:|---:|"]
+    for key, name in names.items():
+        cells = [prec["splits"][s].get(key) for s in splits]
+        if any(c is None for c in cells):
+            continue
+        info = cells[0]
+        size = (f"{_human_bytes(info['model_bytes'])} | {_human_bytes(info['embedding_bytes'])}"
+                if "model_bytes" in info else "float32 | float32")
+        lines.append(f"| {name} | " + " | ".join(f"{c['accuracy']:.4f} | {c['loss']:.4f}" for c in cells)
+                     + f" | {size} |")
+    return lines + [""]
 
 
 def _lottery_rounds(prune: dict) -> list[str]:
