@@ -71,7 +71,7 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
         lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
-    stages.run_stage(
+    tfidf_dir, k_tfidf = stages.run_stage(
         out, "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
         lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
     )
@@ -94,9 +94,10 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
     targets_dir, k_targets = stages.run_stage(
         out, "teacher_targets",
         {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
-         "teacher": k_teacher, "tok": k_stok, "data": k_data},
+         "teacher": k_teacher, "tok": k_stok, "data": k_data,
+         **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf]} if d.ensemble != "none" else {})},
         lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
-                                             cfg.student_train.seed),
+                                             cfg.student_train.seed, peers.chosen(tfidf_dir, cfg.peer)),
     )
     distilled = {}
     for name, afd in (("student_kd", False), ("student_afd", True)):

@@ -31,7 +31,7 @@ from pipeline.compress.afd import (
     student_feature_model,
     teacher_features,
 )
-from pipeline.config import DistillConfig, StudentConfig, TrainConfig
+from pipeline.config import DistillConfig, StudentConfig, TfidfConfig, TrainConfig
 from pipeline.nn.models import logits_model
 from pipeline.nn.train import StepFactory, TrainStep
 
@@ -137,9 +137,11 @@ TARGET_TEXTS, TARGET_LOGITS, TARGET_FEATURES = "texts.jsonl", "teacher_logits.np
 
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
-                    work_dir: Path, dcfg: DistillConfig, seed: int = 13) -> dict:
+                    work_dir: Path, dcfg: DistillConfig, seed: int = 13,
+                    peer_cfg: TfidfConfig = TfidfConfig()) -> dict:  # noqa: B008 (frozen)
     """Stage: what the students learn from: the training reviews plus ``dcfg.augment`` crops of each,
-    the teacher's logits on all of them, and the teacher's AFD maps on the student's tokens.
+    the teacher's logits on all of them (``dcfg.ensemble="tfidf"``: mixed with a cross-fitted
+    TF-IDF + LR, :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
 
     ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability.
     """
@@ -162,8 +164,12 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
         features, z_t = teacher_features(teacher_dir, Tokenizer.load(student_tok_dir), texts)
         np.save(work_dir / TARGET_LOGITS, z_t)
         features.save(cache)
-    labels += (1 / (1 + np.exp(-z_t[len(rows):].astype(np.float64)))).tolist()
     out_dir = Path(out_dir)
+    ensemble = None
+    if dcfg.ensemble == "tfidf":
+        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, rows, texts, z_t, dcfg, peer_cfg,
+                                         seed, out_dir)
+    labels += (1 / (1 + np.exp(-z_t[len(rows):].astype(np.float64)))).tolist()
     for name in (TARGET_FEATURES, TARGET_LOGITS):
         (work_dir / name).replace(out_dir / name)
     with open(out_dir / TARGET_TEXTS, "w", encoding="utf-8") as f:
@@ -172,7 +178,42 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
     agree = float(np.mean((z_t[: len(rows)] >= 0) == (np.array(labels[: len(rows)]) >= 0.5)))
     log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
     return {"reviews": len(rows), "crops": len(texts) - len(rows),
-            "teacher_train_agreement": agree}
+            "teacher_train_agreement": agree, "ensemble": ensemble}
+
+
+ENSEMBLE_JSON = "ensemble.json"
+
+
+def _ensemble_logits(data_dir: Path, teacher_dir: Path, rows: list, texts: list[str],
+                     z_t: np.ndarray, dcfg: DistillConfig, peer_cfg: TfidfConfig, seed: int,
+                     out_dir: Path) -> tuple[np.ndarray, dict]:
+    """The BiGRU teacher's logits mixed with cross-fitted TF-IDF ones (weight chosen on validation);
+    writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix)."""
+    from pipeline.compress import ensemble as ens
+    from pipeline.data import read_jsonl
+    from pipeline.report.metrics import compute_metrics, write_json
+    from pipeline.report.predictors import load_predictor
+
+    sets = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("val", "test")}
+    owner = np.arange(len(texts)) % len(rows)
+    fit = ens.crossfit_tfidf([t for t, _ in rows], [int(y) for _, y in rows], texts, owner,
+                             {s: [t for t, _ in r] for s, r in sets.items()}, peer_cfg,
+                             dcfg.ensemble_folds, seed)
+    teacher = load_predictor(teacher_dir, "keras")
+    z_sets = {s: ens.logit(teacher([t for t, _ in r])) for s, r in sets.items()}
+    y = {s: np.array([int(v) for _, v in r]) for s, r in sets.items()}
+    w, scores = ens.choose_weight(z_sets["val"], fit.sets["val"], y["val"])
+    log.info("distill: teacher ensemble weight of TF-IDF %.2f (validation accuracy by weight %s)",
+             w, scores)
+    report = {"weight": w, "folds": dcfg.ensemble_folds, "val_accuracy_by_weight": scores}
+    for s in sets:
+        for name, z in (("teacher", z_sets[s]), ("tfidf_crossfit", fit.sets[s]),
+                        ("ensemble", ens.mix(z_sets[s], fit.sets[s], w))):
+            report.setdefault(s, {})[name] = compute_metrics(y[s], 1 / (1 + np.exp(-z)))
+    write_json(out_dir / ENSEMBLE_JSON, report)
+    return ens.mix(z_t, fit.train, w).astype(np.float32), {
+        "weight": w, "val_accuracy": report["val"]["ensemble"]["accuracy"],
+        "test_accuracy": report["test"]["ensemble"]["accuracy"]}
 
 
 def load_target_rows(targets_dir: Path) -> list[tuple[str, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from collections.abc import Callable, Sequence
@@ -113,7 +114,7 @@ def normalize_without_stopwords(text: str) -> str:
 
 def run_tfidf_peer(
     data_dir: Path, out_dir: Path, cfg: TfidfConfig, heldout: Path | None = None,
-    grid: Sequence[float] = (4.0, 8.0, 16.0, 32.0),
+    grid: Sequence[float] = (8.0, 16.0, 32.0, 64.0),
 ) -> dict:
     """Stage: TF-IDF + LR on the pipeline's split and normalization; C picked on validation.
 
@@ -144,3 +145,9 @@ def run_tfidf_peer(
     write_json(Path(out_dir) / "metrics.json", results)
     test = results["stopwords_kept"]["test"]
     return {"C": best_c, "test_accuracy": test["accuracy"], "test_roc_auc": test["roc_auc"]}
+
+
+def chosen(out_dir: Path, cfg: TfidfConfig) -> TfidfConfig:
+    """``cfg`` with the C that :func:`run_tfidf_peer` chose on validation (its ``metrics.json``)."""
+    with open(Path(out_dir) / "metrics.json", encoding="utf-8") as f:
+        return replace(cfg, C=float(json.load(f)["C"]))
