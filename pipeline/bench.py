@@ -1,6 +1,7 @@
 """Measure the firmware of an int8 release on riscv32 (the ESP32-C3's instruction set) under QEMU.
 
     python -m pipeline.bench MODEL_DIR [--kernels esp_nn reference] [--tokens 128] [--out FILE.json]
+                             [--before EARLIER.json]
     python -m pipeline.bench MODEL_DIR --arena [--target riscv32|native]
     python -m pipeline.bench MODEL_DIR --build [--target native|riscv32]
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the per-function / per-operator split (faster)")
     ap.add_argument("--out", type=Path,
                     help="also write the figures to this JSON file, and their markdown beside it (.md)")
+    ap.add_argument("--before", type=Path,
+                    help="an earlier --out JSON: the markdown gets a before / after table")
     ap.add_argument("--tflm-dir", type=Path, help="esp-tflite-micro sources (default: vendored)")
     ap.add_argument("--esp-nn-dir", type=Path, help="esp-nn sources (default: vendored)")
     args = ap.parse_args(argv)
@@ -65,7 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.report.device import bench_markdown
 
             command = " ".join(["python -m pipeline.bench", *(argv if argv is not None else sys.argv[1:])])
-            args.out.with_suffix(".md").write_text("\n".join(bench_markdown(res, command)) + "\n")
+            md = bench_markdown(res, command)
+            if args.before:
+                from pipeline.report.device import compare_markdown
+
+                md += [f"### Before / after (before: `{args.before}`)", "",
+                       *compare_markdown(json.loads(args.before.read_text()), res,
+                                         next(iter(res["kernels"])))]
+            args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(text)
     return 0
 

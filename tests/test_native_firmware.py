@@ -244,3 +244,8 @@ def test_bench_counts_instructions_arena_and_code_size(tmp_path_factory) -> None
     assert size["model_arrays"]["rodata"] == sum(
         (release / f).stat().st_size for f in ("step.tflite", "head.tflite"))
     assert size["tflm_esp_nn"]["text"] > 20000 and size["firmware_code"]["text"] > 2000
+    from pipeline.report.device import compare_markdown
+
+    table = "\n".join(compare_markdown(res, res))
+    assert "| step loop / token |" in table and "1.00x" in table
+    assert "TINYSENT_BIGRU (fused GRU step)" in table

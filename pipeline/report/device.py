@@ -58,3 +58,29 @@ def bench_markdown(res: dict[str, Any], command: str | None = None) -> list[str]
                   *[f"| {part} | " + " | ".join(f"{c.get(kind, 0):,}" for kind in kinds) + " |"
                     for part, c in parts.items()], ""]
     return lines
+
+
+def compare_markdown(before: dict[str, Any], after: dict[str, Any], kernels: str = "esp_nn",
+                     labels: tuple[str, str] = ("before", "after")) -> list[str]:
+    """Markdown: two ``bench`` results side by side, per token and per operator of the step loop."""
+    b, a = before["kernels"][kernels], after["kernels"][kernels]
+    n = after.get("n_tokens", 128)
+
+    def row(name: str, x: float, y: float) -> str:
+        ratio = f"{x / y:.2f}x" if y else "–"
+        return f"| {name} | {x:,.0f} | {y:,.0f} | {ratio} |"
+
+    lines = [f"| riscv32 instructions ({kernels} kernels) | {labels[0]} | {labels[1]} | "
+             f"{labels[0]} / {labels[1]} |", "|---|---:|---:|---:|",
+             row("step loop / token", b["step_loop_per_token"], a["step_loop_per_token"]),
+             row("tokenizer / token", b["tokenizer_per_token"], a["tokenizer_per_token"]),
+             row("head / review", b["head"], a["head"]),
+             row(f"{n}-token review + tokenizer", b[f"review_{n}_tokens_with_tokenizer"],
+                 a[f"review_{n}_tokens_with_tokenizer"]), ""]
+    ob, oa = b.get("run_per_token_by_operator", {}), a.get("run_per_token_by_operator", {})
+    if ob or oa:
+        ops = sorted(set(ob) | set(oa), key=lambda op: -(ob.get(op, 0) + oa.get(op, 0)))
+        lines += ["Step loop per token, by operator (instructions):", "",
+                  f"| operator | {labels[0]} | {labels[1]} |", "|---|---:|---:|",
+                  *[f"| {op} | {ob.get(op, 0):,.0f} | {oa.get(op, 0):,.0f} |" for op in ops], ""]
+    return lines
