@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import console, predict
+from pipeline.report.predictors import RUNTIMES, ModelDirError, check_model_dir
 from pipeline.text.tokenizer import NO_WORDS, ONLY_UNKNOWN, Tokenizer, no_verdict_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +136,24 @@ def test_wrong_model_dir_reported_before_input(tmp_path: Path, capsys) -> None:
 def test_every_argument_has_help() -> None:
     for action in predict._parser()._actions:
         assert action.help, action.dest
+
+
+def test_help_lists_every_runtime_and_what_a_release_folder_needs(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert list(predict.RUNTIME_HELP) and set(predict.RUNTIME_HELP) == set(RUNTIMES)
+    assert "{" + ",".join(RUNTIMES) + "}" in out  # the usage's choices
+    listed = out[out.index("runtimes (--runtime):"):]
+    for name in RUNTIMES:
+        assert f"\n  {name} " in listed, name
+    assert "models/release" in listed and "needs --runtime tflm or\nfirmware" in listed
+    # what the help promises holds for the committed release folder
+    for runtime in ("tflm", "firmware"):
+        check_model_dir(RELEASE, runtime)
+    with pytest.raises(ModelDirError, match="offers: .*tflm.*firmware"):
+        check_model_dir(RELEASE, "keras")
 
 
 def test_console_port_needs_no_model_dir(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
