@@ -49,6 +49,18 @@ def test_json_lines_carry_line_numbers_past_a_malformed_row(tmp_path: Path) -> N
     assert "new.jsonl" in proc.stderr and "malformed=1" in proc.stderr and "line 2" in proc.stderr
 
 
+def test_tensorflow_start_up_noise_is_silenced(tmp_path: Path) -> None:
+    """--runtime tflite loads TensorFlow and tf.lite: no CUDA, absl, oneDNN or deprecation lines."""
+    f = unlabeled(tmp_path / "new.jsonl", json.dumps({"text": GOOD}))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.predict", str(RELEASE), str(f),
+                           "--runtime", "tflite"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("1\tpositive\t")
+    for noise in ("cuda", "cuInit", "absl::InitializeLog", "oneDNN", "deprecated", "WARNING"):
+        assert noise not in proc.stderr, proc.stderr
+
+
 def test_plain_output_has_the_line_first(tmp_path: Path, capsys) -> None:
     f = unlabeled(tmp_path / "new.jsonl", "not json", json.dumps({"text": GOOD}))
     rc, out, _ = run(capsys, f)
