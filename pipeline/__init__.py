@@ -11,7 +11,6 @@ untouched: oneDNN stays as TensorFlow sets it, only its notice is hidden):
   without a GPU: "Could not find cuda drivers" (twice, at import) and "failed call to cuInit" (at
   the first op). The first ``import tensorflow`` runs with stderr captured (and the CUDA platform
   probed, which is where cuInit fails); every captured line but those is written back.
-  ``TINYSENT_TF_NOISE=1`` turns this off.
 - The ``tensorflow`` Python logger: warnings and up only (no "Assets written to ..."), without the
   repeated tf.function retracing warning and TensorFlow's deprecation notices, and without the
   Lambda-layer variable-tracking warning of ``pipeline.nn.models.logits_model`` (its Lambda reuses
@@ -19,6 +18,8 @@ untouched: oneDNN stays as TensorFlow sets it, only its notice is hidden):
   adds when it loads before logging is configured, so no line appears twice.
 - ``tf.lite.Interpreter``'s deprecation warning (the project uses it only for ``--runtime tflite``
   and conversion checks; TFLM is the reference interpreter).
+
+``TINYSENT_TF_NOISE=1`` turns all of this off but the C++ log level.
 """
 
 import importlib.abc
