@@ -1,6 +1,6 @@
 """Predict sentiment with a trained model directory.
 
-    python -m pipeline.predict MODEL_DIR INPUT [--runtime keras|tflite|tflm|firmware] [--split test] [--json]
+    python -m pipeline.predict MODEL_DIR INPUT [--runtime keras|tflm|firmware|tflite] [--split test] [--json]
 
 INPUT is a review file or a folder of them: any format the data module reads (see README), or
 JSON lines with ``text`` and an optional ``label``. When every review has a label, the metrics are
@@ -14,11 +14,8 @@ only characters the tokenizer does not know) gets the label ``unknown``, no prob
 The model is English-only.
 
 A model directory holds ``model.json`` (which runtimes it supports and their files), the tokenizer
-(``tokenizer.model``, ``tokenizer.json``) and the model files themselves. Runtimes: ``keras`` for a
-float model folder (a stage output such as ``runs/full/teacher``); for an int8 release folder
-(``models/release``): ``tflm`` (the TFLM Python interpreter, the independent cross-check),
-``firmware`` (the firmware's own C, built natively against the pinned TFLM sources on first use)
-and ``tflite`` (``tf.lite``, not bit-exact with TFLM).
+(``tokenizer.model``, ``tokenizer.json``) and the model files themselves. Which ``--runtime`` a
+folder needs: see the runtimes list below (:data:`RUNTIME_HELP`).
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -37,9 +35,34 @@ from pipeline.report.predictors import RUNTIMES, ModelDirError, Verdict, check_m
 
 METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
 
+RUNTIME_HELP = {  # --help lists every runtime of pipeline.report.predictors.RUNTIMES, in this order
+    "keras": "a float Keras model folder (model.keras: runs/full/teacher, runs/full/qat, ...); "
+             "TensorFlow. The default.",
+    "tflm": "an int8 release folder (models/release: step.tflite + head.tflite, what --release "
+            "writes) in the TFLM Python interpreter: the independent cross-check; no TensorFlow.",
+    "firmware": "an int8 release folder through the firmware's own C tokenizer, step loop and "
+                "TFLM, built natively against the pinned TFLM sources on first use (cmake, g++).",
+    "tflite": "an int8 release folder through tf.lite (TensorFlow); not bit-exact with TFLM.",
+}
+
+
+def _epilog() -> str:
+    width = max(map(len, RUNTIME_HELP))
+    lines = ["runtimes (--runtime):"]
+    for name in RUNTIME_HELP:
+        lines += textwrap.wrap(RUNTIME_HELP[name], 96, initial_indent=f"  {name:<{width}}  ",
+                               subsequent_indent=" " * (width + 4))
+    return "\n".join(lines + [
+        "",
+        "A release folder (models/release: int8 step.tflite + head.tflite) needs --runtime tflm or",
+        "firmware (tflite reads it too); a Keras model folder (model.keras) needs keras, the default.",
+        "The folder's model.json lists what it offers.",
+    ])
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__,
+                                 epilog=_epilog(),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path, metavar="MODEL_DIR",
                     help="model folder with model.json and the tokenizer (models/release, "
@@ -48,9 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="review file or folder (searched recursively): a format of the data "
                          "module, or JSON lines with 'text' and an optional 'label'")
     ap.add_argument("--runtime", choices=RUNTIMES, default="keras",
-                    help="keras: a float model folder (TensorFlow); for an int8 release folder: "
-                         "tflm (TFLM Python interpreter, no TensorFlow), firmware (the firmware's "
-                         "C + TFLM built for this machine), tflite (tf.lite) (default: keras)")
+                    help="how to run the model: keras for a Keras model folder (default); tflm or "
+                         "firmware for an int8 release folder such as models/release (tflite "
+                         "also reads one); see 'runtimes' below")
     ap.add_argument("--split", choices=data.SPLITS,
                     help="keep only the reviews of this split (md5 rule, see README)")
     ap.add_argument("--json", action="store_true",

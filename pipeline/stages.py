@@ -5,7 +5,8 @@ A stage ``name`` under ``root`` writes into ``root/.name.tmp`` and is published 
 and its inputs' keys, so a change upstream re-runs everything below it. State that must survive a
 kill (training checkpoints) lives in ``root/.name.work-KEY`` and is deleted once the stage is done.
 A stage's ``seconds`` count all its attempts: each attempt adds its time to ``.name.seconds-KEY``
-(a killed one: up to the last change in its work folder).
+(a killed one: up to the last change in its work folder). ``cpu_count`` is ``os.cpu_count()`` of
+the machine that finished the stage (the report's run time table).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -134,6 +136,7 @@ def run_stage(
         clock.write_text(json.dumps({"seconds": earlier + time.monotonic() - t0, "open": None}))
         raise
     record = {"key": key, "stage": name, "seconds": round(earlier + time.monotonic() - t0, 1),
+              "cpu_count": os.cpu_count(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
     (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=_plain))
     old = root / f".{name}.old"

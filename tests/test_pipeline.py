@@ -44,6 +44,8 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     assert "BiGRU teacher" in report and "TF-IDF" in report and "uci_amazon_cells" in report
     assert "Stopword removal" in report
     assert "Baseline / Distilled / Pruned / Quantized" in report and "Lottery Ticket rounds" in report
+    assert "## Run time" in report and f"Machine: {os.cpu_count()} CPU cores" in report
+    assert "### Balanced accuracy, %" in report  # held-out sets: one table per metric
     pruning = json.loads((smoke_run / "student_pruned" / "pruning.json").read_text())
     assert [r["round"] for r in pruning["rounds"]] == [0, 1, 2]
     assert pruning["rounds"][-1]["flash"]["saved"] >= 0.5  # structured: int8 flash bytes saved

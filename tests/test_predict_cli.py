@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import console, predict
+from pipeline.report.predictors import RUNTIMES, ModelDirError, check_model_dir
 from pipeline.text.tokenizer import NO_WORDS, ONLY_UNKNOWN, Tokenizer, no_verdict_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,18 @@ def test_json_lines_carry_line_numbers_past_a_malformed_row(tmp_path: Path) -> N
     assert all(set(r) == {"line", "label", "p_positive"} for r in rows)
     assert rows[0]["p_positive"] < 0.5 <= rows[1]["p_positive"]
     assert "new.jsonl" in proc.stderr and "malformed=1" in proc.stderr and "line 2" in proc.stderr
+
+
+def test_tensorflow_start_up_noise_is_silenced(tmp_path: Path) -> None:
+    """--runtime tflite loads TensorFlow and tf.lite: no CUDA, absl, oneDNN or deprecation lines."""
+    f = unlabeled(tmp_path / "new.jsonl", json.dumps({"text": GOOD}))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.predict", str(RELEASE), str(f),
+                           "--runtime", "tflite"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("1\tpositive\t")
+    for noise in ("cuda", "cuInit", "absl::InitializeLog", "oneDNN", "deprecated", "WARNING"):
+        assert noise not in proc.stderr, proc.stderr
 
 
 def test_plain_output_has_the_line_first(tmp_path: Path, capsys) -> None:
@@ -135,6 +148,24 @@ def test_wrong_model_dir_reported_before_input(tmp_path: Path, capsys) -> None:
 def test_every_argument_has_help() -> None:
     for action in predict._parser()._actions:
         assert action.help, action.dest
+
+
+def test_help_lists_every_runtime_and_what_a_release_folder_needs(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert list(predict.RUNTIME_HELP) and set(predict.RUNTIME_HELP) == set(RUNTIMES)
+    assert "{" + ",".join(RUNTIMES) + "}" in out  # the usage's choices
+    listed = out[out.index("runtimes (--runtime):"):]
+    for name in RUNTIMES:
+        assert f"\n  {name} " in listed, name
+    assert "models/release" in listed and "needs --runtime tflm or\nfirmware" in listed
+    # what the help promises holds for the committed release folder
+    for runtime in ("tflm", "firmware"):
+        check_model_dir(RELEASE, runtime)
+    with pytest.raises(ModelDirError, match="offers: .*tflm.*firmware"):
+        check_model_dir(RELEASE, "keras")
 
 
 def test_console_port_needs_no_model_dir(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

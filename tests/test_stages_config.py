@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,9 @@ def test_seconds_count_every_attempt_and_stray_folders_go(tmp_path: Path) -> Non
     gone = stages.clean_stray(tmp_path)
     assert tmp_path / ".other.tmp" in gone and tmp_path / ".s.tmp" in gone and work not in gone
     d, _ = stages.run_stage(tmp_path, "s", {"a": 1}, lambda out, work: {})
-    assert 5.2 <= json.loads((d / "stage.json").read_text())["seconds"] < 8
+    record = json.loads((d / "stage.json").read_text())
+    assert 5.2 <= record["seconds"] < 8
+    assert record["cpu_count"] == os.cpu_count()  # the report's run time table names the cores
     assert not list(tmp_path.glob(".s.*"))
 
 

@@ -38,13 +38,22 @@ def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:
 
 
 def plot_roc_points(curves: dict[str, dict], path: Path, title: str) -> None:
-    """One PNG with the ROC curve of each evaluation (``metrics["roc"]`` points, AUC in the legend)."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, m in curves.items():
-        ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{name} (AUC {m['roc_auc']:.4f})")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """One PNG with the ROC curve of each evaluation (``metrics["roc"]`` points, AUC in the legend).
+
+    The legend sits below the axes, one entry per line, so it never covers a curve; the figure
+    grows with the number of curves.
+    """
+    rows = max(1, len(curves))
+    fig, ax = plt.subplots(figsize=(6, 5.2 + 0.24 * rows))
+    try:
+        for name, m in curves.items():
+            ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=f"{name} (AUC {m['roc_auc']:.4f})")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title,
+               xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+        if curves:
+            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=1, fontsize="small",
+                      frameon=False, borderaxespad=0.0)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)

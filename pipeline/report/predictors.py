@@ -60,8 +60,8 @@ def check_model_dir(model_dir: Path, runtime: str = "keras") -> dict:
         offered = dict(info["runtimes"])
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise ModelDirError(f"{info_path}: unreadable ({e}); re-copy the model directory") from e
-    if runtime == "firmware" and FIRMWARE_FROM in offered:
-        offered["firmware"] = offered[FIRMWARE_FROM]
+    if FIRMWARE_FROM in offered:
+        offered.setdefault("firmware", offered[FIRMWARE_FROM])
     if runtime not in offered:
         raise ModelDirError(
             f"{model_dir} has no {runtime!r} model; it offers: {', '.join(offered)} (--runtime)"

@@ -184,6 +184,88 @@ REPORT_ROWS = (  # (evaluation stage, row name), in pipeline order
 )
 
 
+HELDOUT_METRICS = (  # one table each, in this order
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("accuracy", "Accuracy"),
+    ("f1", "F1 (positive class)"),
+)
+
+
+def _heldout_tables(models: list[tuple[str, dict]]) -> list[str]:
+    """The held-out sets: their sizes, then one table per metric (a row per model, a column per set)."""
+    names = sorted({k for _, m in models for k in m.get("heldout", {})})
+    if not names:
+        return []
+    lines = ["## Held-out sets", "",
+             "Independent labelled sets (`--heldout`), never used for training or any choice. One "
+             "table per metric, in %: a row per model, a column per set. Balanced accuracy comes "
+             "first because the sets' positive shares differ.", "",
+             "| set | reviews | positive |", "|---|---:|---:|"]
+    for s in names:
+        sizes = {(h["n"], h.get("positives")) for _, m in models if (h := m.get("heldout", {}).get(s))}
+        n, pos = sorted(sizes)[0]  # every model reads the same file; several sizes are all listed
+        cell = (f"{pos:,} ({100 * pos / n:.1f}%)" if pos is not None and n else MISSING)
+        lines.append(f"| {s} | {' / '.join(f'{k:,}' for k, _ in sorted(sizes))} | {cell} |")
+    lines.append("")
+    for key, title in HELDOUT_METRICS:
+        lines += [f"### {title}, %", "", "| model | " + " | ".join(names) + " |",
+                  "|---|" + "---:|" * len(names)]
+        for model, m in models:
+            held = m.get("heldout", {})
+            lines.append(f"| {model} | " + " | ".join(
+                fmt_cell(key, held[s].get(key)) if s in held else MISSING for s in names) + " |")
+        lines.append("")
+    return lines
+
+
+RUN_STAGES = (  # every stage of pipeline/all.py, in the order it runs them
+    "data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf", "peer_fasttext",
+    "student_tokenizer", "student", "student_eval", "teacher_targets", "student_kd",
+    "student_kd_eval", "student_afd", "student_afd_eval", "student_pruned", "prune_eval", "qat",
+    "qat_eval", "int8", "int8_eval", "bench", "firmware_export",
+)
+
+
+def _run_time(run_dir: Path, load) -> list[str]:
+    """Seconds per stage from each ``stage.json`` (pipeline order), the total and the core count."""
+    records = {name: rec for name in RUN_STAGES if (rec := load(f"{name}/stage.json"))}
+    others = [p.parent.name for p in sorted(run_dir.glob("*/stage.json"))
+              if p.parent.name not in RUN_STAGES]
+    for name in sorted(others, key=lambda n: (load(f"{n}/stage.json") or {}).get("finished", "")):
+        records[name] = load(f"{name}/stage.json")
+    records = {k: r for k, r in records.items() if isinstance(r.get("seconds"), int | float)}
+    if not records:
+        return []
+    total = sum(r["seconds"] for r in records.values())
+    cores = {r.get("cpu_count") for r in records.values()}
+    per_stage = len(cores) > 1  # stages finished on different machines: a column says which
+    lines = ["## Run time", "",
+             "| stage | seconds | minutes | share |" + (" cores |" if per_stage else ""),
+             "|---|---:|---:|---:|" + ("---:|" if per_stage else "")]
+    for name, r in records.items():
+        sec = r["seconds"]
+        lines.append(f"| {name} | {sec:,.1f} | {sec / 60:.1f} | "
+                     f"{100 * sec / total if total else 0.0:.1f}% |" +
+                     (f" {r.get('cpu_count') or 'unknown'} |" if per_stage else ""))
+    lines.append(f"| **total** | **{total:,.1f}** | **{total / 60:.1f}** | 100% |" +
+                 (" |" if per_stage else ""))
+    if per_stage:
+        machine = "cores per stage in the last column (`os.cpu_count()` when the stage finished)"
+    elif None in cores:
+        machine = "CPU cores unknown (this run's `stage.json` files predate the record)"
+    else:
+        machine = f"{cores.pop()} CPU cores (`os.cpu_count()` when each stage finished)"
+    lines += ["", f"Machine: {machine}. A stage's seconds count every attempt: a stage resumed "
+              "after a kill adds the time its earlier attempts spent (`pipeline/stages.py`); a "
+              "stage reused from an earlier run keeps the time it took then. Not counted: "
+              "start-up, imports and the report itself."]
+    if missing := [n for n in RUN_STAGES if n not in records]:
+        lines[-1] += f" No `stage.json` in this folder for: {', '.join(missing)}."
+    if notes := [f"- `{n}`: {r['note']}" for n, r in records.items() if r.get("note")]:
+        lines += ["", "Notes in `stage.json`:", "", *notes]
+    return lines + [""]
+
+
 def write_report(run_dir: Path, command: str) -> Path:
     """Assemble ``report.md`` and ``roc.png`` from the finished stages' outputs in ``run_dir``."""
     run_dir = Path(run_dir)
@@ -293,23 +375,7 @@ def write_report(run_dir: Path, command: str) -> Path:
                   "(`firmware_export` stage, `pipeline/device/firmware.py`).", ""]
     if bench := load("bench/bench.json"):
         lines += bench_markdown(bench, f"python -m pipeline.bench {run_dir / 'int8'} --kernels esp_nn")
-    names = sorted({k for _, m, _ in models for k in m.get("heldout", {})})
-    if names:
-        lines += ["## Held-out sets (accuracy / balanced accuracy / F1, %)", "",
-                  "| set | n | " + " | ".join(n for n, _, _ in models) + " |",
-                  "|---|---:|" + "---|" * len(models)]
-        for s in names:
-            cells, n = [], MISSING
-            for _, m, _ in models:
-                h = m.get("heldout", {}).get(s)
-                if h is None:
-                    cells.append(MISSING)
-                    continue
-                n = str(h["n"])
-                cells.append(" / ".join(fmt_cell(k, h[k]) for k in ("accuracy", "balanced_accuracy",
-                                                                  "f1")))
-            lines.append(f"| {s} | {n} | " + " | ".join(cells) + " |")
-        lines.append("")
+    lines += _heldout_tables([(n, m) for n, m, _ in models])
     if peer:
         a, b = peer["stopwords_kept"]["test"], peer["stopwords_removed"]["test"]
         lines += ["## Stopword removal (measured once, with the TF-IDF peer)", "",
@@ -326,6 +392,7 @@ def write_report(run_dir: Path, command: str) -> Path:
                          f"{h['seconds']:.0f} |")
         total = sum(h["seconds"] for h in history["history"])
         lines += ["", f"Training time: {total / 60:.1f} min on this machine.", ""]
+    lines += _run_time(run_dir, load)
     if models:
         plot_roc_points({n.split(" (")[0]: m["test"] for n, m, _ in models}, run_dir / "roc.png",
                          "ROC — test split")
@@ -348,7 +415,8 @@ def publish_report(run_dir: Path, dest: Path) -> list[Path]:
     copied = []
     for pattern in PUBLISHED:
         for src in sorted(run_dir.glob(pattern)):
-            if src.parent.name.startswith(".") or src.parent.name == "data" and src.name != "stats.json":
+            if src.parent.name.startswith(".") or (src.parent.name == "data" and
+                                                   src.name not in ("stats.json", "stage.json")):
                 continue
             target = dest / src.relative_to(run_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
