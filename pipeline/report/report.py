@@ -173,6 +173,26 @@ def _lottery_rounds(prune: dict) -> list[str]:
     return lines
 
 
+def _teacher_signal(ens: dict | None) -> list[str]:
+    """What the students learn from: the BiGRU teacher, the cross-fitted TF-IDF and their mix."""
+    if not ens:
+        return []
+    lines = ["## Distillation teacher: BiGRU + cross-fitted TF-IDF", "",
+             f"The students are distilled from `(1 - w) * z_BiGRU + w * z_TF-IDF` with w = "
+             f"{ens['weight']:g}, the weight with the best validation accuracy "
+             f"({', '.join(f'w={k}: {100 * v:.2f}%' for k, v in ens['val_accuracy_by_weight'].items())})."
+             f" Each TF-IDF + LR logit comes from one of {ens['folds']} models fitted without the "
+             "review (training reviews and their crops) or their mean (validation, test).", "",
+             "| teacher signal | val accuracy | test accuracy | test balanced acc. | test F1 | "
+             "test ROC-AUC |", "|---|---:|---:|---:|---:|---:|"]
+    for key, name in (("teacher", "BiGRU teacher"), ("tfidf_crossfit", "TF-IDF + LR, cross-fitted"),
+                      ("ensemble", f"mix, w = {ens['weight']:g}")):
+        v, t = ens["val"][key], ens["test"][key]
+        lines.append(f"| {name} | {fmt_cell('accuracy', v['accuracy'])} | " + " | ".join(
+            fmt_cell(c, t.get(c)) for c in ("accuracy", "balanced_accuracy", "f1", "roc_auc")) + " |")
+    return [*lines, ""]
+
+
 REPORT_ROWS = (  # (evaluation stage, row name), in pipeline order
     ("teacher_eval", "Baseline: BiGRU teacher (float32, Keras)"),
     ("student_eval", "Student, labels only (float32)"),
@@ -325,6 +345,7 @@ def write_report(run_dir: Path, command: str) -> Path:
             "",
         ]
     lines += _compression_summary(run_dir, load, evals, peer)
+    lines += _teacher_signal(load("teacher_targets/ensemble.json"))
     lines += ["## Test split", ""]
     cols = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
     lines.append("| model | " + " | ".join(cols) + " | size | params / features | host ms/review |")
@@ -404,7 +425,7 @@ def write_report(run_dir: Path, command: str) -> Path:
 
 
 PUBLISHED = ("report.md", "config.json", "*.png", "*/metrics.json", "*/stats.json",
-             "*/history.json", "*/stage.json", "*/*.png")
+             "*/history.json", "*/stage.json", "*/*.png", "teacher_targets/ensemble.json")
 
 
 def publish_report(run_dir: Path, dest: Path) -> list[Path]:
