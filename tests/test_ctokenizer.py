@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,15 @@ from pipeline.text.tokenizer import STOPWORDS, Tokenizer, normalize, remove_stop
 if shutil.which("gcc") is None:
     pytest.skip("gcc not found: the C tokenizer tests need a C compiler", allow_module_level=True)
 
-from pipeline.text.ctables import ExportError, write_tokenizer_tables  # noqa: E402
+from pipeline.text.ctables import (  # noqa: E402
+    TABLES_C,
+    ExportError,
+    fnv1a,
+    pack_pool,
+    piece_table,
+    ranks_follow_ids,
+    write_tokenizer_tables,
+)
 from pipeline.text.ctok import (  # noqa: E402 (after the skip)
     DEVICE_MAX_INPUT_BYTES,
     SRC,
@@ -382,6 +391,145 @@ def test_truncation(corpus: list[str], py: Tokenizer, host: CTokenizer) -> None:
             assert host.encode_info(text.encode(), max_ids=k, tail=True).ids == full[-k:][:k]
         assert host.encode(text, max_ids=16) == head.truncate(full)
         assert host.encode_info(text.encode(), 16, tail=True).ids == tail.truncate(full)
+
+
+# ---------------------------------------------------------------- table layout (tokenizer_tables.h)
+
+
+@pytest.fixture(scope="module", params=["trained", "release"])
+def layout_dir(request: pytest.FixtureRequest) -> Path:
+    """The tables of a freshly trained tokenizer and of models/release (the committed firmware's)."""
+    if request.param == "release":
+        if not (RELEASE / "tokenizer.model").exists():
+            pytest.skip("models/release not here")
+        return RELEASE
+    return request.getfixturevalue("tok_dir")
+
+
+def _proto(tokenizer_dir: Path):
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(Tokenizer.load(tokenizer_dir).model_proto)
+    return proto
+
+
+def _normal_pieces(proto) -> dict[bytes, int]:
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    return {p.piece.encode(): i for i, p in enumerate(proto.pieces)
+            if p.type == pb.ModelProto.SentencePiece.NORMAL}
+
+
+def _lookup(c: CTokenizer) -> Callable[[bytes], int]:
+    """tokenizer.c's piece look-up (the TOK_TEST_HOOKS build's tok_lookup_piece)."""
+    f = ctypes.CDLL(str(c.library)).tok_lookup_piece
+    f.restype = ctypes.c_uint16
+    f.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lambda b: int(f(b, len(b)))
+
+
+def test_pack_pool_stores_each_byte_run_once() -> None:
+    pieces = [b"\xe2\x96\x81the", b"the", b"he", b"\xe2\x96\x81th", b"ther", b"erm", b"x", b"abc",
+              b"bcd", b"the"]
+    pool, where = pack_pool(pieces)
+    # longest first; "ther" overlaps the tail "the", "bcd" the tail "bc", the rest are inside
+    assert pool == b"\xe2\x96\x81therabcdermx"
+    assert all(pool[where[p]:where[p] + len(p)] == p for p in pieces) and len(where) == 9
+    assert pack_pool(reversed(pieces)) == (pool, where)
+
+
+def test_piece_table_buckets() -> None:
+    pieces = [b"<unk>", *(f"p{i}".encode() for i in range(1, 40)), b"a" * 9, b"ab", b"b"]
+    ids = range(1, len(pieces))
+    entries, starts = piece_table(pieces, ids, per_bucket=4)
+    n = len(starts) - 1
+    assert n == 16 and starts[0] == 0 and starts[-1] == len(entries) and sorted(entries) == list(ids)
+    for b in range(n):
+        got = entries[starts[b]:starts[b + 1]]
+        want = sorted((i for i in ids if fnv1a(pieces[i]) & (n - 1) == b), key=lambda i: (len(pieces[i]), i))
+        assert got == want
+
+
+def test_piece_lookup_finds_exactly_the_normal_pieces(layout_dir: Path) -> None:
+    """Every NORMAL piece is found with its id (long ones, ones stored inside others); control
+    pieces, bytes in no piece, prefixes, suffixes and extensions of pieces are not."""
+    proto = _proto(layout_dir)
+    pieces = _normal_pieces(proto)
+    look = _lookup(CTokenizer(layout_dir, defines=("TOK_TEST_HOOKS",)))
+    for b, i in pieces.items():
+        assert look(b) == i, b
+    pool, _ = pack_pool(pieces)
+    assert len(pool) < sum(map(len, pieces))  # some pieces do share bytes
+    rng = random.Random(3)
+    ordered = sorted(pieces)
+    others = {b"", bytes(range(256)), max(pieces, key=len) + b"e", *(bytes([x]) for x in range(256))}
+    others |= {p.piece.encode() for p in proto.pieces}  # <unk>, <pad>, ...
+    for b in ordered:
+        others |= {b[:k] for k in range(1, len(b))} | {b[k:] for k in range(1, len(b))}
+        others |= {b + rng.choice(ordered), b + b}
+    misses = others - pieces.keys()
+    assert len(misses) > 5000
+    for b in misses:
+        assert look(b) == 0xFFFF, b
+
+
+def _piece_texts(proto) -> list[str]:
+    """Texts built from the vocabulary: every piece alone, the longest ones glued and spaced,
+    groups of pieces sharing a prefix, and characters that are in no piece."""
+    pieces = sorted((b.decode() for b in _normal_pieces(proto)), key=lambda p: (-len(p), p))
+    alone = [p.replace("\u2581", " ") for p in pieces]
+    longest = [p.strip() for p in alone[:60]]
+    by_prefix: dict[str, list[str]] = {}
+    for p in alone:
+        by_prefix.setdefault(p[:3], []).append(p.strip())
+    shared = sorted(by_prefix.values(), key=len, reverse=True)[:20]
+    chars = {c for p in pieces for c in p}
+    absent = [chr(c) for c in range(0x21, 0x2600) if chr(c) not in chars and normalize(chr(c)) == chr(c)]
+    assert len(absent) > 100
+    return [*alone, "".join(longest), " ".join(longest), "".join(longest[::-1]),
+            *("".join(g) for g in shared), *(" ".join(g) for g in shared),
+            "".join(absent[:300]), " ".join(absent[:300]),
+            "".join(a + p for a, p in zip(absent, longest, strict=False)),
+            longest[0] + absent[0] + longest[0] + absent[1] * 3 + longest[1]]
+
+
+def test_pieces_as_text_like_python(layout_dir: Path) -> None:
+    tok = Tokenizer.load(layout_dir)
+    host = CTokenizer(layout_dir, max_input_bytes=HOST_MAX)
+    s = CStream(CTokenizer(layout_dir))
+    rng = random.Random(9)
+    for text in _piece_texts(_proto(layout_dir)):
+        want = tok.encode(text)
+        assert host.encode(text) == want, text
+        _check_stream(tok, s, text.encode(), rng)
+
+
+def test_rank_table_when_merge_order_is_not_id_order(tok_dir: Path, corpus: list[str],
+                                                      tmp_path: Path) -> None:
+    """A model whose scores do not follow the ids (shuffled, with ties) gets a rank table, and
+    the C tokenizer still gives SentencePiece's ids; a trained one needs none."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = _proto(tok_dir)
+    assert ranks_follow_ids(proto)
+    write_tokenizer_tables(tok_dir, tmp_path / "ids")
+    assert "static const uint16_t rank[]" not in (tmp_path / "ids" / TABLES_C).read_text()
+    multi = [p for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.NORMAL and len(p.piece) > 1]
+    scores = [p.score for p in multi]
+    random.Random(5).shuffle(scores)
+    for k, (p, score) in enumerate(zip(multi, scores, strict=True)):
+        p.score = float(round(score / 40) * 40) if k % 3 == 0 else score  # some ties
+    assert not ranks_follow_ids(proto)
+    cfg = Tokenizer.load(tok_dir).cfg
+    Tokenizer(proto.SerializeToString(), cfg).save(tmp_path / "tok")
+    sizes = write_tokenizer_tables(tmp_path / "tok", tmp_path / "ranks")
+    assert "static const uint16_t rank[]" in (tmp_path / "ranks" / TABLES_C).read_text()
+    assert sizes["rank"] == 2 * len(proto.pieces)
+    tok = Tokenizer.load(tmp_path / "tok")
+    host = CTokenizer(tmp_path / "tok", max_input_bytes=HOST_MAX)
+    for text in corpus[:1000] + _piece_texts(proto)[::7]:
+        assert host.encode(text) == tok.encode(text), text
 
 
 # ---------------------------------------------------------------- sanitizers, CLI

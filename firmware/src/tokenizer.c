@@ -189,25 +189,36 @@ size_t tok_normalize(const char *utf8, size_t len, char *out, size_t out_cap, bo
 
 /* ------------------------------------------------------------------ BPE */
 
+/* Id of the NORMAL piece with bytes p[0:n), or TOK_NONE (tokenizer_tables.h: chained hash). */
 static uint16_t lookup(const char *p, size_t n)
 {
-    uint32_t h = 2166136261u, mask, slot, probes;
+    uint32_t h = 2166136261u, k, end;
     size_t i;
     if (n == 0 || n > T->max_piece_bytes) return TOK_NONE;
     for (i = 0; i < n; i++) {
         h ^= (unsigned char)p[i];
         h *= 16777619u;
     }
-    mask = T->n_hash - 1;
-    slot = h & mask;
-    for (probes = 0; probes < T->n_hash; probes++) {
-        uint16_t id = T->hash[slot];
-        if (id == TOK_NONE) break;
-        if (T->off[id + 1] - T->off[id] == n && memcmp(T->pool + T->off[id], p, n) == 0) return id;
-        slot = (slot + 1) & mask;
+    h &= T->n_buckets - 1;
+    end = T->bucket[h + 1];
+    for (k = T->bucket[h]; k < end && T->piece_len[k] <= n; k++) { /* by length in a bucket */
+        if (T->piece_len[k] == n) { /* pieces are short: a byte loop beats a memcmp call */
+            const char *q = T->pool + T->piece_off[k];
+            for (i = 0; i < n && q[i] == p[i]; i++) continue;
+            if (i == n) return T->piece_id[k];
+        }
     }
     return TOK_NONE;
 }
+
+#ifdef TOK_TEST_HOOKS
+/* Test hook (host builds only): the piece look-up of BPE. */
+uint16_t tok_lookup_piece(const char *p, size_t n);
+uint16_t tok_lookup_piece(const char *p, size_t n)
+{
+    return lookup(p, n);
+}
+#endif
 
 static size_t char_len(unsigned char c)
 {
@@ -260,11 +271,15 @@ static void bpe_segment(const bpe_t *w, size_t a, size_t b, emitter_t *e)
     for (i = 0; i + 1 < m; i++) w->pair[i] = pair_id(w, i);
 
     while (m > 1) {
+        const uint16_t *rank = T->rank; /* NULL: the id is the rank */
         size_t best = m;
         uint32_t best_rank = 0xFFFFFFFFu;
         for (i = 0; i + 1 < m; i++) {
-            if (w->pair[i] != TOK_NONE && T->rank[w->pair[i]] < best_rank) {
-                best_rank = T->rank[w->pair[i]];
+            uint32_t r, q = w->pair[i];
+            if (q == TOK_NONE) continue;
+            r = rank != NULL ? rank[q] : q;
+            if (r < best_rank) {
+                best_rank = r;
                 best = i;
             }
         }
@@ -435,15 +450,15 @@ static bool pair_is_safe(tok_stream_t *s, const char *p, size_t n)
 {
     const char *pool = T->pool;
     size_t i, k;
-    uint32_t id;
+    uint32_t e;
     bool safe = true;
     tok_pair_memo_t *memo;
     for (k = 0; k < 4; k++) {
         if (s->memo[k].n == n && memcmp(s->memo[k].bytes, p, n) == 0) return s->memo[k].safe != 0;
     }
-    for (id = 0; id < T->vocab_size && safe; id++) {
-        size_t b = T->off[id + 1];
-        for (i = T->off[id]; i + n <= b; i++) {
+    for (e = 0; e < T->n_pieces && safe; e++) {
+        size_t b = (size_t)T->piece_off[e] + T->piece_len[e];
+        for (i = T->piece_off[e]; i + n <= b; i++) {
             if (pool[i] == p[0] && memcmp(pool + i, p, n) == 0) {
                 safe = false;
                 break;

@@ -56,13 +56,13 @@
  *     2. between two characters x y (searched from the end down to TOK_STREAM_BYTES / 2) such
  *        that the bytes of x y occur in no piece of the vocabulary: then no merge ever joins
  *        the two sides, and BPE (best pair first, leftmost on ties) on each side alone makes the
- *        same merges as on the whole. (Found by a scan of the piece pool, 4 results cached.)
+ *        same merges as on the whole. (Found by a scan of the pieces, 4 results cached.)
  *   Otherwise (e.g. 300 letters "hahaha..." without a space) buf is encoded as it is: a forced
  *   split, counted in forced_splits; ids around it may then differ from Python's.
  *   With split_at_space = 0 (or -DTOK_NEVER_SPLIT) words are not encoded one by one: buf holds
  *   several and is split by rule 2 (or forced) when full.
  *   Time: per input byte O(log M) decoding/normalization; BPE per word O(s^2) (s <= 256 chars);
- *   a rule-2 search costs at most TOK_STREAM_BYTES / 2 scans of the pool (~25 KB) per
+ *   a rule-2 search costs at most TOK_STREAM_BYTES / 2 scans of the pieces (~26 KB) per
  *   TOK_STREAM_BYTES / 2 input bytes, only for words longer than the buffer.
  *   Stopword removal needs stopwords shorter than TOK_STREAM_BYTES - 3 bytes without "▁".
  */

@@ -23,18 +23,25 @@ typedef struct {
     const tok_norm_rule_t *norm;
     uint32_t n_norm;
 
-    /* vocabulary: piece i is pool[off[i] .. off[i+1]) (UTF-8, "▁" for spaces) */
     uint32_t vocab_size;
-    const char *pool;
-    const uint32_t *off;
-    /* merge priority of piece i (0 = merged first; equal scores share a rank) */
-    const uint16_t *rank;
-    uint32_t max_piece_bytes;
 
-    /* open-addressing hash (FNV-1a 32, linear probing) of the NORMAL pieces:
-     * slot -> piece id or 0xFFFF; n_hash is a power of two */
-    const uint16_t *hash;
-    uint32_t n_hash;
+    /* the NORMAL pieces (the only ones BPE produces), as a chained hash: entry k < n_pieces is
+     * piece id piece_id[k], bytes pool[piece_off[k] .. piece_off[k] + piece_len[k]) (UTF-8, "▁"
+     * for spaces). Entries are ordered by bucket fnv1a_32(bytes) & (n_buckets - 1), then by
+     * length, then by id: bucket b holds entries bucket[b] .. bucket[b + 1] - 1 (n_buckets, a
+     * power of two, + 1 starts). The pool stores each byte run once: a piece that occurs inside
+     * another (or across two stored next to each other) points there. */
+    const char *pool;
+    const uint16_t *piece_off;
+    const uint8_t *piece_len;
+    const uint16_t *piece_id;
+    uint32_t n_pieces;
+    const uint16_t *bucket;
+    uint32_t n_buckets;
+    uint32_t max_piece_bytes;
+    /* merge priority of piece id i (0 = merged first; equal scores share a rank), or NULL when
+     * the priority is the id itself (merge order = id order, checked by the export) */
+    const uint16_t *rank;
 
     int32_t unk_id;
     int32_t pad_id;

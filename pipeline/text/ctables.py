@@ -1,9 +1,16 @@
 """The C tokenizer's tables: ``tokenizer_tables.c`` for ``firmware/src/tokenizer.c``.
 
-``write_tokenizer_tables`` writes the normalization map, the vocabulary, merge ranks, a hash of the
-pieces and the stopword list of a tokenizer folder as ``const`` C arrays (layout in
-``firmware/src/tokenizer_tables.h``), after refusing SentencePiece settings the C port does not
-implement. The small C-source helpers here are shared with the firmware export.
+``write_tokenizer_tables`` writes the normalization map, the pieces (a packed byte pool and a
+chained hash over it), merge ranks when they are not the piece ids and the stopword list of a
+tokenizer folder as ``const`` C arrays (layout in ``firmware/src/tokenizer_tables.h``), after
+refusing SentencePiece settings the C port does not implement. The small C-source helpers here are
+shared with the firmware export.
+
+Compact layout (all in flash): the pool holds each piece's bytes once, and a piece that occurs
+inside a longer one points into it (``pack_pool``); the hash is a bucket index over entries
+sorted by bucket (``piece_table``): 5 bytes per piece + 2 per bucket, a bucket per 4 pieces. The
+rank table is left out when SentencePiece's merge order is the id order (``ranks_follow_ids``;
+true of the BPE models its trainer writes): the C code then compares ids.
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ from pipeline.text.tokenizer import CHAR_MAP, NORMALIZATION_VERSION, STOPWORDS, 
 
 TABLES_C = "tokenizer_tables.c"
 SPACE = "\u2581"  # SentencePiece's escaped space
-NONE16 = 0xFFFF  # empty hash slot / no piece
+NONE16 = 0xFFFF  # no piece
+# load of the piece hash: n_buckets = the power of two >= pieces / this; a bucket costs 2 bytes.
+# riscv32 tokenizer instructions per token on the bench text with models/release (4,000 pieces):
+# 2: 2,634, 4: 2,670, 8: 2,727 (the 16 KB open-addressing hash this replaced: 2,735).
+PIECES_PER_BUCKET = 4
 FNV_OFFSET, FNV_PRIME = 2166136261, 16777619
 
 
@@ -84,18 +95,54 @@ def _dense_ranks(scores: Sequence[float]) -> list[int]:
     return [order[s] for s in scores]
 
 
-def _hash_table(pieces: Sequence[bytes], ids: Iterable[int]) -> list[int]:
-    ids = list(ids)
-    size = 2
-    while size < 2 * len(ids):
-        size *= 2
-    table = [NONE16] * size
+def ranks_follow_ids(proto: Any) -> bool:
+    """True when comparing piece ids orders merges exactly as SentencePiece's scores do.
+
+    Only a piece of two or more characters is ever the result of a merge (the C tokenizer looks
+    up ranks for merged pairs only), so the condition is: the NORMAL pieces of >= 2 characters
+    have strictly decreasing scores in id order (no ties: a tie is broken by position, not id).
+    """
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    scores = [p.score for p in proto.pieces
+              if p.type == pb.ModelProto.SentencePiece.NORMAL and len(p.piece) > 1]
+    return all(a > b for a, b in zip(scores, scores[1:], strict=False))
+
+
+def pack_pool(pieces: Iterable[bytes]) -> tuple[bytes, dict[bytes, int]]:
+    """The pieces' bytes, each stored once: ``(pool, offset of each distinct piece)``.
+
+    Longest first; a piece found anywhere in the pool so far points there, else it is appended,
+    overlapping the pool's tail where that ends with the piece's start. Deterministic.
+    """
+    pool = bytearray()
+    where: dict[bytes, int] = {}
+    for p in sorted(set(pieces), key=lambda b: (-len(b), b)):
+        at = pool.find(p)
+        if at < 0:
+            k = next((k for k in range(min(len(p) - 1, len(pool)), 0, -1) if pool.endswith(p[:k])), 0)
+            at = len(pool) - k
+            pool += p[k:]
+        where[p] = at
+    return bytes(pool), where
+
+
+def piece_table(pieces: Sequence[bytes], ids: Iterable[int],
+                per_bucket: int = PIECES_PER_BUCKET) -> tuple[list[int], list[int]]:
+    """The chained hash of pieces ``ids``: (entry ids ordered by bucket, then byte length, then
+    id; bucket starts, n_buckets + 1 of them). Bucket of a piece: fnv1a(bytes) & (n_buckets - 1).
+    The length order lets a look-up stop at the first longer entry."""
+    ids = sorted(ids)
+    n_buckets = 1
+    while n_buckets * per_bucket < len(ids):
+        n_buckets *= 2
+    entries = sorted(ids, key=lambda i: (fnv1a(pieces[i]) & (n_buckets - 1), len(pieces[i]), i))
+    starts = [0] * (n_buckets + 1)
     for i in ids:
-        slot = fnv1a(pieces[i]) & (size - 1)
-        while table[slot] != NONE16:
-            slot = (slot + 1) & (size - 1)
-        table[slot] = i
-    return table
+        starts[(fnv1a(pieces[i]) & (n_buckets - 1)) + 1] += 1
+    for b in range(n_buckets):
+        starts[b + 1] += starts[b]
+    return entries, starts
 
 
 def c_chars(data: bytes) -> list[str]:
@@ -128,7 +175,8 @@ def write_tokenizer_tables(tokenizer_dir: Path, out_dir: Path, note: str | None 
     """Write ``out_dir/tokenizer_tables.c`` for the tokenizer in ``tokenizer_dir``.
 
     ``note`` adds one line to the generated header (e.g. the firmware export that wrote it).
-    Returns the size in bytes of each table as it sits in flash, and ``total``.
+    Returns the size in bytes of each array as it sits in flash, and ``total`` (their sum; not
+    counted: the ``tok_tables`` descriptor, 84 bytes on a 32-bit target, and alignment padding).
     """
     from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -140,15 +188,17 @@ def write_tokenizer_tables(tokenizer_dir: Path, out_dir: Path, note: str | None 
 
     pieces = [p.piece.encode() for p in proto.pieces]
     normal = [i for i, p in enumerate(proto.pieces) if p.type == pb.ModelProto.SentencePiece.NORMAL]
-    offsets = [0]
-    for p in pieces:
-        offsets.append(offsets[-1] + len(p))
-    ranks = _dense_ranks([p.score for p in proto.pieces])
-    if max(ranks) >= NONE16:
-        raise ExportError("too many distinct scores for 16-bit ranks")
-    hash_table = _hash_table(pieces, normal)
-    split_at_space = not any(proto.pieces[i].piece.find(SPACE, 1) >= 0 for i in normal)
+    entries, buckets = piece_table(pieces, normal)
+    pool, where = pack_pool(pieces[i] for i in normal)
+    if len(pool) > NONE16:
+        raise ExportError(f"the packed pieces take {len(pool)} > {NONE16} bytes (16-bit offsets)")
     max_piece = max(len(pieces[i]) for i in normal)
+    if max_piece > 0xFF:
+        raise ExportError(f"a piece of {max_piece} > 255 bytes (8-bit lengths)")
+    ranks = None if ranks_follow_ids(proto) else _dense_ranks([p.score for p in proto.pieces])
+    if ranks is not None and max(ranks) >= NONE16:
+        raise ExportError("too many distinct scores for 16-bit ranks")
+    split_at_space = not any(proto.pieces[i].piece.find(SPACE, 1) >= 0 for i in normal)
     rules = _norm_rules()
     stop = sorted(w.encode() for w in STOPWORDS) if tok.cfg.stopwords else []
     stop_off = [0]
@@ -157,7 +207,6 @@ def write_tokenizer_tables(tokenizer_dir: Path, out_dir: Path, note: str | None 
     unk_id = next(i for i, p in enumerate(proto.pieces)
                   if p.type == pb.ModelProto.SentencePiece.UNKNOWN)
     pad_id = tok.sp.pad_id()
-    pool = b"".join(pieces)
 
     model_file = tokenizer_dir / Tokenizer.MODEL_FILE
     config_file = tokenizer_dir / Tokenizer.CONFIG_FILE
@@ -167,6 +216,8 @@ def write_tokenizer_tables(tokenizer_dir: Path, out_dir: Path, note: str | None 
     )
     stop_pool = c_chars(b"".join(stop)) if stop else ["0"]
     note_line = f"\n * {note}" if note else ""
+    rank_array = (c_array("uint16_t", "rank", ranks) if ranks is not None
+                  else "/* no rank table: merge order is id order (ctables.ranks_follow_ids) */\n")
     text = f"""\
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export tokenizer {display_path(tokenizer_dir)} --out {display_path(out_dir)}
@@ -181,22 +232,24 @@ static const tok_norm_rule_t norm[] = {{
 {rule_lines}
 }};
 
+/* {len(entries)} pieces, {sum(len(pieces[i]) for i in normal)} bytes of piece text packed into {len(pool)} */
 static const char pool[] = {{
 {c_wrap(c_chars(pool))}
 }};
 
-{c_array("uint32_t", "off", offsets)}
-{c_array("uint16_t", "rank", ranks)}
-{c_array("uint16_t", "hash", hash_table)}
-static const char stop_pool[] = {{
+{c_array("uint16_t", "piece_off", [where[pieces[i]] for i in entries])}
+{c_array("uint8_t", "piece_len", [len(pieces[i]) for i in entries])}
+{c_array("uint16_t", "piece_id", entries)}
+{c_array("uint16_t", "bucket", buckets)}
+{rank_array}static const char stop_pool[] = {{
 {c_wrap(stop_pool)}
 }};
 
 {c_array("uint16_t", "stop_off", stop_off)}
 const tok_tables_t tok_tables = {{
     {NORMALIZATION_VERSION}, norm, {len(rules)}u,
-    {len(pieces)}u, pool, off, rank, {max_piece}u,
-    hash, {len(hash_table)}u,
+    {len(pieces)}u, pool, piece_off, piece_len, piece_id, {len(entries)}u,
+    bucket, {len(buckets) - 1}u, {max_piece}u, {"rank" if ranks is not None else "0 /* ids */"},
     {unk_id}, {pad_id}, {int(split_at_space)},
     {int(tok.cfg.stopwords)}, stop_pool, stop_off, {len(stop)}u,
     {tok.cfg.seq_len}u, {int(tok.cfg.truncate == "tail")},
@@ -207,9 +260,11 @@ const tok_tables_t tok_tables = {{
     sizes = {
         "norm": 8 * len(rules),
         "pool": len(pool),
-        "off": 4 * len(offsets),
-        "rank": 2 * len(ranks),
-        "hash": 2 * len(hash_table),
+        "piece_off": 2 * len(entries),
+        "piece_len": len(entries),
+        "piece_id": 2 * len(entries),
+        "bucket": 2 * len(buckets),
+        "rank": 2 * len(ranks) if ranks is not None else 0,
         "stop_pool": max(1, sum(map(len, stop))),
         "stop_off": 2 * len(stop_off),
     }
