@@ -72,33 +72,39 @@ def count_instructions(cmd: Sequence[str], stdin: bytes = b"", by_function: bool
             killer = threading.Timer(timeout, proc.kill)
             killer.start()
 
-            def unblock() -> None:  # qemu died before opening the log: end our open() of it
+            done = threading.Event()
+
+            def unblock() -> None:  # qemu has exited: end a blocking open() of its log by us
                 proc.wait()
-                with contextlib.suppress(OSError):
-                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                while not done.is_set():  # ENXIO: we are not in open() (yet): try again
+                    with contextlib.suppress(OSError):
+                        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                    done.wait(0.05)
 
             threading.Thread(target=unblock, daemon=True).start()
             total = 0
             counts: collections.Counter[bytes] = collections.Counter()
             try:
-                with open(fifo, "rb", buffering=0) as log:
-                    rest = b""
-                    while True:
-                        chunk = log.read(1 << 22)
-                        if not chunk:
-                            break
-                        if by_function:
-                            lines = (rest + chunk).split(b"\n")
-                            rest = lines.pop()
-                            counts.update(lines)
-                        else:
-                            total += chunk.count(b"\n")  # every line is "Trace ...": one instruction
-                    if by_function and rest:
-                        counts[rest] += 1
+                rest = b""
+                while True:  # qemu may close and reopen its log: read until it has exited
+                    with open(fifo, "rb", buffering=0) as log:
+                        while chunk := log.read(1 << 22):
+                            if by_function:
+                                lines = (rest + chunk).split(b"\n")
+                                rest = lines.pop()
+                                counts.update(lines)
+                            else:
+                                total += chunk.count(b"\n")  # a line per executed instruction
+                    if proc.poll() is not None:
+                        break
+                done.set()
+                if by_function and rest:
+                    counts[rest] += 1
                 proc.wait()
                 ferr.seek(0)
                 err = ferr.read()
             finally:
+                done.set()
                 killer.cancel()
             if proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(cmd)} under qemu failed (rc {proc.returncode}): "
