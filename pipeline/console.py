@@ -5,7 +5,9 @@
 
 ``--sim`` runs the firmware's own C console, step loop and tokenizer on this machine for the model
 in MODEL_DIR and prints what the board would print; ``--port`` talks to a board running the
-firmware (the board holds its own model: no MODEL_DIR). Details: :mod:`pipeline.device.console`.
+firmware (the board holds its own model: no MODEL_DIR). One review per line (English: the model
+knows no other language); ``help`` lists the commands, ``quit``/``exit`` or Ctrl-D end the session,
+Ctrl-C drops the line being typed. Details: :mod:`pipeline.device.console`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
               "flashed with its firmware", file=sys.stderr)
     try:
         if args.sim:
-            return run_sim(args.model_dir, sys.stdin.buffer, sys.stdout.buffer)
+            return run_sim(args.model_dir, sys.stdin.buffer, sys.stdout.buffer, stderr=sys.stderr.buffer)
         return run_port(args.port, args.baud, sys.stdin.buffer, sys.stdout.buffer)
     except KeyboardInterrupt:
         return 130

@@ -24,8 +24,13 @@ if shutil.which("gcc") is None:
 from pipeline.console import main as console_main
 from pipeline.device import console as C  # noqa: E402 (after the skip)
 from pipeline.text.ctok import SANITIZE, WARNINGS  # noqa: E402
+from pipeline.text.tokenizer import NO_WORDS, ONLY_UNKNOWN  # noqa: E402
 
 REPLY = re.compile(rb"(positive|negative) (\d\.\d{4}) tokens=(\d+) ms=(\d+)")
+# predict's "unknown<TAB>REASON" as the console prints it (at a line start or after a prompt)
+UNKNOWN = re.compile(rb"(?:^|> )unknown (.+?)\r?\n", re.M)
+NO_WORDS_REPLY = f"unknown {NO_WORDS}\n> ".encode()
+ONLY_UNKNOWN_REPLY = f"unknown {ONLY_UNKNOWN}\n> ".encode()
 EDIT = 256  # CONSOLE_EDIT_BYTES: Backspace reaches back this far; older bytes are tokenized
 RELEASE = Path(__file__).resolve().parents[1] / "models" / "release"
 
@@ -54,6 +59,9 @@ def _reviews() -> list[bytes]:
         b"\x01\x02",  # no tokens at all
         b"the seller " * 30 + b"terrible",  # more than seq_len (16) tokens
         b"\t tab and spaces around \t",
+        # nothing to judge: no tokens (NUL, zero-width, controls), or <unk> only (emoji, bad bytes)
+        b"\x00\x00\x00", "\u200b\u200d\ufeff\u2060".encode(), b" \x00 \x07 ",
+        "😀👍🏽".encode(), b"\xff\xfe\xc3", "\u2603 \u2603\u2603".encode(),
     ]
     return rows
 
@@ -97,11 +105,13 @@ def test_console_builds_with_sanitizers_and_survives_bad_input(release: Path) ->
     assert "note: line cut" not in out  # 3000 bytes, read whole
     assert re.search(r"note: \d+ tokens, the model reads the first 16", out)
     assert "console RAM: " in out
-    assert len(REPLY.findall(out.encode())) == 7
+    assert len(REPLY.findall(out.encode())) == 6
+    assert UNKNOWN.findall(out.encode()) == [NO_WORDS.encode()]  # "\x01\x02\x1b": no tokens
     # the same bytes in other chunkings, with echo and CR LF: same replies
     for args in (["--chunk", "7"], ["--chunk", "4096", "--echo", "--crlf"]):
         other = _run_driver(exe, SCRIPT, *args)
         assert REPLY.findall(other.encode()) == REPLY.findall(out.encode())
+        assert UNKNOWN.findall(other.encode()) == UNKNOWN.findall(out.encode())
     echo = _run_driver(exe, b"ab\x7fc\x15xy\x01\n", "--echo", "--crlf")
     assert "ab\b \bc\b \b\b \bxy?\r\n" in echo
     rng = np.random.default_rng(5)
@@ -179,11 +189,16 @@ def test_loop_equals_python_reference(release: Path) -> None:
         return np.array([[int(((pooled.astype(np.int64) + 128) * (j + 1)).sum()) % 256 - 128]])
 
     reviews = [r for r in _reviews() if r.strip(b" \t")]
-    out = _run_driver(C.build_driver(release), b"\n".join(reviews) + b"\n")
-    got = REPLY.findall(out.encode())
-    assert len(got) == len(reviews)
-    for raw, (label, p, n, _) in zip(reviews, got, strict=True):
+    exe = C.build_driver(release)
+    for raw in reviews:
         ids = tok.ids([_typed(raw).decode("utf-8", "replace")])[0]
+        out = _run_driver(exe, raw + b"\n").encode()
+        out = out[out.index(b"\n> ") + 3:]  # after the banner
+        reason = tok.no_verdict_reason(ids)
+        if reason is not None:  # predict's answer, and the model does not run
+            assert out == f"unknown {reason}\n> ".encode(), raw
+            continue
+        label, p, n, _ = REPLY.search(out).groups()
         want = np.float32(step_loop_int8(step, head, ids, meta))
         assert (label.decode(), p.decode(), int(n)) == (
             "positive" if want >= 0.5 else "negative", f"{want:.4f}", len(ids)), raw
@@ -195,16 +210,21 @@ def test_loop_equals_python_reference(release: Path) -> None:
 def test_sim_protocol(dev: C.SimDevice) -> None:
     banner = dev.start()
     assert banner.startswith(b"tinysent: review sentiment on ") and banner.endswith(b"\n> ")
-    assert dev.feed(b"help\n").endswith(b"Editing: Backspace deletes a character, Ctrl-U clears "
-                                        b"the line, Ctrl-C drops it.\n> ")
+    help_text = dev.feed(b"help\n")
+    assert b"Editing: Backspace deletes a character, Ctrl-U clears the line, Ctrl-C drops it" in help_text
+    assert b"\n  quit or exit (end the session" in help_text and b"English only" in help_text
+    assert f"  unknown {NO_WORDS} ".encode() in help_text
+    assert f"  unknown {ONLY_UNKNOWN}\n".encode() in help_text
+    assert b"Enter may be CR, LF or CR LF" in help_text and help_text.endswith(b").\n> ")
     info = dev.feed(b"info\n").decode()
     for key in ("model: ", "vocab: ", "arena: ", "flash: ", "runtime: host simulation"):
         assert "\n" + key in "\n" + info, key
     assert dev.feed(b"\n") == b"> " and dev.feed(b" \t \r\n") == b"> "
     assert dev.feed(b"\x01\x02\x03") == b"\n> "  # Ctrl-C drops the line
-    for bad in (b"\x01\x02\x1b\x7f\n", b"\xff\xfe\xfd\xc3\n", b"\x00\x00 great\n"):
-        reply = dev.feed(bad)
-        assert REPLY.match(reply) and reply.endswith(b"\n> "), reply
+    assert dev.feed(b"\x01\x02\x1b\x7f\n") == NO_WORDS_REPLY  # no tokens: predict's answer
+    assert dev.feed(b"\xff\xfe\xfd\xc3\n") == ONLY_UNKNOWN_REPLY  # invalid bytes only: <unk>
+    reply = dev.feed(b"\x00\x00 great\n")
+    assert REPLY.match(reply) and reply.endswith(b"\n> "), reply
     long_reply = dev.feed(_overlong() + b"\n").split(b"\n")
     assert long_reply[0].startswith(b"note: ") and b"the model reads the first 16" in long_reply[0]
     assert REPLY.fullmatch(long_reply[1]) and long_reply[2] == b"> "
@@ -228,22 +248,93 @@ def test_sim_equals_predict_tflm(release: Path, dev: C.SimDevice, tmp_path: Path
         r = dev.classify(raw)
         assert r.p == float(p) and r.label == ("positive" if p >= 0.5 else "negative"), raw
         assert r.tokens == len(tok.ids([text])[0]) and r.tokens_total == len(tok.encode(text))
+        assert r.reason == tok.no_verdict_reason(tok.ids([text])[0]), raw  # the C rule
     # and the printed lines: predict's "label<TAB>P" == the console's "label P"
     path = tmp_path / "typed.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     assert predict.main([str(release), str(path), "--runtime", "tflm"]) == 0
     want = [tuple(line.split("\t")[1:]) for line in capsys.readouterr().out.splitlines()]
     typed = [r for r in reviews if b"\x7f" not in r and r.strip(b" \t")]
-    got = [REPLY.search(dev.feed(r + b"\n")).groups()[:2] for r in typed]
+    got = [_answer(dev.feed(r + b"\n")) for r in typed]
     want_typed = [w for r, w in zip(reviews, want, strict=True) if r in typed]
-    # predict answers "unknown" for a review with nothing to judge; the console does not apply that
-    # rule yet (it prints the model's probability), so those reviews are compared on predict's side
-    # only: they must be exactly the ones the Python rule flags
-    judged = [i for i, w in enumerate(want_typed) if w[0] != "unknown"]
-    assert [(got[i][0].decode(), got[i][1].decode()) for i in judged] == [want_typed[i] for i in judged]
-    assert all(tok.no_verdict_reason(tok.ids([typed[i].decode("utf-8", "replace")])[0])
-               for i in range(len(typed)) if i not in judged)
-    assert {label for label, _ in want} >= {"positive", "negative"}  # both labels occur
+    # every review, judged or not: predict's "unknown<TAB>REASON" is the console's "unknown REASON"
+    assert got == want_typed
+    assert {label for label, _ in want} >= {"positive", "negative", "unknown"}  # all labels occur
+    assert {w[1] for w in want if w[0] == "unknown"} == {NO_WORDS, ONLY_UNKNOWN}  # both reasons
+
+
+def _answer(reply: bytes) -> tuple[str, str]:
+    """The console's answer to one review as predict's columns: (label, P or reason)."""
+    m = REPLY.search(reply)
+    if m is not None:
+        return m[1].decode(), m[2].decode()
+    m = UNKNOWN.search(reply)
+    assert m is not None, reply
+    return "unknown", m[1].decode()
+
+
+def test_sim_line_ends_give_one_answer_per_review(release: Path) -> None:
+    """Enter as CR (PuTTY, screen, picocom), CR LF (pio device monitor) or LF: one answer per
+    review, the same answers, never an extra prompt; also when CR and LF arrive apart."""
+    reviews = [b"the case is great", b"awful, broke after a week", b"\x00\x00", "😀".encode()]
+    answers = {}
+    for eol in (b"\n", b"\r\n", b"\r"):
+        dev = C.SimDevice(release)
+        dev.start()
+        out = dev.feed(eol.join(reviews) + eol)
+        answers[eol] = re.sub(rb"ms=\d+", b"ms=N", out)
+        assert out.count(b"> ") == len(reviews), (eol, out)
+        # byte by byte (a CR LF split across two reads is still one line end)
+        split = b"".join(dev.feed(bytes([b])) for b in eol.join(reviews) + eol)
+        assert re.sub(rb"ms=\d+", b"ms=N", split) == answers[eol]
+    assert answers[b"\n"] == answers[b"\r\n"] == answers[b"\r"]
+    assert answers[b"\n"].count(b" tokens=") == 2 and len(UNKNOWN.findall(answers[b"\n"])) == 2
+    # on a serial line (echo, CR LF out): a CR LF Enter is one new line, not two
+    board = C.SimDevice(release, echo=True, crlf=True, can_quit=False)
+    board.start()
+    out = board.feed(b"great\r\n") + board.feed(b"\r") + board.feed(b"\n")
+    assert re.fullmatch(rb"great\r\n(positive|negative) \d\.\d{4} tokens=\d+ ms=\d+\r\n> \r\n> ", out), out
+    # a CR LF LF is a line end and an empty line: a bare prompt, no second answer
+    assert board.feed(b"great\r\n\n").count(b"tokens=") == 1
+
+
+def test_sim_ctrl_c_drops_the_line(release: Path) -> None:
+    dev = C.SimDevice(release)
+    dev.start()
+    plain = _answer(dev.feed(b"great product\n"))
+    assert dev.feed(b"terrible awful\x03") == b"\n> "  # dropped: no answer, a new prompt
+    assert _answer(dev.feed(b"great product\n")) == plain
+    assert _answer(dev.feed(b"terrible\x03great product\n")) == plain  # only what follows counts
+    assert dev.feed(b"\x03") == b"\n> " and dev.feed(b"\x03\r\n") == b"\n> > "
+    board = C.SimDevice(release, echo=True, crlf=True, can_quit=False)
+    board.start()
+    assert board.feed(b"awful\x03") == b"awful^C\r\n> "
+
+
+def test_sim_quit(release: Path) -> None:
+    dev = C.SimDevice(release)  # a host session: quit ends it
+    dev.start()
+    assert dev.feed(b"quit now\n").startswith((b"positive", b"negative"))  # a review, not quit
+    assert dev.feed(b"QUIT\n").startswith((b"positive", b"negative"))  # commands are lower case
+    assert not dev.ended
+    assert dev.feed(b" \texit \r\nnever read\n") == b"bye\n" and dev.ended
+    assert dev.feed(b"great\n") == b""  # nothing after the end
+    dev = C.SimDevice(release)
+    dev.start()
+    assert dev.feed(b"quit") == b"" and dev.feed(b"\r") == b"bye\n" and dev.ended
+    board = C.SimDevice(release, can_quit=False)  # the board: nothing to quit to, it goes on
+    board.start()
+    out = board.feed(b"quit\n")
+    assert b"nothing to quit" in out and b"pio device monitor: Ctrl-C" in out and out.endswith(b"\n> ")
+    assert not board.ended and REPLY.match(board.feed(b"great\n"))
+
+
+def test_driver_quit_under_sanitizers(release: Path) -> None:
+    exe = C.build_driver(release, sanitize=True)
+    out = _run_driver(exe, b"great\nquit\nawful\n", "--chunk", "1")
+    assert out.endswith("> bye\n") and len(_reply(out)) == 1  # the bytes after quit are not read
+    board = _run_driver(exe, b"great\nquit\nawful\n", "--board", "--echo", "--crlf")
+    assert "nothing to quit" in board and len(_reply(board)) == 2 and board.endswith("> ")
 
 
 def test_sim_long_lines_in_pieces(dev: C.SimDevice) -> None:
@@ -313,6 +404,53 @@ def test_sim_cli(release: Path, monkeypatch, capsys) -> None:
     assert "error:" in capsys.readouterr().err
 
 
+class _Terminal(io.BytesIO):
+    """stdin typed in a terminal: lines, and Ctrl-C (SIGINT) while waiting for the line at ``ctrl_c``."""
+
+    def __init__(self, lines: list[bytes], ctrl_c: set[int], tty: bool = True) -> None:
+        super().__init__(b"".join(lines))
+        self.ctrl_c, self.tty, self.calls = set(ctrl_c), tty, 0
+
+    def readline(self, *args: object) -> bytes:
+        self.calls += 1
+        if self.calls in self.ctrl_c:
+            raise KeyboardInterrupt
+        return super().readline()
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _cli(release: Path, stdin: io.BytesIO, monkeypatch) -> tuple[int, bytes, str]:
+    stdout = io.TextIOWrapper(io.BytesIO(), write_through=True)
+    stderr = io.TextIOWrapper(io.BytesIO(), write_through=True)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stdin))
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    rc = console_main([str(release), "--sim"])
+    return rc, stdout.buffer.getvalue(), stderr.buffer.getvalue().decode()
+
+
+def test_sim_cli_quit_ctrl_c_and_cr(release: Path, monkeypatch) -> None:
+    """pipeline.console --sim (the native firmware): quit ends it, Ctrl-C in a terminal drops the
+    line and prompts again, a CR inside a line is a space, no-verdict reviews get predict's answer."""
+    lines = [b"great product\n", b"awful\rbroke\n", b"\x00\x00\n", "😀\r\n".encode(), b"exit\n",
+             b"never read\n"]
+    rc, out, err = _cli(release, io.BytesIO(b"".join(lines)), monkeypatch)
+    assert rc == 0 and out.endswith(b"\n> bye\n")  # no prompt, no answer after quit
+    assert len(REPLY.findall(out)) == 2  # "awful\rbroke" is one review
+    assert UNKNOWN.findall(out) == [NO_WORDS.encode(), ONLY_UNKNOWN.encode()]
+    # Ctrl-C while the 2nd line is typed: the terminal dropped it; a fresh prompt, no answer
+    term = _Terminal([b"great product\n", b"awful, broke\n"], ctrl_c={2})
+    rc, out, err = _cli(release, term, monkeypatch)
+    assert rc == 0 and len(REPLY.findall(out)) == 2 and out.endswith(b"\n> \n")
+    assert re.search(rb"ms=\d+\n> \n> (positive|negative) ", out), out  # the device's "\n> "
+    assert "Ctrl-C drops the line" in err
+    # stdin not a terminal (a pipe): Ctrl-C stops the program, as before
+    rc, out, err = _cli(release, _Terminal([b"great\n", b"awful\n"], ctrl_c={2}, tty=False), monkeypatch)
+    assert rc == 130 and len(REPLY.findall(out)) == 1
+
+
 # ---------------------------------------------------------------- the serial client
 
 
@@ -320,12 +458,14 @@ class FakeSerial:
     """A board on a serial line: the simulated device with echo and CR LF, as the firmware runs."""
 
     def __init__(self, release: Path) -> None:
-        self.dev = C.SimDevice(release, echo=True, crlf=True)
+        self.dev = C.SimDevice(release, echo=True, crlf=True, can_quit=False)
         self.dev.start()  # the boot banner went out before the client connected
         self.pending = bytearray()
+        self.sent = bytearray()
         self.closed = False
 
     def write(self, data: bytes) -> int:
+        self.sent += data
         self.pending += self.dev.feed(data)
         return len(data)
 
@@ -344,7 +484,8 @@ class FakeSerial:
 
 def test_port_client_shows_what_the_sim_shows(release: Path) -> None:
     lines = (b"help\ninfo\n\nthe case is great\n" + _overlong() + b"\n"
-             b"\xff\xfe broke \x01 returned it\nfirst\rsecond\n   \n")
+             b"\xff\xfe broke \x01 returned it\nfirst\rsecond\n   \n\x00\n\xf0\x9f\x98\x80\n"
+             b" quit\t\r\nlost\n")
     fake = FakeSerial(release)
     port_out = io.BytesIO()
     assert C.run_port("/dev/fake", 115200, io.BytesIO(lines), port_out,
@@ -361,6 +502,19 @@ def test_port_client_shows_what_the_sim_shows(release: Path) -> None:
     port_text = port_out.getvalue()
     assert port_text.startswith(b"connected to /dev/fake at 115200 baud")
     assert norm(port_text) == norm(sim_out.getvalue())
+    assert port_text.endswith(b"> bye\n") and b"lost" not in fake.sent  # quit ends the client
+    assert UNKNOWN.findall(port_text) == [NO_WORDS.encode(), ONLY_UNKNOWN.encode()]
+    assert len(REPLY.findall(port_text)) == 4  # "first\rsecond" is one review
+
+
+def test_port_client_ctrl_c_drops_the_line(release: Path) -> None:
+    fake = FakeSerial(release)
+    out = io.BytesIO()
+    term = _Terminal([b"great\n", b"awful\n"], ctrl_c={2})
+    assert C.run_port("/dev/fake", 115200, term, out, serial_factory=lambda port, baud: fake,
+                      timeout=10) == 0
+    text = out.getvalue()
+    assert len(REPLY.findall(text)) == 2 and b"\n> \n> " in text  # Ctrl-C: a fresh prompt
 
 
 def test_strip_echo() -> None:

@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 
 from pipeline import data
 from pipeline.config import TokenizerConfig
-from pipeline.text.tokenizer import STOPWORDS, Tokenizer, normalize, remove_stopwords, train_tokenizer
+from pipeline.text.tokenizer import (
+    NO_WORDS,
+    ONLY_UNKNOWN,
+    STOPWORDS,
+    Tokenizer,
+    normalize,
+    remove_stopwords,
+    train_tokenizer,
+)
 
 if shutil.which("gcc") is None:
     pytest.skip("gcc not found: the C tokenizer tests need a C compiler", allow_module_level=True)
@@ -284,6 +292,33 @@ def test_known_cases(py: Tokenizer, host: CTokenizer) -> None:
     assert py.encode("☃☃")[-1] == py.sp.unk_id() and len(py.encode("☃☃")) <= 2
 
 
+def test_no_verdict_rule_like_python(py: Tokenizer, host: CTokenizer) -> None:
+    """tok_no_verdict_reason (what the console prints instead of a verdict) is predict's rule
+    (pipeline.text.tokenizer.no_verdict_reason), word for word, on the C tokenizer's ids."""
+    space, unk = py.space_id, py.sp.unk_id()
+    assert host.space_id == space != unk  # the bare "▁" is a piece of this vocabulary
+    assert host.no_verdict_reason([]) == NO_WORDS
+    assert host.no_verdict_reason([space, space]) == NO_WORDS
+    assert host.no_verdict_reason([space, unk, space, unk]) == host.no_verdict_reason([unk]) == ONLY_UNKNOWN
+    known = py.encode("great")[-1]
+    assert known not in (space, unk)
+    assert host.no_verdict_reason([space, unk, known]) is None
+    assert host.no_verdict_reason([known, space]) is None
+    # another space id (a vocabulary without "▁" passes unk's): the rule follows it
+    assert host.no_verdict_reason([space], space_id=unk) is None
+    cases = ["", "\x00\x00", "\u200b\ufeff\u2060", "\x01\x02\x7f", " \t\n", "\u2581", "\u2581 \u2581",
+             "😀", "😀👍🏽 ☃", "\ufffd", "ok 😀", "a", "not bad", "Ω", "x\u200by"]
+    for text in cases:
+        ids = host.encode(text)
+        assert ids == py.encode(text), text
+        assert host.no_verdict_reason(ids) == py.no_verdict_reason(ids), text
+    reasons = {py.no_verdict_reason(py.encode(t)) for t in cases}
+    assert reasons == {None, NO_WORDS, ONLY_UNKNOWN}  # all three answers occur
+    raw = b"\xff\xfe \xc3"  # invalid bytes only: U+FFFD, unknown
+    assert host.no_verdict_reason(host.encode_bytes(raw)) == ONLY_UNKNOWN == py.no_verdict_reason(
+        _python_ids(py, raw))
+
+
 @pytest.mark.parametrize("raw", [
     b"\xe2\x82", b"\xe2\x82A", b"\xed\xa0\x80", b"\xf0\x90\x80", b"\xf0\x90\x80\x80", b"\xf4\x90\x80\x80",
     b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf8\x88\x80\x80\x80", b"\xff\xfe\xfd", b"\x80\xbf", b"a\x00b",
@@ -308,6 +343,8 @@ def test_hypothesis_text(text: str, py: Tokenizer, host: CTokenizer, dev: CToken
     raw = text.encode()
     assert host.encode_bytes(raw) == py.encode(text) == whole.encode_bytes(raw)
     assert host.normalize_bytes(raw) == normalize(text).encode()
+    ids = py.ids([text])[0]
+    assert host.no_verdict_reason(ids) == py.no_verdict_reason(ids)
     _check_device(py, dev, raw)
     rng = random.Random(len(raw))
     _check_stream(py, stream, raw, rng)
@@ -378,6 +415,7 @@ def test_stopwords_model(stop_dir: Path, corpus: list[str]) -> None:
         expected = remove_stopwords(normalize(text)).encode()
         assert c.normalize_bytes(text.encode(), stopwords=True) == expected
     assert tok.encode("the a an") == c.encode("the a an") == []
+    assert c.no_verdict_reason([]) == tok.no_verdict_reason([]) == NO_WORDS  # stopwords only
 
 
 def test_truncation(corpus: list[str], py: Tokenizer, host: CTokenizer) -> None:

@@ -8,9 +8,11 @@
  *           h_bwd[j] = (tok_bwd * 17 + j * 5 + (h_bwd[j] + 128) * 5) % 256 - 128
  *     head: prob = (sum_j (pooled[j] + 128) * (j + 1)) % 256 - 128
  *
- * Usage: console_host [--echo] [--crlf] [--chunk N] < input > output
- * Reads stdin to the end, feeding it to the console N bytes at a time (default 7, so that lines
- * and UTF-8 sequences straddle the chunks), then prints the output. The clock is fake (ms=0).
+ * Usage: console_host [--echo] [--crlf] [--board] [--chunk N] < input > output
+ * Reads stdin to the end, or up to a `quit`/`exit` command, feeding it to the console N bytes at a
+ * time (default 7, so that lines and UTF-8 sequences straddle the chunks), then prints the output.
+ * --board: `quit` does not end the session (io.can_quit = 0, as on the board). The clock is fake
+ * (ms=0).
  * Lines may be of any length (the console tokenizes them as they arrive, in bounded RAM).
  *
  * gcc -std=c99 -Wall -Wextra -Werror -pedantic -fsanitize=address,undefined -Ifirmware/src \
@@ -72,7 +74,7 @@ int main(int argc, char **argv)
     console_io_t io;
     size_t chunk = 7, n;
     uint8_t *buf;
-    int i;
+    int i, board = 0;
 
     memset(&io, 0, sizeof io);
     io.write = write_out;
@@ -83,19 +85,23 @@ int main(int argc, char **argv)
             io.echo = 1;
         } else if (strcmp(argv[i], "--crlf") == 0) {
             io.crlf = 1;
+        } else if (strcmp(argv[i], "--board") == 0) {
+            board = 1;
         } else if (strcmp(argv[i], "--chunk") == 0 && i + 1 < argc) {
             chunk = strtoul(argv[++i], NULL, 10);
             if (chunk == 0) chunk = 1;
         } else {
-            fprintf(stderr, "usage: %s [--echo] [--crlf] [--chunk N] < input\n", argv[0]);
+            fprintf(stderr, "usage: %s [--echo] [--crlf] [--board] [--chunk N] < input\n", argv[0]);
             return 2;
         }
     }
+    io.can_quit = !board;
     buf = malloc(chunk);
     if (buf == NULL) return 1;
     console_init(&con, &io, &model);
     console_start(&con);
-    while ((n = fread(buf, 1, chunk, stdin)) > 0) console_feed(&con, buf, n);
+    while ((n = fread(buf, 1, chunk, stdin)) > 0)
+        if (console_feed(&con, buf, n)) break; /* `quit` */
     free(buf);
     return 0;
 }

@@ -5,13 +5,19 @@
  * pipeline/native.py.
  *
  *   sent_host console [--echo] [--crlf]   stdin bytes -> console_feed -> stdout, what the board
- *                                          prints (banner and prompts included)
+ *                                          prints (banner and prompts included); `quit`/`exit`
+ *                                          end it (exit 0), as does the end of stdin. Ctrl-C in
+ *                                          a terminal (SIGINT, stdin a tty) drops the line: the
+ *                                          console gets a 0x03 byte, as on the board
  *   sent_host console --framed ...         the same, one record in, one record out: "<n>\n" + n
- *                                          bytes each way (the banner is the first output record)
+ *                                          bytes each way (the banner is the first output record);
+ *                                          the record of the input that ended the session with
+ *                                          `quit` has the header "<n> quit\n", and the process ends
  *   sent_host batch                        records "<n>\n" + n bytes (any bytes, newlines too) on
  *                                          stdin; one line per record on stdout:
- *                                          label TAB p(%.9g) TAB p(4 decimals) TAB tokens TAB tokens_total
- *                                          (console_classify: the console's own path)
+ *                                          label TAB p(%.9g) TAB p(4 decimals) TAB tokens TAB
+ *                                          tokens_total TAB reason (console_classify: the console's
+ *                                          own path; reason: why predict gives no verdict, or empty)
  *   sent_host probe STEP_BYTES HEAD_BYTES  sets the models up in an arena of that split and runs
  *                                          one review: prints "ok STEP_USED HEAD_USED", exit 0, or
  *                                          "fail REASON", exit 1
@@ -29,6 +35,8 @@
 #include <cstring>
 #include <ctime>
 
+#include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "console.h"
@@ -143,9 +151,9 @@ bool read_record(Bytes &out)
     return true;
 }
 
-void write_record(const Bytes &data)
+void write_record(const Bytes &data, bool quit = false)
 {
-    std::printf("%lu\n", static_cast<unsigned long>(data.size));
+    std::printf(quit ? "%lu quit\n" : "%lu\n", static_cast<unsigned long>(data.size));
     if (data.size > 0) std::fwrite(data.data, 1, data.size, stdout);
     std::fflush(stdout);
 }
@@ -158,6 +166,13 @@ const sent_model_t *init_model(void)
     return model;
 }
 
+volatile sig_atomic_t g_interrupted = 0;
+
+void on_sigint(int)
+{
+    g_interrupted = 1;
+}
+
 void init_console(const sent_model_t *model, bool echo, bool crlf, bool framed)
 {
     console_io_t io;
@@ -167,6 +182,7 @@ void init_console(const sent_model_t *model, bool echo, bool crlf, bool framed)
     io.describe = describe;
     io.echo = echo ? 1 : 0;
     io.crlf = crlf ? 1 : 0;
+    io.can_quit = 1; /* a process: `quit` ends it */
     console_init(&g_con, &io, model);
 }
 
@@ -189,18 +205,38 @@ int run_console(int argc, char **argv)
         Bytes in;
         while (read_record(in)) {
             g_buffer.size = 0;
-            console_feed(&g_con, reinterpret_cast<const uint8_t *>(in.data), in.size);
-            write_record(g_buffer);
+            const int quit = console_feed(&g_con, reinterpret_cast<const uint8_t *>(in.data), in.size);
+            write_record(g_buffer, quit != 0);
+            if (quit) break;
         }
         return 0;
     }
     std::fflush(stdout);
+    if (isatty(0)) {
+        /* Ctrl-C in a terminal: the terminal dropped the typed line; the console drops what it
+         * holds and prompts again, as the board does on 0x03 (no SA_RESTART: read returns) */
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, nullptr);
+    }
     char buf[4096];
-    ssize_t n;
-    /* read(2) returns what has arrived without waiting for a full buffer (interactive use) */
-    while ((n = read(0, buf, sizeof buf)) > 0) {
-        console_feed(&g_con, reinterpret_cast<const uint8_t *>(buf), static_cast<size_t>(n));
+    static const uint8_t ctrl_c = 0x03;
+    for (;;) {
+        int quit;
+        if (g_interrupted) {
+            g_interrupted = 0;
+            quit = console_feed(&g_con, &ctrl_c, 1);
+        } else {
+            /* read(2) returns what has arrived without waiting for a full buffer (interactive) */
+            const ssize_t n = read(0, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            quit = console_feed(&g_con, reinterpret_cast<const uint8_t *>(buf), static_cast<size_t>(n));
+        }
         std::fflush(stdout);
+        if (quit) break;
     }
     return 0;
 }
@@ -217,9 +253,10 @@ int run_batch(void)
             std::printf("error\n");
         } else {
             console_format_prob(r.p, p4);
-            std::printf("%s\t%.9g\t%s\t%lu\t%lu\n", r.positive ? "positive" : "negative",
+            std::printf("%s\t%.9g\t%s\t%lu\t%lu\t%s\n", r.positive ? "positive" : "negative",
                         static_cast<double>(r.p), p4, static_cast<unsigned long>(r.tokens),
-                        static_cast<unsigned long>(r.tokens_total));
+                        static_cast<unsigned long>(r.tokens_total),
+                        r.reason != nullptr ? r.reason : "");
         }
     }
     std::fflush(stdout);

@@ -54,6 +54,7 @@ void console_init(console_t *con, const console_io_t *io, const sent_model_t *mo
     memset(con, 0, sizeof *con);
     con->io = *io;
     con->model = model;
+    con->space_id = tok_space_id();
     line_reset(con);
 }
 
@@ -81,21 +82,27 @@ size_t console_format_prob(float p, char buf[16])
                             whole % 10000u);
 }
 
-/* Ends the line's token stream and runs the model on its ids (t0: the end of the input). */
-static int finish_and_run(console_t *con, uint64_t t0, console_result_t *res)
+/* Ends the line's token stream: the counts and predict's no-verdict reason (no model run). */
+static void finish_tokens(console_t *con, console_result_t *res)
 {
     tok_info_t info;
     size_t n;
-    int8_t q;
 
     memset(res, 0, sizeof *res);
     n = tok_stream_finish(&con->tok, &info);
-    if (con->model == NULL) return -1;
-    if (sent_run(con->model, con->ids, n, &q) != 0) return -1;
-    res->p = sent_probability(q);
-    res->positive = res->p >= 0.5f;
     res->tokens = (uint32_t)n;
     res->tokens_total = (uint32_t)info.n_ids;
+    res->reason = tok_no_verdict_reason(con->ids, n, con->space_id);
+}
+
+/* Runs the model on the line's ids (after finish_tokens; t0: the end of the input). */
+static int run_model(console_t *con, uint64_t t0, console_result_t *res)
+{
+    int8_t q;
+    if (con->model == NULL) return -1;
+    if (sent_run(con->model, con->ids, res->tokens, &q) != 0) return -1;
+    res->p = sent_probability(q);
+    res->positive = res->p >= 0.5f;
     res->ms = (uint32_t)((con->io.now_us(con->io.ctx) - t0 + 500u) / 1000u);
     return 0;
 }
@@ -106,7 +113,8 @@ int console_classify(console_t *con, const char *text, size_t len, console_resul
     int rc;
     line_reset(con);
     tok_stream_feed(&con->tok, text, len);
-    rc = finish_and_run(con, t0, res);
+    finish_tokens(con, res);
+    rc = run_model(con, t0, res);
     line_reset(con);
     return rc;
 }
@@ -114,15 +122,35 @@ int console_classify(console_t *con, const char *text, size_t len, console_resul
 static void cmd_help(console_t *con)
 {
     char buf[160];
-    println(con, "Type a review (UTF-8) and press Enter; the reply is");
+    println(con, "Type a review (UTF-8; the model knows English only) and press Enter. The reply is");
     println(con, "  positive|negative P(positive) tokens=<ids read> ms=<time on this device>");
+    println(con, "or, with nothing to judge, pipeline.predict's answer:");
+    println(con, "  unknown " TOK_NO_WORDS "   (only control or zero-width characters)");
+    println(con, "  unknown " TOK_ONLY_UNKNOWN);
     snprintf(buf, sizeof buf,
              "Lines of any length; the model reads the %s %u tokens. Backspace reaches back %u bytes.",
              SENT_TRUNCATE_TAIL ? "last" : "first", (unsigned)SENT_MAX_TOKENS,
              (unsigned)CONSOLE_EDIT_BYTES);
     println(con, buf);
-    println(con, "Commands: help (this text), info (model, vocabulary, arena, flash).");
-    println(con, "Editing: Backspace deletes a character, Ctrl-U clears the line, Ctrl-C drops it.");
+    println(con, "Enter may be CR, LF or CR LF: one answer per line either way; a CR or LF inside");
+    println(con, "a pasted review ends it there (paste each review as one line).");
+    println(con, "Commands: help (this text), info (model, vocabulary, arena, flash),");
+    println(con, "  quit or exit (end the session; the board itself runs on: leave the terminal).");
+    println(con, "Editing: Backspace deletes a character, Ctrl-U clears the line, Ctrl-C drops it");
+    println(con, "  (pio device monitor quits on Ctrl-C: Ctrl-T Ctrl-C sends it to the board).");
+}
+
+/* `quit`/`exit`: 1 if the session ended (no new prompt). */
+static int cmd_quit(console_t *con)
+{
+    if (con->io.can_quit) {
+        println(con, "bye");
+        con->quit = 1;
+        return 1;
+    }
+    println(con, "The board runs until it is reset: nothing to quit. Leave the terminal program");
+    println(con, "instead (pio device monitor: Ctrl-C; screen: Ctrl-A k; picocom: Ctrl-A Ctrl-X).");
+    return 0;
 }
 
 static void cmd_info(console_t *con)
@@ -214,9 +242,10 @@ static void review(console_t *con)
     char buf[160], p[16];
     uint64_t t0 = con->io.now_us(con->io.ctx);
     uint32_t forced;
-    int rc;
+    int rc = 0;
     commit(con, con->edit_len);
-    rc = finish_and_run(con, t0, &r);
+    finish_tokens(con, &r);
+    if (r.reason == NULL) rc = run_model(con, t0, &r); /* nothing to judge: no model run */
     forced = tok_stream_forced_splits(&con->tok);
     if (forced > 0) {
         snprintf(buf, sizeof buf,
@@ -236,18 +265,23 @@ static void review(console_t *con)
                  (unsigned long)r.tokens);
         println(con, buf);
     }
+    if (r.reason != NULL) {
+        puts_(con, "unknown ");
+        println(con, r.reason);
+        return;
+    }
     console_format_prob(r.p, p);
     snprintf(buf, sizeof buf, "%s %s tokens=%lu ms=%lu", r.positive ? "positive" : "negative", p,
              (unsigned long)r.tokens, (unsigned long)r.ms);
     println(con, buf);
 }
 
-/* 1 if the line is exactly `word` (4 bytes) between blanks. */
+/* 1 if the line is exactly `word` between blanks. */
 static int is_command(const console_t *con, size_t a, size_t b, const char *word)
 {
-    size_t i;
-    if (con->committed_text || b - a != 4) return 0;
-    for (i = 0; i < 4; i++)
+    size_t i, n = strlen(word);
+    if (con->committed_text || b - a != n) return 0;
+    for (i = 0; i < n; i++)
         if (edit_at(con, a + i) != (unsigned char)word[i]) return 0;
     return 1;
 }
@@ -262,6 +296,11 @@ static void end_line(console_t *con)
         cmd_help(con);
     } else if (is_command(con, a, b, "info")) {
         cmd_info(con);
+    } else if (is_command(con, a, b, "quit") || is_command(con, a, b, "exit")) {
+        if (cmd_quit(con)) {
+            line_reset(con);
+            return; /* the session is over: no prompt */
+        }
     } else if (b > a || con->committed_text) {
         review(con);
     }
@@ -351,8 +390,9 @@ static void feed_byte(console_t *con, unsigned char c)
     }
 }
 
-void console_feed(console_t *con, const uint8_t *data, size_t len)
+int console_feed(console_t *con, const uint8_t *data, size_t len)
 {
     size_t i;
-    for (i = 0; i < len; i++) feed_byte(con, data[i]);
+    for (i = 0; i < len && !con->quit; i++) feed_byte(con, data[i]);
+    return con->quit;
 }

@@ -86,6 +86,7 @@ void app_main(void)
     io.describe = describe;
     io.echo = 1; /* pio device monitor does not echo locally */
     io.crlf = 1;
+    io.can_quit = 0; /* `quit` prints how to leave the terminal: the board has nothing to exit to */
     console_init(&con, &io, model);
     console_start(&con);
     for (;;) {

@@ -406,6 +406,36 @@ size_t tok_max_input_bytes(void)
     return TOK_MAX_INPUT_BYTES;
 }
 
+/* ------------------------------------------------------------------ nothing to judge */
+
+int32_t tok_piece_id(const char *piece, size_t len)
+{
+    uint32_t i;
+    for (i = 0; i < T->vocab_size; i++)
+        if (T->off[i + 1] - T->off[i] == len && memcmp(T->pool + T->off[i], piece, len) == 0)
+            return (int32_t)i;
+    return T->unk_id;
+}
+
+int32_t tok_space_id(void)
+{
+    return tok_piece_id(kSpace, sizeof kSpace);
+}
+
+const char *tok_no_verdict_reason(const int32_t *ids, size_t n, int32_t space_id)
+{
+    size_t i;
+    int unk = 0;
+    for (i = 0; i < n; i++) {
+        if (ids[i] == T->unk_id) {
+            unk = 1;
+        } else if (ids[i] != space_id) {
+            return NULL;
+        }
+    }
+    return unk ? TOK_ONLY_UNKNOWN : TOK_NO_WORDS;
+}
+
 /* ------------------------------------------------------------------ streaming */
 
 #define CAP ((size_t)TOK_STREAM_BYTES)

@@ -131,6 +131,26 @@ size_t tok_normalize(const char *utf8, size_t len, char *out, size_t out_cap, bo
 size_t tok_work_size(void);
 size_t tok_max_input_bytes(void);
 
+/* ------------------------------------------------------------------ nothing to judge */
+
+/* pipeline.text.tokenizer.NO_WORDS and ONLY_UNKNOWN, word for word (predict prints them). */
+#define TOK_NO_WORDS "no words to judge"
+#define TOK_ONLY_UNKNOWN "no known words: every character is one the tokenizer does not know"
+
+/* Id of the piece with exactly the bytes piece[0..len) (any piece type), or the <unk> id when
+ * the vocabulary has none: SentencePiece's piece_to_id. A scan of the vocabulary: call it once
+ * (the console does at console_init). */
+int32_t tok_piece_id(const char *piece, size_t len);
+
+/* Id of the bare "▁" piece (Tokenizer.space_id): tok_piece_id("▁"). */
+int32_t tok_space_id(void);
+
+/* pipeline.text.tokenizer.no_verdict_reason: NULL when ids[0..n) (the ids the model reads) hold
+ * an id other than <unk> and space_id; else TOK_ONLY_UNKNOWN when one of them is <unk> (emoji,
+ * other scripts, invalid bytes), TOK_NO_WORDS when none is (no ids: empty after normalization,
+ * e.g. only NUL, control or zero-width characters). */
+const char *tok_no_verdict_reason(const int32_t *ids, size_t n, int32_t space_id);
+
 /* ------------------------------------------------------------------ streaming */
 
 /* Bytes of normalized, escaped text held at once (a word longer than this is split, see above).

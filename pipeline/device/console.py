@@ -8,11 +8,18 @@ arrays (``model_data.c``, written by ``pipeline.device.firmware.export_firmware`
 checked against the ``.tflite`` files). It reads lines from stdin and prints what the board would
 print: the same prompts, the same ``positive 0.9297 tokens=57 ms=21`` replies (``ms`` is host time
 here), ``help``, ``info`` and the same handling of bad input. Labels and probabilities are those of
-``python -m pipeline.predict MODEL_DIR FILE --runtime tflm``.
+``python -m pipeline.predict MODEL_DIR FILE --runtime tflm``, and so are the answers to reviews with
+nothing to judge (``unknown no words to judge``, ``unknown no known words: ...``).
 
 ``--port`` sends each stdin line to a board running the firmware (pyserial, ``pip install
 pyserial``) and prints its replies with the same prompts, without the board's echo. Opening the port
 leaves DTR/RTS low so that the board is not reset.
+
+Both read one review per stdin line (a CR inside a line is a space), so a terminal that sends CR,
+LF or CR LF for Enter gives one answer per review. ``quit`` or ``exit`` end the session (``bye``),
+as does the end of stdin (Ctrl-D). Ctrl-C typed in a terminal drops the line being typed and
+prompts again, as the board does on Ctrl-C (when stdin is not a terminal, Ctrl-C stops the
+program).
 
 The builds are cached under ``build/console/<hash>/`` (sources, model files and flags).
 """
@@ -46,6 +53,9 @@ from pipeline.device.firmware import (
 from pipeline.text.ctok import HOST, ROOT, SANITIZE, SRC, WARNINGS, cache_root, compiler
 
 PROMPT = b"> "
+BYE = b"bye\n"  # what console.c prints for `quit` where the session can end (io.can_quit)
+QUIT_COMMANDS = (b"quit", b"exit")
+CTRL_C = b"\x03"
 PORTABLE_SOURCES = ("console.c", "console.h", "sentiment.c", "sentiment.h", "tokenizer.c",
                     "tokenizer.h", "tokenizer_tables.h", "model_data.h")
 C_SOURCES = ("console.c", "sentiment.c", "tokenizer.c", "tokenizer_tables.c", "model_data.c")
@@ -149,33 +159,39 @@ class _Model(ctypes.Structure):
 
 class _IO(ctypes.Structure):
     _fields_ = [("write", WRITE_FN), ("now_us", CLOCK_FN), ("describe", DESCRIBE_FN),
-                ("ctx", ctypes.c_void_p), ("echo", ctypes.c_int), ("crlf", ctypes.c_int)]
+                ("ctx", ctypes.c_void_p), ("echo", ctypes.c_int), ("crlf", ctypes.c_int),
+                ("can_quit", ctypes.c_int)]
 
 
 class _Result(ctypes.Structure):
     _fields_ = [("positive", ctypes.c_int), ("p", ctypes.c_float), ("tokens", ctypes.c_uint32),
-                ("tokens_total", ctypes.c_uint32), ("ms", ctypes.c_uint32)]
+                ("tokens_total", ctypes.c_uint32), ("ms", ctypes.c_uint32),
+                ("reason", ctypes.c_char_p)]
 
 
 @dataclass(frozen=True)
 class Result:
-    label: str  # "positive" | "negative"
+    label: str  # "positive" | "negative" (the model's, also when reason is set)
     p: float  # P(positive), a float32 value
     tokens: int  # ids the model read
     tokens_total: int  # ids of the whole text
     ms: int
+    reason: str | None = None  # why predict gives no verdict (its wording), or None
 
 
 class SimDevice:
     """The firmware console with the int8 models in the TFLM Python interpreter.
 
     ``feed(bytes)`` returns what the device prints for those input bytes; ``start()`` the boot
-    banner and first prompt. ``echo`` / ``crlf`` as on the serial line (the board: both on).
-    Each instance loads its own copy of the library (the console keeps no global state, but the
-    copy keeps instances independent whatever the C code does).
+    banner and first prompt. ``echo`` / ``crlf`` as on the serial line (the board: both on);
+    ``can_quit``: ``quit``/``exit`` end the session (``ended`` becomes True; the board: off, it
+    prints how to leave the terminal). Each instance loads its own copy of the library (the
+    console keeps no global state, but the copy keeps instances independent whatever the C code
+    does).
     """
 
-    def __init__(self, model_dir: Path, echo: bool = False, crlf: bool = False) -> None:
+    def __init__(self, model_dir: Path, echo: bool = False, crlf: bool = False,
+                 can_quit: bool = True) -> None:
         from pipeline.device.release import load_release
         from pipeline.device.runtime import TflmModel
 
@@ -203,12 +219,14 @@ class SimDevice:
         lib.console_classify.restype = ctypes.c_int
         lib.console_classify.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
                                          ctypes.POINTER(_Result)]
+        lib.console_feed.restype = ctypes.c_int
         lib.console_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
         lib.console_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(_IO), ctypes.POINTER(_Model)]
         lib.console_start.argtypes = [ctypes.c_void_p]
         self._con = ctypes.create_string_buffer(int(lib.console_size()))
         self._out = bytearray()
         self.error: BaseException | None = None
+        self.ended = False  # a `quit` ended the session
         units = self.units
 
         def step(_ctx: Any, tokens: Any, hf: Any, hb: Any) -> int:
@@ -248,7 +266,7 @@ class SimDevice:
                            DESCRIBE_FN(describe))
         self._model = _Model(self._callbacks[0], self._callbacks[1], None)
         self._io = _IO(self._callbacks[2], self._callbacks[3], self._callbacks[4], None,
-                       int(echo), int(crlf))
+                       int(echo), int(crlf), int(can_quit))
         lib.console_init(self._con, ctypes.byref(self._io), ctypes.byref(self._model))
 
     def _drain(self) -> bytes:
@@ -264,8 +282,8 @@ class SimDevice:
         return self._drain()
 
     def feed(self, data: bytes) -> bytes:
-        """Input bytes -> what the device prints."""
-        self._lib.console_feed(self._con, data, len(data))
+        """Input bytes -> what the device prints (nothing more once a `quit` ended it)."""
+        self.ended = bool(self._lib.console_feed(self._con, data, len(data)))
         return self._drain()
 
     def classify(self, text: bytes) -> Result:
@@ -275,25 +293,68 @@ class SimDevice:
             self._drain()
             raise RuntimeError("console_classify failed")
         return Result("positive" if r.positive else "negative", float(r.p), r.tokens,
-                      r.tokens_total, r.ms)
+                      r.tokens_total, r.ms, r.reason.decode() if r.reason else None)
 
 
 # ----------------------------------------------------------------------------- front ends
 
 
-def run_sim(model_dir: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Lines from ``stdin`` through the simulated device; its output to ``stdout``."""
-    dev = SimDevice(model_dir, echo=False, crlf=False)
+def _is_quit(line: bytes) -> bool:
+    """A stdin line (CR/LF stripped) that is the console's `quit` or `exit` command."""
+    return line.strip(b" \t") in QUIT_COMMANDS
+
+
+def _read_line(stdin: BinaryIO) -> bytes | None:
+    """The next stdin line; None when Ctrl-C interrupted the wait in a terminal (the terminal has
+    dropped what was typed). When stdin is no terminal, Ctrl-C stops the program as usual."""
+    try:
+        return stdin.readline()
+    except KeyboardInterrupt:
+        if not stdin.isatty():
+            raise
+        return None
+
+
+_CTRL_C_HINT = b"(Ctrl-C drops the line; quit, exit or Ctrl-D end the session)\n"
+
+
+def serve_lines(dev: Any, stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO | None = None) -> int:
+    """``pipeline.console --sim``'s loop for a device (``SimDevice`` or
+    ``pipeline.device.native.FirmwareDevice``): its banner, then one review per stdin line (a CR
+    inside a line is a space, so CR, LF and CR LF line ends all give one answer per line) and the
+    device's output, until ``quit``/``exit`` (the device ends the session: ``dev.ended``) or the end
+    of stdin. Ctrl-C in a terminal drops the line: the device gets the Ctrl-C byte and prompts
+    again; a hint goes to ``stderr`` the first time."""
     stdout.write(dev.start())
     stdout.flush()
-    for line in iter(stdin.readline, b""):
+    hinted = False
+    while True:
+        line = _read_line(stdin)
+        if line is None:
+            stdout.write(dev.feed(CTRL_C))
+            stdout.flush()
+            if stderr is not None and not hinted:
+                stderr.write(_CTRL_C_HINT)
+                stderr.flush()
+                hinted = True
+            continue
+        if not line:
+            break
         # one stdin line is one review: a CR inside it is a space, not a line end
-        line = line.rstrip(b"\r\n").replace(b"\r", b" ") + b"\n"
-        stdout.write(dev.feed(line))
+        stdout.write(dev.feed(line.rstrip(b"\r\n").replace(b"\r", b" ") + b"\n"))
         stdout.flush()
+        if dev.ended:  # `quit`: the device printed "bye"
+            return 0
     stdout.write(b"\n")
     stdout.flush()
     return 0
+
+
+def run_sim(model_dir: Path, stdin: BinaryIO, stdout: BinaryIO,
+            stderr: BinaryIO | None = None) -> int:
+    """Lines from ``stdin`` through the simulated device; its output to ``stdout``
+    (:func:`serve_lines`)."""
+    return serve_lines(SimDevice(model_dir, echo=False, crlf=False), stdin, stdout, stderr)
 
 
 def _open_serial(port: str, baud: int) -> Any:
@@ -366,10 +427,22 @@ def run_port(port: str, baud: int, stdin: BinaryIO, stdout: BinaryIO,
         ser.write(b"\r")  # an empty line: the board answers with a fresh prompt
         _read_reply(ser, timeout)
         stdout.write(f"connected to {port} at {baud} baud; type a review, 'help' or 'info' "
-                     "(end with Ctrl-D)\n".encode() + PROMPT)
+                     "(end with quit, exit or Ctrl-D)\n".encode() + PROMPT)
         stdout.flush()
-        for line in iter(stdin.readline, b""):
-            ser.write(line.rstrip(b"\r\n").replace(b"\r", b" ") + b"\r")
+        while True:
+            line = _read_line(stdin)
+            if line is None:  # Ctrl-C: the line was never sent; a fresh prompt, as the sim
+                stdout.write(b"\n" + PROMPT)
+                stdout.flush()
+                continue
+            if not line:
+                break
+            text = line.rstrip(b"\r\n").replace(b"\r", b" ")
+            if _is_quit(text):  # the board runs on; the session with it ends here
+                stdout.write(BYE)
+                stdout.flush()
+                return 0
+            ser.write(text + b"\r")
             stdout.write(strip_echo(_read_reply(ser, timeout)))
             stdout.flush()
         stdout.write(b"\n")

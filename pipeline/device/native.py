@@ -311,6 +311,7 @@ class Predictions:
     p4: list[str]  # the console's 4-decimal rendering
     tokens: np.ndarray  # ids the model read
     tokens_total: np.ndarray  # ids of the whole text
+    reason: list[str | None]  # why predict gives no verdict (its wording), None when it judges
 
 
 def _as_bytes(text: str | bytes) -> bytes:
@@ -333,7 +334,8 @@ def predict(model_dir: Path, texts: Sequence[str | bytes], target: str = "native
     rows = [line.split("\t") for line in lines]
     return Predictions(label=[r[0] for r in rows], p=np.array([float(r[1]) for r in rows], np.float32),
                        p4=[r[2] for r in rows], tokens=np.array([int(r[3]) for r in rows]),
-                       tokens_total=np.array([int(r[4]) for r in rows]))
+                       tokens_total=np.array([int(r[4]) for r in rows]),
+                       reason=[r[5] or None for r in rows])
 
 
 def load_predictor(model_dir: Path, target: str = "native", kernels: str = "esp_nn"):
@@ -347,18 +349,21 @@ def load_predictor(model_dir: Path, target: str = "native", kernels: str = "esp_
 
 @dataclass(frozen=True)
 class Result:
-    label: str  # "positive" | "negative"
+    label: str  # "positive" | "negative" (the model's, also when reason is set)
     p: float  # P(positive), a float32 value
     tokens: int
     tokens_total: int
     ms: int = 0
+    reason: str | None = None  # why predict gives no verdict (its wording), or None
 
 
 class FirmwareDevice:
     """The firmware's console in a subprocess (sent_host console --framed): ``start()`` the
     banner and first prompt, ``feed(bytes)`` what the board prints for those input bytes,
-    ``classify(bytes)`` the console's answer for one review. Same interface as
-    ``pipeline.console.SimDevice``."""
+    ``classify(bytes)`` the console's answer for one review; ``ended`` once a ``quit`` ended the
+    session (the process exits). Same interface as ``pipeline.device.console.SimDevice``.
+    The process runs in its own session, so that Ctrl-C typed in the terminal reaches only
+    Python (which hands it to the console as the Ctrl-C byte)."""
 
     def __init__(self, model_dir: Path, echo: bool = False, crlf: bool = False,
                  target: str = "native", kernels: str = "esp_nn") -> None:
@@ -368,7 +373,8 @@ class FirmwareDevice:
         args += ["--echo"] if echo else []
         args += ["--crlf"] if crlf else []
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
+                                      stderr=subprocess.PIPE, start_new_session=True)
+        self.ended = False
         self._banner = self._read_record()
         self._started = False
 
@@ -378,7 +384,9 @@ class FirmwareDevice:
         if not header.endswith(b"\n"):
             err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
             raise RuntimeError(f"the firmware process ended (rc {self._proc.poll()}): {err[-2000:]}")
-        n = int(header)
+        fields = header.split()  # b"<n>", or b"<n> quit" for the last record of a session
+        n = int(fields[0])
+        self.ended = fields[1:] == [b"quit"]
         data = self._proc.stdout.read(n)
         if len(data) != n:
             raise RuntimeError("the firmware process ended mid-record")
@@ -389,6 +397,8 @@ class FirmwareDevice:
         return self._banner
 
     def feed(self, data: bytes) -> bytes:
+        if self.ended:
+            return b""  # as console_feed after a quit
         assert self._proc.stdin is not None
         self._proc.stdin.write(str(len(data)).encode() + b"\n" + data)
         self._proc.stdin.flush()
@@ -397,11 +407,11 @@ class FirmwareDevice:
     def classify(self, text: bytes) -> Result:
         proc = subprocess.run([*self.build.command(self.kernels), "batch"], input=_records([text]),
                               capture_output=True)
-        line = proc.stdout.decode().strip()
+        line = proc.stdout.decode().rstrip("\n")
         if proc.returncode != 0 or not line or line.startswith("error"):
             raise RuntimeError(f"console_classify failed: {proc.stderr.decode()[-2000:]}")
         r = line.split("\t")
-        return Result(r[0], float(np.float32(float(r[1]))), int(r[3]), int(r[4]))
+        return Result(r[0], float(np.float32(float(r[1]))), int(r[3]), int(r[4]), reason=r[5] or None)
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -426,20 +436,14 @@ class FirmwareDevice:
 
 
 def run_sim(model_dir: Path, stdin: BinaryIO, stdout: BinaryIO, target: str = "native",
-            kernels: str = "esp_nn") -> int:
-    """``pipeline.console --sim`` on the firmware executable: lines from ``stdin``, output to
-    ``stdout``: one review per stdin line (a CR inside a line is a space)."""
+            kernels: str = "esp_nn", stderr: BinaryIO | None = None) -> int:
+    """``pipeline.console --sim`` on the firmware executable: one review per stdin line (a CR
+    inside a line is a space), output to ``stdout``, until ``quit``/``exit`` or the end of stdin;
+    Ctrl-C in a terminal drops the line (:func:`pipeline.device.console.serve_lines`)."""
+    from pipeline.device.console import serve_lines
+
     with FirmwareDevice(model_dir, echo=False, crlf=False, target=target, kernels=kernels) as dev:
-        stdout.write(dev.start())
-        stdout.flush()
-        for line in iter(stdin.readline, b""):
-            # one stdin line is one review: a CR inside it is a space, not a line end
-            line = line.rstrip(b"\r\n").replace(b"\r", b" ") + b"\n"
-            stdout.write(dev.feed(line))
-            stdout.flush()
-        stdout.write(b"\n")
-        stdout.flush()
-    return 0
+        return serve_lines(dev, stdin, stdout, stderr)
 
 
 # ----------------------------------------------------------------------------- QEMU measurements

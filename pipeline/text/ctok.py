@@ -129,6 +129,10 @@ class CTokenizer:
         lib.tok_normalize.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
                                       ctypes.c_size_t, ctypes.c_bool, ctypes.POINTER(ctypes.c_size_t)]
         lib.tok_work_size.restype = lib.tok_max_input_bytes.restype = ctypes.c_size_t
+        lib.tok_space_id.restype = ctypes.c_int32
+        lib.tok_no_verdict_reason.restype = ctypes.c_char_p
+        lib.tok_no_verdict_reason.argtypes = [ctypes.POINTER(ctypes.c_int32), ctypes.c_size_t,
+                                              ctypes.c_int32]
         self._lib = lib
         self.max_input_bytes = int(lib.tok_max_input_bytes())
         self._work = ctypes.create_string_buffer(int(lib.tok_work_size()))
@@ -149,6 +153,18 @@ class CTokenizer:
     def encode(self, text: str, max_ids: int | None = None) -> list[int]:
         """Ids of ``text`` (head-truncated to ``max_ids`` when given)."""
         return self.encode_bytes(text.encode("utf-8"), max_ids)
+
+    @property
+    def space_id(self) -> int:
+        """``tok_space_id``: id of the bare ``▁`` piece (``Tokenizer.space_id``)."""
+        return int(self._lib.tok_space_id())
+
+    def no_verdict_reason(self, ids: list[int], space_id: int | None = None) -> str | None:
+        """``tok_no_verdict_reason`` (``pipeline.text.tokenizer.no_verdict_reason`` in C)."""
+        arr = (ctypes.c_int32 * max(len(ids), 1))(*ids)
+        why = self._lib.tok_no_verdict_reason(arr, len(ids),
+                                              self.space_id if space_id is None else space_id)
+        return why.decode() if why is not None else None
 
     def normalize_bytes(self, data: bytes, stopwords: bool = False) -> bytes:
         """``tok_normalize``: normalization spec v1 (+ stopword removal) of raw bytes."""
