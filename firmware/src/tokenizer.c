@@ -410,11 +410,8 @@ size_t tok_max_input_bytes(void)
 
 int32_t tok_piece_id(const char *piece, size_t len)
 {
-    uint32_t i;
-    for (i = 0; i < T->vocab_size; i++)
-        if (T->off[i + 1] - T->off[i] == len && memcmp(T->pool + T->off[i], piece, len) == 0)
-            return (int32_t)i;
-    return T->unk_id;
+    uint16_t id = lookup(piece, len);
+    return id == TOK_NONE ? T->unk_id : (int32_t)id;
 }
 
 int32_t tok_space_id(void)

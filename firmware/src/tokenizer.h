@@ -137,9 +137,9 @@ size_t tok_max_input_bytes(void);
 #define TOK_NO_WORDS "no words to judge"
 #define TOK_ONLY_UNKNOWN "no known words: every character is one the tokenizer does not know"
 
-/* Id of the piece with exactly the bytes piece[0..len) (any piece type), or the <unk> id when
- * the vocabulary has none: SentencePiece's piece_to_id. A scan of the vocabulary: call it once
- * (the console does at console_init). */
+/* Id of the normal piece with exactly the bytes piece[0..len), or the <unk> id when the
+ * vocabulary has none: SentencePiece's piece_to_id for the pieces BPE can emit (the hash look-up
+ * of the tables; control pieces such as <unk> are not in it). */
 int32_t tok_piece_id(const char *piece, size_t len);
 
 /* Id of the bare "▁" piece (Tokenizer.space_id): tok_piece_id("▁"). */
