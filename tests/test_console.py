@@ -445,7 +445,7 @@ def test_sim_cli_quit_ctrl_c_and_cr(release: Path, monkeypatch) -> None:
     rc, out, err = _cli(release, term, monkeypatch)
     assert rc == 0 and len(REPLY.findall(out)) == 2 and out.endswith(b"\n> \n")
     assert re.search(rb"ms=\d+\n> \n> (positive|negative) ", out), out  # the device's "\n> "
-    assert "Ctrl-C drops the line" in err
+    assert "Ctrl-C drops the line" in err  # stdin is a terminal: the hint
     # stdin not a terminal (a pipe): Ctrl-C stops the program, as before
     rc, out, err = _cli(release, _Terminal([b"great\n", b"awful\n"], ctrl_c={2}, tty=False), monkeypatch)
     assert rc == 130 and len(REPLY.findall(out)) == 1

@@ -13,8 +13,13 @@ The TFLM objects are compiled once per machine (build/firmware/, reused across s
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +156,8 @@ def test_firmware_console_prints_what_the_sim_prints(tmp_path_factory) -> None:
     release = tiny_release_dir(tmp_path_factory)
     lines = [t.encode() + b"\n" for t, _ in synthetic_reviews(20, seed=5)]
     lines += [b"help\n", b"\n", b"bad \xff\xfe utf8\r\n", b"junk\x15real words\n", b"\x01\x02\n",
-              "Naïve café — “quoted” 😀\n".encode()]
+              "Naïve café — “quoted” 😀\n".encode(), "\x00\u200b\n".encode(), "😀👍🏽\r".encode(), b"\n",
+              b"great\rawful\r\n", b"dropped\x03", b"quit now\n", b"QUIT\n"]
 
     def norm(b: bytes) -> bytes:  # (pipeline.console caches its build by content, not path)
         return re.sub(rb"pytest-\d+", b"pytest-N", re.sub(rb"ms=\d+", b"ms=N", b))
@@ -166,6 +172,80 @@ def test_firmware_console_prints_what_the_sim_prints(tmp_path_factory) -> None:
         r = dev.classify(b"great product, love it")
         s = sim.classify(b"great product, love it")
         assert (r.label, r.p, r.tokens, r.tokens_total) == (s.label, s.p, s.tokens, s.tokens_total)
+        for raw in (b"\x00\x01", "😀".encode(), b"ok \xff"):  # the no-verdict reason comes through
+            r, s = dev.classify(raw), sim.classify(raw)
+            assert (r.label, r.p, r.tokens, r.reason) == (s.label, s.p, s.tokens, s.reason), raw
+        assert dev.classify(b"\x00").reason == "no words to judge"
+        # quit ends the session (the process exits), after the output of its record
+        quit_script = b"great\nexit\nnever\n"
+        assert not dev.ended and norm(dev.feed(quit_script)) == norm(sim.feed(quit_script))
+        assert dev.ended and sim.ended and dev.feed(b"more\n") == b""
+        assert dev._proc.wait(timeout=30) == 0
+
+
+# run in the child: the pseudo-terminal on fd 0 becomes its controlling terminal (a new session,
+# from start_new_session), SIGINT gets its default action back (a runner started in the
+# background ignores it), then the command runs
+_OWN_TERMINAL = ("import fcntl, os, signal, sys, termios; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                 "fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def _in_a_terminal(cmd: list[str], keys: list[tuple[bytes, bytes]],
+                   timeout: float = 120) -> tuple[bytes, int]:
+    """Run ``cmd`` with a pseudo-terminal as its controlling terminal (so Ctrl-C typed there is a
+    SIGINT to it, as in a real one); for each (keys, wait_for): type keys, read until wait_for.
+    Returns everything the terminal showed and the exit status."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", _OWN_TERMINAL, *cmd], stdin=slave, stdout=slave,
+                            stderr=slave, cwd=ROOT, start_new_session=True, close_fds=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(want: bytes, start: int) -> None:
+        deadline = time.monotonic() + timeout
+        while want not in seen[start:]:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {want!r} in {bytes(seen)!r}"
+            if select.select([master], [], [], min(left, 1.0))[0]:
+                try:
+                    seen.extend(os.read(master, 4096))
+                except OSError:  # the other side closed
+                    assert want in seen[start:], f"no {want!r} in {bytes(seen)!r}"
+
+    try:
+        read_until(b"> ", 0)  # the banner's prompt
+        for typed, wait_for in keys:
+            start = len(seen)
+            os.write(master, typed)
+            read_until(wait_for, start)
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return bytes(seen), rc
+
+
+@pytest.mark.parametrize("front", ["pipeline.console", "sent_host"])
+def test_ctrl_c_in_a_terminal_drops_the_line_and_quit_ends(front: str, native_release: N.Build) -> None:
+    """Ctrl-C typed in a terminal drops the line and prompts again (the help's promise), both in
+    ``pipeline.console --sim`` (whose firmware process must not die of the terminal's SIGINT) and
+    in ``sent_host console``; CR (Enter in a raw terminal) and LF end a line; ``quit`` then ends
+    the session with status 0."""
+    cmd = ([sys.executable, "-m", "pipeline.console", str(RELEASE), "--sim"] if front == "pipeline.console"
+           else [*native_release.command(), "console"])
+    reply = re.compile(rb"(positive|negative) \d\.\d{4} tokens=\d+ ms=\d+")
+    seen, rc = _in_a_terminal(cmd, [(b"great product, love it\n", b"\r\n> "),
+                                    (b"terrible, broke after a day", b"day"),
+                                    (b"\x03", b"\r\n> "),
+                                    (b"works well\r", b"\r\n> "),
+                                    (b"quit\n", b"bye\r\n")])
+    assert rc == 0, seen
+    assert len(reply.findall(seen)) == 2, seen  # the line Ctrl-C dropped got no answer
+    dropped = seen[seen.index(b"after a day"):seen.index(b"works well")]
+    assert b"^C" in dropped and b"\r\n> " in dropped and b"tokens=" not in dropped, seen
+    assert seen.endswith(b"quit\r\nbye\r\n"), seen
 
 
 def test_predict_runtime_firmware_prints_what_tflm_prints(tmp_path: Path, capsys) -> None:

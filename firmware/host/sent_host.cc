@@ -62,9 +62,17 @@ namespace {
 
 console_t g_con; /* ~21.5 KB, static as on the board */
 
+/* Console output straight to fd 1 (unbuffered: the prompt shows at once), resumed after a
+ * signal (the Ctrl-C handler has no SA_RESTART) or a partial write. */
 void write_out(void *, const char *data, size_t len)
 {
-    std::fwrite(data, 1, len, stdout);
+    while (len > 0) {
+        const ssize_t n = write(1, data, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return; /* stdout closed: nothing to tell */
+        data += n;
+        len -= static_cast<size_t>(n);
+    }
 }
 
 /* A growable byte buffer (malloc: the riscv32 build links without the C++ library). */
@@ -198,6 +206,16 @@ int run_console(int argc, char **argv)
             return 2;
         }
     }
+    if (!framed && isatty(0)) {
+        /* Ctrl-C in a terminal: the terminal dropped the typed line; the console drops what it
+         * holds and prompts again, as the board does on 0x03. Installed before the first prompt
+         * (a Ctrl-C typed at it must not kill the process); no SA_RESTART: read returns. */
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, nullptr);
+    }
     init_console(init_model(), echo, crlf, framed);
     console_start(&g_con);
     if (framed) {
@@ -212,15 +230,6 @@ int run_console(int argc, char **argv)
         return 0;
     }
     std::fflush(stdout);
-    if (isatty(0)) {
-        /* Ctrl-C in a terminal: the terminal dropped the typed line; the console drops what it
-         * holds and prompts again, as the board does on 0x03 (no SA_RESTART: read returns) */
-        struct sigaction sa;
-        std::memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_sigint;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, nullptr);
-    }
     char buf[4096];
     static const uint8_t ctrl_c = 0x03;
     for (;;) {

@@ -31,6 +31,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -304,18 +305,59 @@ def _is_quit(line: bytes) -> bool:
     return line.strip(b" \t") in QUIT_COMMANDS
 
 
-def _read_line(stdin: BinaryIO) -> bytes | None:
-    """The next stdin line; None when Ctrl-C interrupted the wait in a terminal (the terminal has
-    dropped what was typed). When stdin is no terminal, Ctrl-C stops the program as usual."""
-    try:
-        return stdin.readline()
-    except KeyboardInterrupt:
-        if not stdin.isatty():
-            raise
-        return None
+class _LineReader:
+    """stdin lines for a session; with stdin a terminal, Ctrl-C drops the line instead of stopping
+    the program: :meth:`readline` gives None for it (the terminal has discarded what was typed).
+
+    A Ctrl-C that comes while a reply is being computed (not while waiting for a line) is kept and
+    given as the next None, so it never stops the session either. The SIGINT handler is installed
+    only for a terminal and only over Python's default one (a program started with SIGINT ignored
+    keeps it so); when stdin is no terminal, Ctrl-C stops the program as usual.
+    """
+
+    def __init__(self, stdin: BinaryIO) -> None:
+        self.stdin = stdin
+        self.tty = bool(stdin.isatty())
+        self.waiting = False  # in readline: a Ctrl-C interrupts it
+        self.pending = False  # a Ctrl-C came outside readline
+        self._old: Any = None
+
+    def __enter__(self) -> _LineReader:
+        if self.tty and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            try:
+                self._old = signal.signal(signal.SIGINT, self._on_sigint)
+            except ValueError:  # not the main thread: Python's handler stays
+                self._old = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.waiting:
+            self.waiting = False
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def readline(self) -> bytes | None:
+        self.waiting = True
+        try:
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+            line = self.stdin.readline()
+            self.waiting = False
+            return line
+        except KeyboardInterrupt:
+            self.waiting = False
+            if not self.tty:
+                raise
+            return None
 
 
-_CTRL_C_HINT = b"(Ctrl-C drops the line; quit, exit or Ctrl-D end the session)\n"
+_TERMINAL_HINT = b"(in this terminal: quit, exit or Ctrl-D end the session; Ctrl-C drops the line)\n"
 
 
 def serve_lines(dev: Any, stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO | None = None) -> int:
@@ -324,27 +366,26 @@ def serve_lines(dev: Any, stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO | 
     inside a line is a space, so CR, LF and CR LF line ends all give one answer per line) and the
     device's output, until ``quit``/``exit`` (the device ends the session: ``dev.ended``) or the end
     of stdin. Ctrl-C in a terminal drops the line: the device gets the Ctrl-C byte and prompts
-    again; a hint goes to ``stderr`` the first time."""
+    again (a hint on ``stderr`` says so when stdin is a terminal)."""
+    if stderr is not None and stdin.isatty():
+        stderr.write(_TERMINAL_HINT)
+        stderr.flush()
     stdout.write(dev.start())
     stdout.flush()
-    hinted = False
-    while True:
-        line = _read_line(stdin)
-        if line is None:
-            stdout.write(dev.feed(CTRL_C))
+    with _LineReader(stdin) as reader:
+        while True:
+            line = reader.readline()
+            if line is None:
+                stdout.write(dev.feed(CTRL_C))
+                stdout.flush()
+                continue
+            if not line:
+                break
+            # one stdin line is one review: a CR inside it is a space, not a line end
+            stdout.write(dev.feed(line.rstrip(b"\r\n").replace(b"\r", b" ") + b"\n"))
             stdout.flush()
-            if stderr is not None and not hinted:
-                stderr.write(_CTRL_C_HINT)
-                stderr.flush()
-                hinted = True
-            continue
-        if not line:
-            break
-        # one stdin line is one review: a CR inside it is a space, not a line end
-        stdout.write(dev.feed(line.rstrip(b"\r\n").replace(b"\r", b" ") + b"\n"))
-        stdout.flush()
-        if dev.ended:  # `quit`: the device printed "bye"
-            return 0
+            if dev.ended:  # `quit`: the device printed "bye"
+                return 0
     stdout.write(b"\n")
     stdout.flush()
     return 0
@@ -429,22 +470,23 @@ def run_port(port: str, baud: int, stdin: BinaryIO, stdout: BinaryIO,
         stdout.write(f"connected to {port} at {baud} baud; type a review, 'help' or 'info' "
                      "(end with quit, exit or Ctrl-D)\n".encode() + PROMPT)
         stdout.flush()
-        while True:
-            line = _read_line(stdin)
-            if line is None:  # Ctrl-C: the line was never sent; a fresh prompt, as the sim
-                stdout.write(b"\n" + PROMPT)
+        with _LineReader(stdin) as reader:
+            while True:
+                line = reader.readline()
+                if line is None:  # Ctrl-C: the line was never sent; a fresh prompt, as the sim
+                    stdout.write(b"\n" + PROMPT)
+                    stdout.flush()
+                    continue
+                if not line:
+                    break
+                text = line.rstrip(b"\r\n").replace(b"\r", b" ")
+                if _is_quit(text):  # the board runs on; the session with it ends here
+                    stdout.write(BYE)
+                    stdout.flush()
+                    return 0
+                ser.write(text + b"\r")
+                stdout.write(strip_echo(_read_reply(ser, timeout)))
                 stdout.flush()
-                continue
-            if not line:
-                break
-            text = line.rstrip(b"\r\n").replace(b"\r", b" ")
-            if _is_quit(text):  # the board runs on; the session with it ends here
-                stdout.write(BYE)
-                stdout.flush()
-                return 0
-            ser.write(text + b"\r")
-            stdout.write(strip_echo(_read_reply(ser, timeout)))
-            stdout.flush()
         stdout.write(b"\n")
         stdout.flush()
     finally:
