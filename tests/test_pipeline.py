@@ -51,6 +51,17 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     assert pruning["rounds"][-1]["flash"]["saved"] >= 0.5  # structured: int8 flash bytes saved
     for png in (smoke_run / "roc.png", smoke_run / "teacher_eval" / "confusion.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The students' soft targets are the BiGRU + TF-IDF mix; crops are labelled with the same mix.
+    import numpy as np
+
+    targets = smoke_run / "teacher_targets"
+    ens = json.loads((targets / "ensemble.json").read_text())
+    z, z_bigru = np.load(targets / "teacher_logits.npy"), np.load(targets / "bigru_logits.npy")
+    rows = [json.loads(line) for line in (targets / "texts.jsonl").open(encoding="utf-8")]
+    n = len(z) // 2  # the smoke preset's one crop per review
+    assert len(rows) == len(z) == len(z_bigru) == 2 * n
+    assert np.allclose([y for _, y in rows[n:]], 1 / (1 + np.exp(-z[n:].astype(np.float64))))
+    assert ens["weight"] == 0.0 or not np.allclose(z, z_bigru)
     # The teacher exposes its attention weights for distillation.
     from pipeline.nn.models import feature_model, load_model
 

@@ -170,8 +170,12 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
         z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, rows, texts, z_t, dcfg, peer_cfg,
                                          seed, out_dir)
     labels += (1 / (1 + np.exp(-z_t[len(rows):].astype(np.float64)))).tolist()
-    for name in (TARGET_FEATURES, TARGET_LOGITS):
-        (work_dir / name).replace(out_dir / name)
+    (work_dir / TARGET_FEATURES).replace(out_dir / TARGET_FEATURES)
+    if ensemble is None:
+        (work_dir / TARGET_LOGITS).replace(out_dir / TARGET_LOGITS)
+    else:  # the students' soft targets are the mix; the BiGRU's own logits are kept beside them
+        (work_dir / TARGET_LOGITS).replace(out_dir / BIGRU_LOGITS)
+        np.save(out_dir / TARGET_LOGITS, z_t)
     with open(out_dir / TARGET_TEXTS, "w", encoding="utf-8") as f:
         for t, y in zip(texts, labels, strict=True):
             f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
@@ -181,7 +185,7 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
             "teacher_train_agreement": agree, "ensemble": ensemble}
 
 
-ENSEMBLE_JSON = "ensemble.json"
+ENSEMBLE_JSON, BIGRU_LOGITS = "ensemble.json", "bigru_logits.npy"
 
 
 def _ensemble_logits(data_dir: Path, teacher_dir: Path, rows: list, texts: list[str],
