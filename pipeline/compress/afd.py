@@ -33,6 +33,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401
+from pipeline.compress.ensemble import logit
 from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,7 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
         idx = order[start : start + batch_size]
         e, h, w, p, prob = (np.asarray(a) for a in
                             feats.predict_on_batch(pad_batch([t_ids[i] for i in idx])))
-        q = np.clip(prob.reshape(-1).astype(np.float64), 1e-6, 1 - 1e-6)
-        logits[idx] = np.log(q / (1 - q))
+        logits[idx] = logit(prob.reshape(-1))
         for r, i in enumerate(idx):
             L = len(t_ids[i])
             m = np.stack([np.mean(e[r, :L] ** 2, -1), np.mean(h[r, :L] ** 2, -1), w[r, :L]])

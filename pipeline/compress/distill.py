@@ -31,6 +31,7 @@ from pipeline.compress.afd import (
     student_feature_model,
     teacher_features,
 )
+from pipeline.compress.ensemble import sigmoid
 from pipeline.config import DistillConfig, StudentConfig, TfidfConfig, TrainConfig
 from pipeline.nn.models import logits_model
 from pipeline.nn.train import StepFactory, TrainStep
@@ -169,7 +170,7 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
     if dcfg.ensemble == "tfidf":
         z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, rows, texts, z_t, dcfg, peer_cfg,
                                          seed, out_dir)
-    labels += (1 / (1 + np.exp(-z_t[len(rows):].astype(np.float64)))).tolist()
+    labels += sigmoid(z_t[len(rows):]).tolist()
     (work_dir / TARGET_FEATURES).replace(out_dir / TARGET_FEATURES)
     if ensemble is None:
         (work_dir / TARGET_LOGITS).replace(out_dir / TARGET_LOGITS)
@@ -213,7 +214,7 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, rows: list, texts: list[
     for s in sets:
         for name, z in (("teacher", z_sets[s]), ("tfidf_crossfit", fit.sets[s]),
                         ("ensemble", ens.mix(z_sets[s], fit.sets[s], w))):
-            report.setdefault(s, {})[name] = compute_metrics(y[s], 1 / (1 + np.exp(-z)))
+            report.setdefault(s, {})[name] = compute_metrics(y[s], ens.sigmoid(z))
     write_json(out_dir / ENSEMBLE_JSON, report)
     return ens.mix(z_t, fit.train, w).astype(np.float32), {
         "weight": w, "val_accuracy": report["val"]["ensemble"]["accuracy"],

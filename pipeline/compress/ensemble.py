@@ -78,5 +78,11 @@ def mix(z_teacher: np.ndarray, z_tfidf: np.ndarray, w: float) -> np.ndarray:
 
 
 def logit(p: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` in float64, ``p`` clipped to ``[1e-6, 1 - 1e-6]``."""
     q = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
     return np.log(q / (1 - q))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """P(positive) of a logit, in float64."""
+    return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
