@@ -135,7 +135,7 @@ class DistillConfig(_Section):
     alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha for the labels
     afd_weight: float = 1.0  # weight of attention-based feature distillation in the AFD stage
     afd_dim: int = 32  # query/key width of AFD's attention over layer pairs
-    augment: int = 2  # teacher-labelled crops per training review (0: the training split only)
+    augment: int = 1  # teacher-labelled crops per training review (0: the training split only)
     crop_min: float = 0.2  # a crop keeps a random run of this share ...
     crop_max: float = 0.7  # ... to this share of the review's words
     # the distillation targets: the BiGRU teacher alone, or mixed with a cross-fitted TF-IDF + LR
