@@ -2,7 +2,7 @@
 
     python -m pipeline.all --data PATH [--heldout DIR] [--out DIR] [--preset smoke|full]
                            [--set section.field=value ...] [--publish DIR] [--release DIR]
-                           [--firmware DIR]
+                           [--firmware DIR] [--until STAGE]
 
 Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF and fastText peers; the device
 student: student_tokenizer -> student [labels only] -> teacher_targets [teacher logits and feature
@@ -30,18 +30,39 @@ from pipeline.config import Config, override, preset, to_dict
 from pipeline.device import bench, convert, firmware, release
 from pipeline.nn import stage as nn_stage
 from pipeline.report import fasttext_peer, metrics, peers, report
+from pipeline.report.report import RUN_STAGES
 from pipeline.text import tokenizer
 
 log = logging.getLogger("pipeline")
 
 
+class _Until(Exception):
+    """Raised after the stage ``--until`` names: the run stops there."""
+
+
 def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
-        strategy=None) -> Path:
-    """Run every stage into ``out``; returns the report path.
+        strategy=None, until: str | None = None) -> Path | None:
+    """Run every stage into ``out``; returns the report path (None when stopped by ``until``).
 
     ``strategy``: the ``tf.distribute`` strategy of ``cfg.distribute`` (made in :func:`main`
     before any TensorFlow op) for the teacher and labels-only student training stages.
+    ``until``: stop once that stage is done (or found up to date).
     """
+    try:
+        return _run(cfg, data_path, out, heldout, strategy, until)
+    except _Until:
+        log.info("stopped after stage %s (--until)", until)
+        return None
+
+
+def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy,
+         until: str | None) -> Path:
+    def run_stage(name: str, inputs, fn):
+        result = stages.run_stage(out, name, inputs, fn)
+        if name == until:
+            raise _Until
+        return result
+
     out.mkdir(parents=True, exist_ok=True)
     stages.clean_stray(out)
     held = stages.files_fingerprint(heldout) if heldout else None
@@ -54,45 +75,45 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
         inputs = {"model": key, "data": k_data, "heldout": held}
         if reference:
             inputs["reference"] = reference[1]
-        stages.run_stage(out, name, inputs, lambda o, w: metrics.evaluate_model_dir(
+        run_stage(name, inputs, lambda o, w: metrics.evaluate_model_dir(
             model_dir, data_dir, o, heldout, runtime, reference[0] if reference else None))
 
-    data_dir, k_data = stages.run_stage(
-        out, "data", {"cfg": cfg.data, "files": stages.files_fingerprint(data_path)},
+    data_dir, k_data = run_stage(
+        "data", {"cfg": cfg.data, "files": stages.files_fingerprint(data_path)},
         lambda o, w: data.build_dataset(data_path, o, cfg.data),
     )
-    tok_dir, k_tok = stages.run_stage(
-        out, "tokenizer", {"cfg": cfg.tokenizer, "data": k_data},
+    tok_dir, k_tok = run_stage(
+        "tokenizer", {"cfg": cfg.tokenizer, "data": k_data},
         lambda o, w: tokenizer.build_tokenizer(data_dir, o, cfg.tokenizer),
     )
-    teacher_dir, k_teacher = stages.run_stage(
-        out, "teacher",
+    teacher_dir, k_teacher = run_stage(
+        "teacher",
         {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data, **dist},
         lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
-    tfidf_dir, k_tfidf = stages.run_stage(
-        out, "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
+    tfidf_dir, k_tfidf = run_stage(
+        "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
         lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
     )
-    stages.run_stage(
-        out, "peer_fasttext", {"cfg": cfg.fasttext, "data": k_data, "heldout": held},
+    run_stage(
+        "peer_fasttext", {"cfg": cfg.fasttext, "data": k_data, "heldout": held},
         lambda o, w: fasttext_peer.run_fasttext_peer(data_dir, o, cfg.fasttext, heldout),
     )
-    stok_dir, k_stok = stages.run_stage(
-        out, "student_tokenizer", {"cfg": cfg.student_tokenizer, "data": k_data},
+    stok_dir, k_stok = run_stage(
+        "student_tokenizer", {"cfg": cfg.student_tokenizer, "data": k_data},
         lambda o, w: tokenizer.build_tokenizer(data_dir, o, cfg.student_tokenizer),
     )
-    student_dir, k_student = stages.run_stage(
-        out, "student",
+    student_dir, k_student = run_stage(
+        "student",
         {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data, **dist},
         lambda o, w: nn_stage.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train,
                                          strategy),
     )
     evaluation("student_eval", student_dir, k_student)
     d = cfg.distill
-    targets_dir, k_targets = stages.run_stage(
-        out, "teacher_targets",
+    targets_dir, k_targets = run_stage(
+        "teacher_targets",
         {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
          "teacher": k_teacher, "tok": k_stok, "data": k_data,
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
@@ -100,15 +121,20 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
         lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
                                              cfg.student_train.seed, peers.chosen(tfidf_dir, cfg.peer)),
     )
-    distilled = {}
+    # KD, then KD + AFD continuing the KD run for its last d.afd_epochs epochs (shared start)
+    distilled: dict[str, tuple[Path, str]] = {}
     for name, afd in (("student_kd", False), ("student_afd", True)):
-        dcfg = d if afd else {"temperature": d.temperature, "alpha": d.alpha}
-        distilled[name] = stages.run_stage(
-            out, name,
+        dcfg = d if afd else {"temperature": d.temperature, "alpha": d.alpha,
+                              "afd_epochs": d.afd_epochs}
+        branch = distilled["student_kd"] if afd and d.afd_epochs else None
+        distilled[name] = run_stage(
+            name,
             {"model": cfg.student, "train": cfg.student_train, "distill": dcfg, "tok": k_stok,
-             "data": k_data, "targets": k_targets},
-            lambda o, w, afd=afd: distill.distill_student(
-                data_dir, targets_dir, stok_dir, o, w, cfg.student, cfg.student_train, d, afd),
+             "data": k_data, "targets": k_targets, "rewind": cfg.prune.rewind_epoch,
+             **({"branch": branch[1]} if branch else {})},
+            lambda o, w, afd=afd, branch=branch: distill.distill_student(
+                data_dir, targets_dir, stok_dir, o, w, cfg.student, cfg.student_train, d, afd,
+                cfg.prune.rewind_epoch, branch[0] if branch else None),
         )
         evaluation(f"{name}_eval", *distilled[name])
     # The distilled student that goes on: the better one on the validation split.
@@ -123,8 +149,8 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
         feats = distill.TeacherFeatures.load(targets_dir / distill.TARGET_FEATURES) if afd else None
         return distill.kd_step(z_t, d if afd else replace(d, afd_weight=0.0), feats)
 
-    pruned_dir, k_pruned = stages.run_stage(
-        out, "student_pruned",
+    pruned_dir, k_pruned = run_stage(
+        "student_pruned",
         {"student": k_kd, "prune": cfg.prune, "train": cfg.student_train, "distill": d,
          "targets": k_targets},
         lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.student_train,
@@ -140,8 +166,8 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
         log.info("the dense distilled student beats the pruned one on validation: QAT starts there")
     compare = (functools.partial(convert.compare_precisions, max_reviews=cfg.quant.compare_reviews)
                if cfg.quant.compare_reviews > 0 else None)
-    qat_dir, k_qat = stages.run_stage(
-        out, "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
+    qat_dir, k_qat = run_stage(
+        "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
                      "tokens": cfg.release_tokens, "quant": cfg.quant, "n": cfg.calibration_reviews,
                      "conversion": convert.CONVERSION_VERSION},
         lambda o, w: qat.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
@@ -149,17 +175,17 @@ def run(cfg: Config, data_path: Path, out: Path, heldout: Path | None = None,
                                      cfg.calibration_reviews),
     )
     evaluation("qat_eval", qat_dir, k_qat)
-    int8_dir, k_int8 = stages.run_stage(
-        out, "int8",
+    int8_dir, k_int8 = run_stage(
+        "int8",
         {"student": k_qat, "data": k_data, "n": cfg.calibration_reviews,
          "conversion": convert.CONVERSION_VERSION, "embedding_bits": cfg.quant.embedding_bits},
         lambda o, w: convert.quantize_student(qat_dir, data_dir, o, cfg.calibration_reviews,
                                               cfg.quant.embedding_bits),
     )
     evaluation("int8_eval", int8_dir, k_int8, "tflm", reference=(qat_dir, k_qat))
-    stages.run_stage(out, "bench", {"int8": k_int8, "bench": bench.BENCH_VERSION},
+    run_stage("bench", {"int8": k_int8, "bench": bench.BENCH_VERSION},
                      lambda o, w: bench.bench_stage(int8_dir, o))
-    stages.run_stage(out, "firmware_export", {"int8": k_int8},
+    run_stage("firmware_export", {"int8": k_int8},
                      lambda o, w: firmware.export_firmware(int8_dir, o))
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
     report_path = report.write_report(out, command=" ".join(["python -m pipeline.all", *sys.argv[1:]]))
@@ -189,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--firmware", type=Path, metavar="DIR",
                     help="also write the release model's generated sources into the PlatformIO "
                          "project DIR (firmware)")
+    ap.add_argument("--until", choices=RUN_STAGES, metavar="STAGE",
+                    help="stop once this stage is done, e.g. teacher (no report); stages: "
+                         + ", ".join(RUN_STAGES))
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     args = ap.parse_args(argv)
     setup_logging(args.quiet)
@@ -209,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(e))
     try:
         out = args.out or Path("runs") / cfg.preset
-        run(cfg, args.data, out, args.heldout, strategy)
+        if run(cfg, args.data, out, args.heldout, strategy, args.until) is None:
+            return 0
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

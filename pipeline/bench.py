@@ -4,13 +4,17 @@
                              [--before EARLIER.json]
     python -m pipeline.bench MODEL_DIR --arena [--target riscv32|native]
     python -m pipeline.bench MODEL_DIR --build [--target native|riscv32]
+    python -m pipeline.bench MODEL_DIR --agreement --data RUN/data [--heldout DIR] [--out FILE.json]
 
 The default prints (and with ``--out`` writes) instructions per token for the tokenizer, the step
 loop and the head, per 128-token review and per function / TFLM operator of the step loop, the
 32-bit arena minimum of each model (bisection) and the code size split into TFLM + esp-nn, firmware
 code, model arrays and tokenizer tables. ``--arena`` only bisects the arenas, ``--build`` only
-builds (the executables land in ``build/firmware/``). Needs cmake, a C/C++ compiler, ``ziglang``
-(the test extra) and ``qemu-user`` (apt); see :mod:`pipeline.device.native`.
+builds (the executables land in ``build/firmware/``). ``--agreement`` runs every review of the test
+split (``--data``: a run's ``data`` folder) and the ``--heldout`` sets through the native and the
+riscv32 firmware and ``--runtime tflm`` and counts the answers that differ (exit status 1 if
+any). Needs cmake, a C/C++ compiler, ``ziglang`` (the test extra) and ``qemu-user`` (apt);
+see :mod:`pipeline.device.native`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--arena", action="store_true", help="only bisect the arena minimums")
     mode.add_argument("--build", action="store_true", help="only build the firmware")
+    mode.add_argument("--agreement", action="store_true",
+                      help="compare the native and riscv32 firmware with --runtime tflm on every "
+                           "review of --data's test split and the --heldout sets")
+    ap.add_argument("--data", type=Path, help="for --agreement: a run's data folder (test.jsonl)")
+    ap.add_argument("--heldout", type=Path, help="for --agreement: the held-out sets' folder")
     ap.add_argument("--target", choices=TARGETS, default="riscv32",
                     help="for --arena / --build (the benchmark itself runs on riscv32)")
     ap.add_argument("--kernels", choices=KERNELS, nargs="+", default=list(KERNELS),
@@ -52,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.build:
             b = build(args.model_dir, args.target, verbose=True, **kw)
             res = {"dir": str(b.dir), "exe": {k: str(v) for k, v in b.exe.items()}}
+        elif args.agreement:
+            from pipeline.device.bench import agreement
+            from pipeline.report.metrics import eval_sets
+
+            if args.data is None or not (args.data / "test.jsonl").is_file():
+                ap.error("--agreement needs --data, a run's data folder holding test.jsonl")
+            sets = {k: v for k, v in eval_sets(args.data, args.heldout).items() if k != "val"}
+            res = agreement(args.model_dir, sets)
         elif args.arena:
             res = arena_minimum(args.model_dir, args.target, args.kernels, **kw)
         else:
@@ -77,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                          next(iter(res["kernels"])))]
             args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(text)
-    return 0
+    return 1 if res.get("identical") is False else 0
 
 
 if __name__ == "__main__":

@@ -135,6 +135,8 @@ class DistillConfig(_Section):
     alpha: float = 0.7  # weight of the soft (teacher) term; 1 - alpha for the labels
     afd_weight: float = 1.0  # weight of attention-based feature distillation in the AFD stage
     afd_dim: int = 32  # query/key width of AFD's attention over layer pairs
+    # the AFD student continues the KD one for its last afd_epochs epochs (0: trained from scratch)
+    afd_epochs: int = 1
     augment: int = 1  # teacher-labelled crops per training review (0: the training split only)
     crop_min: float = 0.2  # a crop keeps a random run of this share ...
     crop_max: float = 0.7  # ... to this share of the review's words
@@ -154,7 +156,7 @@ class PruneConfig(_Section):
     """
 
     mode: Literal["structured", "unstructured"] = "structured"
-    rounds: int = 2
+    rounds: int = 1  # one round of the full-size budget (each round costs retrain_epochs epochs)
     rate: float = 0.3  # share of what is left (flash bytes, or weights) removed per round
     target_flash_saving: float = 0.5  # structured: share of the dense int8 model arrays' bytes saved
     target_sparsity: float = 0.64  # unstructured: share of the prunable weights set to zero
@@ -245,7 +247,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     qat_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_epochs=2, patience=1, learning_rate=2e-4))
+        max_epochs=1, patience=1, learning_rate=2e-4))
     quant: QuantConfig = field(default_factory=QuantConfig)
     # Tokens per review from QAT on (the release): the students train on the first
     # student_tokenizer.seq_len tokens (faster), QAT fine-tunes and the device runs on this many.

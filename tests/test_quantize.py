@@ -243,8 +243,19 @@ def test_pruned_rows_are_dropped_and_the_loop_still_agrees(trained) -> None:
     from pipeline.nn.train import predict_proba
 
     ids = trained["eval_ids"][:150]
-    p_int8 = TflmModel(converted).predict(ids)
+    model = TflmModel(converted)
+    p_int8 = model.predict(ids, batch=32)  # batched through the id map as one at a time
+    np.testing.assert_array_equal(p_int8, [model.predict_one(r) for r in ids])
     assert np.mean((p_int8 >= 0.5) == (predict_proba(student, ids) >= 0.5)) >= 0.97
+
+
+def test_batched_spec_loop_equals_one_review_at_a_time(trained) -> None:
+    """``predict`` runs the SPEC over many reviews at once: exactly the per-review loop's answers."""
+    model = TflmModel(trained["converted"])
+    ids = [list(r) for r in trained["eval_ids"][:120]] + [[]]  # mixed lengths and an empty review
+    assert len({len(r) for r in ids}) > 10
+    np.testing.assert_array_equal(model.predict(ids, batch=16),
+                                  np.array([model.predict_one(r) for r in ids], np.float32))
 
 
 def test_qat_fake_quantization_follows_the_spec(trained) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -227,16 +228,27 @@ def load_target_rows(targets_dir: Path) -> list[tuple[str, float]]:
         return [tuple(json.loads(line)) for line in f]
 
 
+REWIND_WEIGHTS, BRANCH = "rewind.weights.h5", "branch"
+
+
 def distill_student(
     data_dir: Path, targets_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
     model_cfg: StudentConfig, cfg: TrainConfig, dcfg: DistillConfig, afd: bool = False,
+    rewind_epoch: int = 1, branch_from: Path | None = None,
 ) -> dict:
-    """Stage: train the student on :func:`teacher_targets` with KD (``afd``: + feature distillation)."""
+    """Stage: train the student on :func:`teacher_targets` with KD (``afd``: + feature distillation).
+
+    The KD run keeps its weights after ``rewind_epoch`` (``rewind.weights.h5``, the Lottery ticket's
+    rewind point) and, when ``dcfg.afd_epochs`` > 0, its whole training state after epoch
+    ``cfg.max_epochs - dcfg.afd_epochs`` (``branch/``). The AFD student with ``branch_from`` (the KD
+    student's folder) resumes that state and trains the last ``afd_epochs`` epochs with the AFD loss
+    added: the two students share their first epochs, so AFD costs only the epochs it changes.
+    """
     from pipeline.nn.models import build_student
     from pipeline.nn.train import fit_and_save, labelled_ids, set_determinism
     from pipeline.text.tokenizer import Tokenizer
 
-    targets_dir = Path(targets_dir)
+    targets_dir, work_dir, out_dir = Path(targets_dir), Path(work_dir), Path(out_dir)
     rows = load_target_rows(targets_dir)
     z_t = np.load(targets_dir / TARGET_LOGITS)
     features = TeacherFeatures.load(targets_dir / TARGET_FEATURES) if afd else None
@@ -247,5 +259,36 @@ def distill_student(
     model = build_student(tok.vocab_size, model_cfg)
     kind = "student-kd-afd" if afd else "student-kd"
     step_cfg = dcfg if afd else replace(dcfg, afd_weight=0.0)
-    return fit_and_save(model, tok, splits, cfg, Path(work_dir), out_dir, kind,
-                        make_step=kd_step(z_t, step_cfg, features))
+    branch_epoch = cfg.max_epochs - dcfg.afd_epochs if dcfg.afd_epochs > 0 else 0
+    work_dir.mkdir(parents=True, exist_ok=True)
+    branched = None
+    if branch_from is not None and (Path(branch_from) / BRANCH / "state.json").exists():
+        branched = Path(branch_from)
+        if not (work_dir / "state.json").exists():  # a fresh start: continue the KD run's state
+            for f in (branched / BRANCH).iterdir():
+                shutil.copy2(f, work_dir / f.name)
+        log.info("%s: continuing the KD student after epoch %d with AFD", kind, branch_epoch)
+    elif branch_from is not None:
+        log.info("%s: the KD run has no branch point (it stopped before epoch %d): trained from "
+                 "scratch", kind, branch_epoch)
+
+    def on_epoch_end(epoch: int) -> None:
+        if epoch == rewind_epoch:
+            model.save_weights(str(work_dir / REWIND_WEIGHTS))
+        if epoch == branch_epoch and not afd:
+            kept = work_dir / BRANCH
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.mkdir()
+            for f in [*work_dir.glob(f"ckpt-{epoch}.*"), work_dir / "state.json",
+                      work_dir / "best.weights.h5"]:
+                shutil.copy2(f, kept / f.name)
+
+    summary = fit_and_save(model, tok, splits, cfg, work_dir, out_dir, kind,
+                           make_step=kd_step(z_t, step_cfg, features), on_epoch_end=on_epoch_end)
+    for rewind in (work_dir / REWIND_WEIGHTS, *([branched / REWIND_WEIGHTS] if branched else [])):
+        if rewind.exists():  # this run's own, else the shared trajectory's (epoch <= the branch)
+            shutil.copy2(rewind, out_dir / REWIND_WEIGHTS)
+            break
+    if (work_dir / BRANCH).exists():
+        shutil.copytree(work_dir / BRANCH, out_dir / BRANCH)
+    return {**summary, "branched_from_epoch": branch_epoch if branched else None}

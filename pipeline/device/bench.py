@@ -34,7 +34,7 @@ from pipeline.device.native import (
     qemu_binary,
 )
 
-BENCH_VERSION = 1  # bump when the figures are measured differently
+BENCH_VERSION = 2  # bump when the figures are measured differently
 BENCH_FILE = "bench.json"
 
 
@@ -223,7 +223,32 @@ def bench(model_dir: Path, kernels: Sequence[str] = ("esp_nn",), n_tokens: int =
         out["kernels"][k] = fig
     out["arena_min_32bit"] = arena_minimum(model_dir, **build_kw)
     out["code_size"] = code_size(b)
+    out["host_native"] = host_us_per_token(model_dir, **build_kw)
     return out
+
+
+def host_us_per_token(model_dir: Path, n_tokens: int = 100_000, repeats: int = 3,
+                      **build_kw: Any) -> dict:
+    """Wall-clock microseconds per token of the step loop in the native build (esp_nn kernels):
+    the best of ``repeats`` runs of ``bench run N`` minus the best of ``bench none`` (setup), / N."""
+    import platform
+    import time
+
+    b = build(model_dir, "native", **build_kw)
+    exe = [str(b.exe["esp_nn"]), "bench"]
+
+    def best(args: list[str]) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([*exe, *args], input=b"", capture_output=True, check=True)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    per_token = (best(["run", str(n_tokens)]) - best(["none"])) / n_tokens
+    return {"us_per_token": round(per_token * 1e6, 3), "tokens": n_tokens, "repeats": repeats,
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count()}
 
 
 def _probe(cmd: list[str], step: int, head: int) -> bool:
@@ -439,3 +464,39 @@ def bench_stage(release_dir: Path, out_dir: Path) -> dict:
     return {"step_loop_per_token": f["step_loop_per_token"], "head": f["head"],
             "tokenizer_per_token": f["tokenizer_per_token"],
             "arena_min_32bit": res["arena_min_32bit"]["esp_nn"]}
+
+
+def agreement(release_dir: Path, sets: dict[str, list[tuple[str, int]]],
+              targets: Sequence[str] = ("native", "riscv32")) -> dict:
+    """The firmware (``console_classify`` of each build ``target``, esp_nn kernels) against
+    ``--runtime tflm`` on every review of ``sets``: per set, the reviews whose P(positive) (the
+    int8 prob's float32 value) or label differ, with the first few differing indices.
+
+    The riscv32 build runs under plain ``qemu-riscv32`` (no instruction log): minutes per 10,000
+    reviews.
+    """
+    import numpy as np
+
+    from pipeline.device.native import predict as firmware_predict
+    from pipeline.progress import Progress
+    from pipeline.report.predictors import load_predictor
+
+    tflm = load_predictor(release_dir, "tflm")
+    out: dict[str, Any] = {"targets": list(targets), "sets": {}}
+    total = sum(len(v) for v in sets.values())
+    with Progress(total * (1 + len(targets)), "firmware vs tflm", "reviews") as progress:
+        for name, rows in sets.items():
+            texts = [t for t, _ in rows]
+            ref = np.asarray(tflm(texts), np.float32)
+            progress.update(len(texts))
+            row: dict[str, Any] = {"reviews": len(texts)}
+            for target in targets:
+                got = firmware_predict(release_dir, texts, target).p
+                progress.update(len(texts))
+                diff = np.flatnonzero(got != ref)
+                row[target] = {"p_differs": int(diff.size),
+                               "label_differs": int(np.sum((got >= 0.5) != (ref >= 0.5))),
+                               "first": diff[:5].tolist()}
+            out["sets"][name] = row
+    out["identical"] = all(r[t]["p_differs"] == 0 for r in out["sets"].values() for t in targets)
+    return out

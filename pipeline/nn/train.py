@@ -298,13 +298,15 @@ def labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
 
 
 def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_dir: Path,
-                 out_dir: Path, kind: str, make_step: StepFactory | None = None) -> dict:
+                 out_dir: Path, kind: str, make_step: StepFactory | None = None,
+                 on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train with :func:`fit`, then write a self-contained model directory."""
     from pipeline.nn.models import save_model
 
     log.info("%s: %d train / %d val reviews, %d parameters", kind, len(splits["train"][1]),
              len(splits["val"][1]), model.count_params())
-    state = fit(model, splits["train"], splits["val"], cfg, work_dir, make_step=make_step)
+    state = fit(model, splits["train"], splits["val"], cfg, work_dir, make_step=make_step,
+                on_epoch_end=on_epoch_end)
     out_dir = Path(out_dir)
     tok.save(out_dir)
     save_model(model, out_dir / "model.keras")

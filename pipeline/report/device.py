@@ -46,6 +46,10 @@ def bench_markdown(res: dict[str, Any], command: str | None = None) -> list[str]
                   "| operator | instructions / token |", "|---|---:|",
                   *[f"| {op} | {v:,.0f} |" for op, v in sorted(ops.items(), key=lambda x: -x[1])],
                   ""]
+    if host := res.get("host_native"):
+        lines += [f"Host: the native build's step loop takes {host['us_per_token']:.2f} µs per token "
+                  f"(esp_nn kernels, best of {host['repeats']} runs of {host['tokens']:,} tokens, "
+                  f"{host['machine']}, wall clock on a machine with {host['cpu_count']} cores).", ""]
     if arena := res.get("arena_min_32bit"):
         lines += ["32-bit arena minimum (bisection in 16-byte steps on the riscv32 build): " + "; ".join(
             f"{k}: step {a['step']:,} B + head {a['head']:,} B = {a['total']:,} B"
