@@ -105,8 +105,8 @@ def test_run_time_cores_unknown_for_old_runs_and_per_stage_when_mixed(run: Path)
 
 def test_run_stages_list_every_stage_all_py_runs_in_its_order() -> None:
     src = (ROOT / "pipeline" / "all.py").read_text()
-    body = src[src.index('data_dir, k_data = stages.run_stage('):]  # after the evaluation helper
-    found = re.findall(r'(?:run_stage\(\s*out,\s*|evaluation\()(f?"[a-z0-9_{}]+"|name\b)', body)
+    body = src[src.index('data_dir, k_data = run_stage('):]  # after the helpers
+    found = re.findall(r'(?:run_stage\(\s*|evaluation\()(f?"[a-z0-9_{}]+"|name\b)', body)
     loop = re.findall(r'\("(student_[a-z]+)", (?:True|False)\)', body)  # the KD / AFD loop
     assert loop == ["student_kd", "student_afd"]
     i = found.index("name")
