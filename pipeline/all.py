@@ -129,11 +129,11 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         branch = distilled["student_kd"] if afd and d.afd_epochs else None
         distilled[name] = run_stage(
             name,
-            {"model": cfg.student, "train": cfg.student_train, "distill": dcfg, "tok": k_stok,
+            {"model": cfg.student, "train": cfg.distill_train, "distill": dcfg, "tok": k_stok,
              "data": k_data, "targets": k_targets, "rewind": cfg.prune.rewind_epoch,
              **({"branch": branch[1]} if branch else {})},
             lambda o, w, afd=afd, branch=branch: distill.distill_student(
-                data_dir, targets_dir, stok_dir, o, w, cfg.student, cfg.student_train, d, afd,
+                data_dir, targets_dir, stok_dir, o, w, cfg.student, cfg.distill_train, d, afd,
                 cfg.prune.rewind_epoch, branch[0] if branch else None),
         )
         evaluation(f"{name}_eval", *distilled[name])
@@ -151,9 +151,9 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
 
     pruned_dir, k_pruned = run_stage(
         "student_pruned",
-        {"student": k_kd, "prune": cfg.prune, "train": cfg.student_train, "distill": d,
+        {"student": k_kd, "prune": cfg.prune, "train": cfg.distill_train, "distill": d,
          "targets": k_targets},
-        lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.student_train,
+        lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.distill_train,
                                          make_step=teacher_step(),
                                          train_rows=distill.load_target_rows(targets_dir)),
     )

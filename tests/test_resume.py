@@ -31,7 +31,7 @@ from pipeline.nn.train import CKPT_PAUSE_ENV, fit, set_determinism  # noqa: E402
 # dropout everywhere, EMA and token dropout: every kind of per-epoch state the loop carries
 TEACHER = replace(TINY, dropout=0.3, embed_dropout=0.2)
 CFG = TrainConfig(batch_size=32, max_epochs=2, patience=2, learning_rate=1e-2, seed=3, ema=0.5,
-                  token_dropout=0.1)
+                  token_dropout=0.1, lr_schedule="cosine")
 STUDENT = StudentConfig(embed_dim=8, units=8, dropout=0.3, embed_dropout=0.2)
 
 

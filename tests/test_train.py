@@ -89,3 +89,12 @@ def test_ppmi_embeddings_group_tokens_that_share_contexts() -> None:
         return float(emb[a] @ emb[b] / (np.linalg.norm(emb[a]) * np.linalg.norm(emb[b])))
 
     assert cos(2, 3) > cos(2, 4) + 0.5
+
+
+def test_cosine_factor_falls_from_one_to_zero_over_the_run() -> None:
+    from pipeline.nn.train import cosine_factor
+
+    f = [cosine_factor(e / 4, 3) for e in range(13)]
+    assert f[0] == 1.0 and abs(f[6] - 0.5) < 1e-12 and f[-1] == 0.0
+    assert all(a > b for a, b in zip(f[:-1], f[1:], strict=True))
+    assert cosine_factor(5.0, 3) == 0.0  # past the end: stays at zero

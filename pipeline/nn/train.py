@@ -111,6 +111,11 @@ def predict_proba(
     return out
 
 
+def cosine_factor(progress: float, epochs: int) -> float:
+    """LR factor after ``progress`` of ``epochs`` epochs: ``(1 + cos(pi * progress / epochs)) / 2``."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress / max(epochs, 1), 1.0)))
+
+
 def bce(y: np.ndarray, p: np.ndarray) -> float:
     """Mean binary cross-entropy of probabilities ``p`` against labels ``y`` (clipped at 1e-7)."""
     p = np.clip(p, 1e-7, 1 - 1e-7)
@@ -187,6 +192,9 @@ def fit(
         t0 = time.monotonic()
         with Progress(len(y_train), f"epoch {epoch}/{cfg.max_epochs}", "reviews") as progress:
             for i, idx in enumerate(batches):
+                if cfg.lr_schedule == "cosine":
+                    optimizer.learning_rate.assign(
+                        state["lr"] * cosine_factor(epoch - 1 + i / len(batches), cfg.max_epochs))
                 x = pad_batch([x_train[j] for j in idx])
                 if cfg.token_dropout:
                     x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
