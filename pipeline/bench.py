@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path,
                     help="also write the figures to this JSON file, and their markdown beside it (.md)")
     ap.add_argument("--before", type=Path,
-                    help="an earlier --out JSON: the markdown gets a before / after table")
+                    help="an earlier --out JSON: the markdown gets a before / after table (a copy "
+                         "is kept beside --out as before.json, for the run's report)")
     ap.add_argument("--tflm-dir", type=Path, help="esp-tflite-micro sources (default: vendored)")
     ap.add_argument("--esp-nn-dir", type=Path, help="esp-nn sources (default: vendored)")
     args = ap.parse_args(argv)
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except (NativeBuildError, RuntimeError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    command = " ".join(["python -m pipeline.bench", *(argv if argv is not None else sys.argv[1:])])
+    res["command"] = command
     text = json.dumps(res, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -84,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         if "kernels" in res:
             from pipeline.report.device import bench_markdown
 
-            command = " ".join(["python -m pipeline.bench", *(argv if argv is not None else sys.argv[1:])])
             md = bench_markdown(res, command)
             if args.before:
                 from pipeline.report.device import compare_markdown
 
+                before = json.loads(args.before.read_text())
                 md += [f"### Before / after (before: `{args.before}`)", "",
-                       *compare_markdown(json.loads(args.before.read_text()), res,
-                                         next(iter(res["kernels"])))]
+                       *compare_markdown(before, res, next(iter(res["kernels"])))]
+                # kept beside the figures: the run's report shows the same before / after table
+                before["label"] = f"`{args.before}`"
+                args.out.with_name("before.json").write_text(json.dumps(before, indent=1) + "\n")
             args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(text)
     return 1 if res.get("identical") is False else 0

@@ -162,3 +162,30 @@ def test_publish_keeps_every_stage_json_for_the_run_time_table(run: Path, tmp_pa
     names = {p.relative_to(tmp_path / "pub").as_posix() for p in publish_report(run, tmp_path / "pub")}
     assert {"data/stage.json", "teacher/stage.json", "report.md", "roc.png"} <= names
     assert "data/train.jsonl" not in names
+
+
+def _bench(step: float, ops: dict[str, float]) -> dict:
+    fig = {"tokenizer_per_token": 2500.0, "step_loop_per_token": step, "head": 2400,
+           "review_128_tokens_model": int(128 * step + 2400),
+           "review_128_tokens_with_tokenizer": int(128 * (step + 2500) + 2400),
+           "run_per_token_by_operator": ops}
+    return {"n_tokens": 128, "kernels": {"esp_nn": fig}}
+
+
+def test_device_section_shows_before_after_and_the_firmware_agreement(run: Path) -> None:
+    (run / "bench").mkdir()
+    (run / "bench" / "bench.json").write_text(json.dumps(
+        {**_bench(47000.0, {"TINYSENT_BIGRU (fused GRU step)": 45000.0}), "command": "bench-cmd"}))
+    (run / "bench" / "before.json").write_text(json.dumps(
+        {**_bench(222000.0, {"FULLY_CONNECTED": 135000.0, "ADD": 29000.0}), "label": "`old.json`"}))
+    sets = {"test": {"reviews": 10, "native": {"p_differs": 0, "label_differs": 0, "first": []},
+                     "riscv32": {"p_differs": 2, "label_differs": 1, "first": [3, 7]}}}
+    (run / "bench" / "agreement.json").write_text(json.dumps(
+        {"targets": ["native", "riscv32"], "sets": sets, "identical": False, "command": "agree-cmd"}))
+    report = write_report(run, "x").read_text()
+    assert "Measured by `bench-cmd`" in report
+    rows = _table(report.splitlines(), after="### Before / after (before: `old.json`)")
+    assert rows[1][:4] == ["step loop / token", "222,000", "47,000", "4.72x"]
+    agree = _table(report.splitlines(), after="### The firmware against `--runtime tflm`, every review")
+    assert agree[1] == ["test", "10", "0", "0", "2", "1"]
+    assert "Measured by `agree-cmd`" in report and "**Not identical**" in report

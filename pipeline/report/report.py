@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from pipeline.report.device import bench_markdown
+from pipeline.report.device import bench_markdown, compare_markdown
 from pipeline.report.metrics import MISSING, fmt_cell, metrics_table
 from pipeline.report.plots import plot_roc_points
 
@@ -238,6 +238,24 @@ def _heldout_tables(models: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+def _agreement_table(agree: dict) -> list[str]:
+    """``pipeline.bench --agreement``: the firmware builds against ``--runtime tflm``, per set."""
+    targets = agree.get("targets", [])
+    lines = ["### The firmware against `--runtime tflm`, every review", "",
+             (f"Measured by `{agree['command']}`. " if agree.get("command") else "")
+             + "Each review goes through the firmware's own C tokenizer, step loop and TFLM "
+             "(`console_classify`, batch mode of the host twin) and through `--runtime tflm`; a "
+             "review counts as different when the float32 P(positive) differs at all.", "",
+             "| set | reviews | " + " | ".join(f"{t}: P differs | {t}: label differs"
+                                               for t in targets) + " |",
+             "|---|---:|" + "---:|---:|" * len(targets)]
+    for name, row in agree.get("sets", {}).items():
+        lines.append(f"| {name} | {row['reviews']:,} | " + " | ".join(
+            f"{row[t]['p_differs']:,} | {row[t]['label_differs']:,}" for t in targets) + " |")
+    lines += ["", "All identical." if agree.get("identical") else "**Not identical** (see above).", ""]
+    return lines
+
+
 RUN_STAGES = (  # every stage of pipeline/all.py, in the order it runs them
     "data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf", "peer_fasttext",
     "student_tokenizer", "student", "student_eval", "teacher_targets", "student_kd",
@@ -386,16 +404,25 @@ def write_report(run_dir: Path, command: str) -> Path:
                   f"{100 * int8['test'].get('agreement', float('nan')):.2f}% on the test split "
                   f"(largest probability difference "
                   f"{int8['test'].get('max_abs_prob_diff', float('nan')):.3f}).", "",
-                  "The int8 rows run the exact `.tflite` bytes in the TensorFlow Lite Micro "
-                  "interpreter, token by token (`pipeline/device/loop.py`; the step model's sigmoid "
-                  "and tanh are 256-entry int8 lookup tables, `pipeline/device/lut.py`). Host ms: best "
+                  "The int8 rows run the release token by token (`pipeline/device/loop.py`): a "
+                  "step model that is one fused custom operator (`TINYSENT_BIGRU`: both GRU "
+                  "directions, 4-bit embedding rows; run here by its NumPy specification, "
+                  "`pipeline/device/gru.py`, on the device by `firmware/src/gru_step.c`) and the "
+                  "head's `.tflite` bytes in the TensorFlow Lite Micro interpreter; a release of "
+                  "builtin operators runs both in TFLM. Host ms: best "
                   "of 20 runs of one 128-token review. Arenas here: the minimum each "
                   "interpreter needs, found by bisection on this 64-bit host, added up (both live "
                   "on the device); the firmware sizes its arena from the 32-bit minimum (next "
                   "section). Flash totals are the generated firmware arrays "
                   "(`firmware_export` stage, `pipeline/device/firmware.py`).", ""]
     if bench := load("bench/bench.json"):
-        lines += bench_markdown(bench, f"python -m pipeline.bench {run_dir / 'int8'} --kernels esp_nn")
+        lines += bench_markdown(bench, bench.get("command")
+                                or f"python -m pipeline.bench {run_dir / 'int8'} --kernels esp_nn")
+        if before := load("bench/before.json"):
+            lines += [f"### Before / after (before: {before.get('label', 'bench/before.json')})", "",
+                      *compare_markdown(before, bench, "esp_nn")]
+    if agree := load("bench/agreement.json"):
+        lines += _agreement_table(agree)
     lines += _heldout_tables([(n, m) for n, m, _ in models])
     if peer:
         a, b = peer["stopwords_kept"]["test"], peer["stopwords_removed"]["test"]
