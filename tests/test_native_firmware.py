@@ -281,6 +281,27 @@ def test_riscv32_answers_equal_native(native_release: N.Build, riscv32_release: 
     assert "arch riscv32" in info.stdout
 
 
+def test_bench_agreement_mode_compares_both_builds_with_tflm(native_release: N.Build,
+                                                             riscv32_release: N.Build,
+                                                             parity_reviews: list[str],
+                                                             tmp_path: Path) -> None:
+    """``pipeline.bench --agreement``: every review through both builds and ``--runtime tflm``."""
+    from pipeline.bench import main as bench_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [(t, 1) for t in parity_reviews[:40]] + [("", 0), ("works great, love it", 1)]
+    (data / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
+                                             for t, y in rows), encoding="utf-8")
+    out = tmp_path / "agreement.json"
+    assert bench_main([str(RELEASE), "--agreement", "--data", str(data), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["identical"] is True and res["targets"] == ["native", "riscv32"]
+    assert res["sets"]["test"]["reviews"] == len(rows)
+    assert res["sets"]["test"]["riscv32"] == {"p_differs": 0, "label_differs": 0, "first": []}
+    assert res["command"].startswith("python -m pipeline.bench") and "--agreement" in res["command"]
+
+
 # ---------------------------------------------------------------- build hygiene (item 6)
 
 
