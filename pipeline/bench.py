@@ -63,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             b = build(args.model_dir, args.target, verbose=True, **kw)
             res = {"dir": str(b.dir), "exe": {k: str(v) for k, v in b.exe.items()}}
         elif args.agreement:
+            from pipeline.data import read_jsonl
             from pipeline.device.bench import agreement
-            from pipeline.report.metrics import eval_sets
+            from pipeline.report.metrics import load_heldout
 
             if args.data is None or not (args.data / "test.jsonl").is_file():
                 ap.error("--agreement needs --data, a run's data folder holding test.jsonl")
-            sets = {k: v for k, v in eval_sets(args.data, args.heldout).items() if k != "val"}
+            sets = {"test": read_jsonl(args.data / "test.jsonl"),
+                    **{f"heldout/{k}": v for k, v in load_heldout(args.heldout).items()}}
             res = agreement(args.model_dir, sets)
         elif args.arena:
             res = arena_minimum(args.model_dir, args.target, args.kernels, **kw)
