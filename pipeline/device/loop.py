@@ -98,9 +98,16 @@ def step_loop_int8(step_fn: StepFn, head_fn: HeadFn, ids: Sequence[int], meta: d
     for t in range(T):
         hf, hb = step_fn(tokens[t], hf, hb)
         states[t, 0], states[t, 1] = hf[0], hb[0]
-    sums = states.sum(axis=0, dtype=np.int32).reshape(1, 2 * units)
+    return head_probability(states.sum(axis=0, dtype=np.int32), T, head_fn, meta)
+
+
+def head_probability(sums: np.ndarray, n: int, head_fn: HeadFn, meta: dict) -> float:
+    """The loop's end: the state sums ``[2, U]`` over ``n`` steps -> int8 pooled -> head ->
+    P(positive) (``prob_scale * (head(pooled) - prob_zero_point)``)."""
+    q, units = meta["quant"], meta["units"]
     zps = np.repeat([q["h_fwd"]["zero_point"], q["h_bwd"]["zero_point"]], units)
     mult = np.repeat(np.float32([q["m_fwd"], q["m_bwd"]]), units)
-    pooled = requantize_pooled(sums, T, zps, mult, q["pooled"]["zero_point"])
+    pooled = requantize_pooled(np.asarray(sums).reshape(1, 2 * units), n, zps, mult,
+                               q["pooled"]["zero_point"])
     out = int(np.asarray(head_fn(pooled)).reshape(-1)[0])
     return q["prob"]["scale"] * (out - q["prob"]["zero_point"])

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.device import gru
-from pipeline.device.loop import requantize_pooled, step_loop_int8
+from pipeline.device.loop import head_probability, step_loop_int8
 from pipeline.device.release import HEAD_INPUTS, HEAD_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS, load_release
 
 
@@ -144,15 +144,8 @@ class TflmModel:
             k0 = int(np.searchsorted(lens, t, side="right"))  # rows still running: k0 ...
             h[k0:] = gru.step(p, tokens[k0:, :, t], h[k0:])
             sums[k0:] += h[k0:]
-        zps = np.repeat([q["h_fwd"]["zero_point"], q["h_bwd"]["zero_point"]], units)
-        mult = np.repeat(np.float32([q["m_fwd"], q["m_bwd"]]), units)
-        out = np.empty(len(rows), np.float32)
-        for k in range(len(rows)):
-            pooled = requantize_pooled(sums[k].reshape(1, 2 * units), int(lens[k]), zps, mult,
-                                       q["pooled"]["zero_point"])
-            prob = int(np.asarray(self.head_fn(pooled)).reshape(-1)[0])
-            out[k] = q["prob"]["scale"] * (prob - q["prob"]["zero_point"])
-        return out
+        return np.array([head_probability(sums[k], int(lens[k]), self.head_fn, meta)
+                         for k in range(len(rows))], np.float32)
 
 
 def ms_per_review(model: TflmModel, n_tokens: int = 128, repeats: int = 20) -> float:
