@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     args = ap.parse_args(argv)
     setup_logging(args.quiet)
+    if args.until and (args.publish or args.release or args.firmware):
+        ap.error("--until stops before the report and the release: drop --publish, --release and "
+                 "--firmware, or --until")
     try:
         cfg = override(preset(args.preset), args.set)
     except ValueError as e:

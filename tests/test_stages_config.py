@@ -129,3 +129,13 @@ def test_choices_live_in_the_dataclasses() -> None:
         TokenizerConfig(truncate="tial")
     assert override(preset("full"), ["student_tokenizer.truncate=tail"]).student_tokenizer.truncate \
         == "tail"
+
+
+def test_until_refuses_the_outputs_it_would_skip(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pipeline import all as pipeline_all
+
+    with pytest.raises(SystemExit) as e:
+        pipeline_all.main(["--data", str(tmp_path), "--until", "teacher", "--publish", str(tmp_path / "p")])
+    assert e.value.code == 2
+    assert "--until stops before the report" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

@@ -31,15 +31,18 @@ def _task(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
     return xs, np.array(ys, np.float32)
 
 
-def _train(work: Path, cfg: TrainConfig = CFG, stop_after: int | None = None) -> np.ndarray:
+def _train(work: Path, cfg: TrainConfig = CFG, stop_after: int | None = None,
+           seen: list[int] | None = None) -> np.ndarray:
     set_determinism(cfg.seed)
     model = build_teacher(30, TINY)
 
-    def stop(epoch: int) -> None:
+    def hook(epoch: int) -> None:
+        if seen is not None:
+            seen.append(epoch)
         if stop_after is not None and epoch >= stop_after:
             raise KeyboardInterrupt
 
-    fit(model, _task(500, 0), _task(200, 1), cfg, work, on_epoch_end=stop)
+    fit(model, _task(500, 0), _task(200, 1), cfg, work, on_epoch_end=hook)
     return predict_proba(model, _task(200, 2)[0])
 
 
@@ -68,11 +71,23 @@ def test_fit_with_ema(tmp_path: Path) -> None:
 
 def test_interrupted_fit_resumes_from_last_epoch(tmp_path: Path, caplog) -> None:
     with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path / "w", stop_after=1)
+        _train(tmp_path / "w", replace(CFG, max_epochs=3), stop_after=2)
     caplog.set_level("INFO")
-    _train(tmp_path / "w")
+    _train(tmp_path / "w", replace(CFG, max_epochs=3))
     assert "resuming training after epoch 1" in caplog.text
     assert "epoch 1/" not in caplog.text.split("resuming")[1]  # epoch 1 was not trained again
+
+
+def test_a_run_killed_in_the_epoch_hook_redoes_that_epoch(tmp_path: Path) -> None:
+    """What ``on_epoch_end`` saves (rewind weights, the AFD branch) belongs to the epoch: a kill
+    inside it leaves the epoch undone, so the resumed run trains it again and calls the hook again."""
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "w", stop_after=1)
+    assert not (tmp_path / "w" / "state.json").exists()
+    seen: list[int] = []
+    resumed = _train(tmp_path / "w", seen=seen)
+    assert seen == [1, 2]
+    np.testing.assert_array_equal(resumed, _train(tmp_path / "ref"))
 
 
 def test_ppmi_embeddings_group_tokens_that_share_contexts() -> None:

@@ -279,9 +279,9 @@ def distill_student(
             kept = work_dir / BRANCH
             shutil.rmtree(kept, ignore_errors=True)
             kept.mkdir()
-            for f in [*work_dir.glob(f"ckpt-{epoch}.*"), work_dir / "state.json",
-                      work_dir / "best.weights.h5"]:
+            for f in [*work_dir.glob(f"ckpt-{epoch}.*"), work_dir / "best.weights.h5"]:
                 shutil.copy2(f, kept / f.name)
+            shutil.copy2(work_dir / "state.json.tmp", kept / "state.json")  # fit's state of this epoch
 
     summary = fit_and_save(model, tok, splits, cfg, work_dir, out_dir, kind,
                            make_step=kd_step(z_t, step_cfg, features), on_epoch_end=on_epoch_end)

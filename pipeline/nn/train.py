@@ -137,8 +137,10 @@ def fit(
     is Keras' ``train_on_batch`` with binary cross-entropy.
 
     ``work_dir`` holds ``ckpt-N`` (model + optimizer after the last finished epoch), ``best.weights.h5``
-    and ``state.json``. With ``cfg.ema`` the averaged weights are the ones validated and kept. On
-    return the model holds the best epoch's weights; the history is returned.
+    and ``state.json``. ``on_epoch_end(epoch)`` runs after ``ckpt-epoch`` and ``state.json.tmp`` are
+    written and before ``state.json`` is replaced, so what it saves is redone if the run dies there.
+    With ``cfg.ema`` the averaged weights are the ones validated and kept. On return the model holds
+    the best epoch's weights; the history is returned.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     x_train, y_train = train
@@ -226,14 +228,14 @@ def fit(
         _test_pause(work_dir, epoch)
         tmp_state = work_dir / "state.json.tmp"
         tmp_state.write_text(json.dumps(state, indent=2))
+        if on_epoch_end is not None:  # before the epoch counts as done: a kill here redoes both
+            on_epoch_end(epoch)
         tmp_state.replace(state_path)
         for old in work_dir.glob(f"ckpt-{epoch - 1}.*"):
             old.unlink()
         log.info("epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %.0fs%s", epoch,
                  record["loss"], record["accuracy"], val_loss, val_acc, record["seconds"],
                  "  (best)" if state["best_epoch"] == epoch else "")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
     model.load_weights(str(best_path))
     log.info("training done: best epoch %d, val_loss %.4f", state["best_epoch"], state["best_loss"])
     return state
