@@ -87,6 +87,7 @@ def _random_steps(p: gru.GruParams, n: int, seed: int) -> tuple[np.ndarray, np.n
 @pytest.mark.parametrize(("E", "U", "ru", "flags"), [
     (32, 32, 2, ["-O2", "-fno-schedule-insns"]),
     (16, 24, 2, ["-Os"]),
+    (64, 40, 2, ["-O2"]),  # the longer unrolled dot products (K = 40 ... 64)
     (12, 7, 2, ["-O2"]),  # neither E nor U a multiple of 8, U odd: a padded unit
     (8, 6, 4, ["-O1", "-DGRU_RU=4", "-DGRU_DOT=0"]),
 ])

@@ -3,7 +3,7 @@
  *
  * Per block of GRU_RU units the 3*GRU_RU input-projection accumulators are formed first (weights
  * interleaved so one embedding value feeds 3*GRU_RU consecutive weight bytes), then the recurrent
- * ones and the gates. GRU_DOT=1 (default) unrolls the dot products fully for K in {8,16,24,32}.
+ * ones and the gates. GRU_DOT=1 (default) unrolls the dot products fully for K in {8,16,...,64}.
  * Build with GCC -O2 -fno-schedule-insns (firmware/src/CMakeLists.txt): the default -O2
  * scheduling hoists loads and spills on RV32 (about 1.5x the instructions).
  */
@@ -75,6 +75,10 @@ static inline int32_t lut_index(int32_t p, int sh)
 #if GRU_DOT == 1
 #define DOT(K)                                                                               \
     switch (K) {                                                                             \
+    case 64: REP8(56) /* fall through */                                                     \
+    case 56: REP8(48) /* fall through */                                                     \
+    case 48: REP8(40) /* fall through */                                                     \
+    case 40: REP8(32) /* fall through */                                                     \
     case 32: REP8(24) /* fall through */                                                     \
     case 24: REP8(16) /* fall through */                                                     \
     case 16: REP8(8) /* fall through */                                                      \
