@@ -539,3 +539,16 @@ def test_an_interrupted_round_resumes_where_it_stopped(stage: dict) -> None:
     assert "resuming training after epoch 1 (best epoch 1)" in stage["log"]
     hist = json.loads((stage["root"] / "work" / "lt" / "round-2" / "fit" / "state.json").read_text())
     assert [h["epoch"] for h in hist["history"]] == [1, 2]
+
+
+def test_retraining_continues_the_cosine_schedule_from_the_rewind_point():
+    from pipeline.compress.prune import retrain_config
+    from pipeline.nn.train import cosine_factor
+
+    cos = TrainConfig(max_epochs=8, learning_rate=2e-3, lr_schedule="cosine")
+    got = retrain_config(PruneConfig(rewind_epoch=7, retrain_epochs=1), cos)
+    assert got.max_epochs == 1
+    assert got.learning_rate == pytest.approx(2e-3 * cosine_factor(7, 8))
+    assert got.learning_rate < 1e-4  # the end-of-run rate, not the initial one
+    plateau = TrainConfig(max_epochs=8, learning_rate=2e-3)
+    assert retrain_config(PruneConfig(rewind_epoch=7, retrain_epochs=2), plateau).learning_rate == 2e-3

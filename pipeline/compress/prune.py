@@ -64,7 +64,7 @@ from pipeline.compress.structures import (
 )
 from pipeline.config import PruneConfig, TrainConfig
 from pipeline.nn.models import TokenEmbedding
-from pipeline.nn.train import StepFactory, TrainStep, fit, predict_proba
+from pipeline.nn.train import StepFactory, TrainStep, cosine_factor, fit, predict_proba
 from pipeline.progress import track
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,17 @@ def masked_step(masks: Masks, make_step: StepFactory | None = None,
         return run
 
     return factory
+
+
+def retrain_config(cfg: PruneConfig, train_cfg: TrainConfig) -> TrainConfig:
+    """The retraining of a round: ``cfg.retrain_epochs`` epochs that pick up the dense run's learning
+    rate where the rewind point left it: with a cosine schedule the start rate is the dense run's
+    rate after ``cfg.rewind_epoch`` of its ``max_epochs`` epochs (rewinding to epoch 7 of 8 retrains
+    at the end-of-run rate, not at the initial one)."""
+    lr = train_cfg.learning_rate
+    if train_cfg.lr_schedule == "cosine":
+        lr *= cosine_factor(cfg.rewind_epoch, train_cfg.max_epochs)
+    return replace(train_cfg, max_epochs=cfg.retrain_epochs, learning_rate=lr)
 
 
 def sparsity_schedule(cfg: PruneConfig, target: float | None = None) -> list[float]:
@@ -394,7 +405,7 @@ def lottery_ticket(
     rewind_weights = [np.asarray(w) for w in rewind_weights]
     schedule = sparsity_schedule(cfg)
     variables = masked_variables if cfg.mode == "structured" else prunable_weights
-    retrain_cfg = replace(train_cfg, max_epochs=cfg.retrain_epochs)
+    retrain_cfg = retrain_config(cfg, train_cfg)
     state_path = work_dir / "lottery.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"rounds": []}
     masks: Masks | None = None
