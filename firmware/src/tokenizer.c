@@ -14,8 +14,18 @@
 #define SPLIT_AT_SPACE (T->split_at_space)
 #endif
 
-/* "▁" (U+2581), SentencePiece's escaped space */
+/* "▁" (U+2581), SentencePiece's escaped space, in UTF-8 (the API) and as BPE sees it: the tables
+ * and the BPE buffers write it as the one byte SP (tokenizer_tables.h), which normalized text
+ * never holds (its spaces are what becomes "▁"). */
 static const char kSpace[3] = {'\xE2', '\x96', '\x81'};
+#define SP ' '
+static const char kSP[1] = {SP};
+
+/* true if s[0:n) starts with "▁" in UTF-8 */
+static bool is_space3(const char *s, size_t n)
+{
+    return n >= 3 && s[0] == kSpace[0] && s[1] == kSpace[1] && s[2] == kSpace[2];
+}
 
 /* ------------------------------------------------------------------ UTF-8 decoding */
 
@@ -211,12 +221,51 @@ static uint16_t lookup(const char *p, size_t n)
     return TOK_NONE;
 }
 
+/* lookup() of the UTF-8 piece p[0:n), "▁" written as in the vocabulary (U+2581); a raw SP byte
+ * is in no piece. */
+static uint16_t lookup_utf8(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u, k, end;
+    size_t i, m = 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == (unsigned char)SP) return TOK_NONE;
+        if (is_space3(p + i, n - i)) {
+            c = (unsigned char)SP;
+            i += 2;
+        }
+        h ^= c;
+        h *= 16777619u;
+        m++;
+    }
+    if (m == 0 || m > T->max_piece_bytes) return TOK_NONE;
+    h &= T->n_buckets - 1;
+    end = T->bucket[h + 1];
+    for (k = T->bucket[h]; k < end && T->piece_len[k] <= m; k++) {
+        if (T->piece_len[k] == m) {
+            const char *q = T->pool + T->piece_off[k];
+            size_t j;
+            for (i = 0, j = 0; j < m; j++) {
+                if (is_space3(p + i, n - i)) {
+                    if (q[j] != SP) break;
+                    i += 3;
+                } else {
+                    if (q[j] != p[i]) break;
+                    i++;
+                }
+            }
+            if (j == m) return T->piece_id[k];
+        }
+    }
+    return TOK_NONE;
+}
+
 #ifdef TOK_TEST_HOOKS
-/* Test hook (host builds only): the piece look-up of BPE. */
+/* Test hook (host builds only): the piece look-up, on UTF-8 pieces. */
 uint16_t tok_lookup_piece(const char *p, size_t n);
 uint16_t tok_lookup_piece(const char *p, size_t n)
 {
-    return lookup(p, n);
+    return lookup_utf8(p, n);
 }
 #endif
 
@@ -304,10 +353,7 @@ static void bpe_range(const bpe_t *w, size_t a, size_t b, emitter_t *e)
     while (a < b) {
         size_t c = b;
         if (SPLIT_AT_SPACE) { /* next "▁" after a: merges never cross it */
-            for (c = a + 1; c + 3 <= b; c++) {
-                if (memcmp(w->buf + c, kSpace, 3) == 0) break;
-            }
-            if (c + 3 > b) c = b;
+            for (c = a + 1; c < b && w->buf[c] != SP; c++) continue;
         }
         bpe_segment(w, a, c, e);
         a = c;
@@ -340,7 +386,7 @@ static size_t encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids,
 {
     emitter_t e;
     bpe_t bw;
-    size_t used = 0, n = 0, total, r, o, spaces = 0;
+    size_t used = 0, n = 0, total, r, o;
 
     e.ids = ids;
     e.max_ids = ids != NULL ? max_ids : 0;
@@ -354,19 +400,18 @@ static size_t encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids,
         if (T->stopwords) n = drop_stopwords(w->buf, n);
     }
     if (n > 0) {
-        for (r = 0; r < n; r++) spaces += w->buf[r] == ' ';
-        total = 3 + n + 2 * spaces; /* <= TOK_BUF_BYTES by construction of normalize_into */
-        /* escape spaces right to left, in place */
-        o = total;
-        for (r = n; r-- > 0;) {
-            if (w->buf[r] == ' ') {
-                o -= 3;
-                memcpy(w->buf + o, kSpace, 3);
+        /* escape: spaces are SP already; a literal "▁" becomes SP too (in place, shrinking) */
+        for (r = 0, o = 0; r < n; r++, o++) {
+            if (is_space3(w->buf + r, n - r)) {
+                w->buf[o] = SP;
+                r += 2;
             } else {
-                w->buf[--o] = w->buf[r];
+                w->buf[o] = w->buf[r];
             }
         }
-        memcpy(w->buf, kSpace, 3); /* dummy prefix */
+        memmove(w->buf + 1, w->buf, o);
+        w->buf[0] = SP; /* dummy prefix */
+        total = o + 1; /* <= n + 1 < TOK_BUF_BYTES */
         bw.buf = w->buf;
         bw.start = w->start;
         bw.id = w->id;
@@ -410,13 +455,14 @@ size_t tok_max_input_bytes(void)
 
 int32_t tok_piece_id(const char *piece, size_t len)
 {
-    uint16_t id = lookup(piece, len);
+    uint16_t id = lookup_utf8(piece, len);
     return id == TOK_NONE ? T->unk_id : (int32_t)id;
 }
 
 int32_t tok_space_id(void)
 {
-    return tok_piece_id(kSpace, sizeof kSpace);
+    uint16_t id = lookup(kSP, 1);
+    return id == TOK_NONE ? T->unk_id : (int32_t)id;
 }
 
 const char *tok_no_verdict_reason(const int32_t *ids, size_t n, int32_t space_id)
@@ -516,8 +562,8 @@ static void stream_make_room(tok_stream_t *s)
         hi = s->word_start;
     }
     if (SPLIT_AT_SPACE && !keep_word) { /* rule 1: before the last "▁" */
-        for (f = len - 3; f > 0; f--) {
-            if (memcmp(s->buf + f, kSpace, 3) == 0) {
+        for (f = len - 1; f > 0; f--) {
+            if (s->buf[f] == SP) {
                 stream_flush(s, f);
                 return;
             }
@@ -546,28 +592,34 @@ static void stream_room(tok_stream_t *s, size_t n)
 
 static void stream_end_word(tok_stream_t *s)
 {
-    size_t w = (size_t)s->word_start + 3;
+    size_t w = (size_t)s->word_start + 1;
     if (T->stopwords && !s->word_flushed && is_stopword(s->buf + w, s->len - w))
         s->len = s->word_start;
     s->in_word = false;
     if (SPLIT_AT_SPACE) stream_flush(s, s->len);
 }
 
-/* Non-space normalized bytes (whole characters, n <= 4). */
+/* Non-space normalized bytes (whole characters, n <= 4); a literal "▁" is stored as SP. */
 static void stream_text(tok_stream_t *s, const char *p, size_t n)
 {
+    size_t i;
     if (!s->in_word) {
-        stream_room(s, 3 + n);
+        stream_room(s, 1 + n);
         s->word_start = s->len;
-        memcpy(s->buf + s->len, kSpace, 3);
-        s->len = (uint16_t)(s->len + 3);
+        s->buf[s->len++] = SP;
         s->in_word = true;
         s->word_flushed = false;
     } else {
         stream_room(s, n);
     }
-    memcpy(s->buf + s->len, p, n);
-    s->len = (uint16_t)(s->len + n);
+    for (i = 0; i < n; i++) {
+        if (is_space3(p + i, n - i)) {
+            s->buf[s->len++] = SP;
+            i += 2;
+        } else {
+            s->buf[s->len++] = p[i];
+        }
+    }
 }
 
 /* One decoding unit u[0:k) (code point cp, INVALID if ill-formed): normalization rules 1-5,

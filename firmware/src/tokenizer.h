@@ -49,7 +49,7 @@
  *   3 pending bytes of an incomplete UTF-8 sequence. Normalized words go, escaped ("▁" + word),
  *   into buf[TOK_STREAM_BYTES]; when tok_tables.split_at_space is set no merge crosses a "▁", so
  *   each word is encoded (and dropped from buf) as soon as it ends (after the stopword check).
- *   When buf is full (a word of more than TOK_STREAM_BYTES - 3 bytes; the longest word of the
+ *   When buf is full (a word of more than TOK_STREAM_BYTES - 1 bytes; the longest word of the
  *   33,000 reviews checked has 149) its first part is encoded at the last split point that cannot
  *   change the ids:
  *     1. before a "▁" (literal U+2581 in the text), when split_at_space;
@@ -64,7 +64,7 @@
  *   Time: per input byte O(log M) decoding/normalization; BPE per word O(s^2) (s <= 256 chars);
  *   a rule-2 search costs at most TOK_STREAM_BYTES / 2 scans of the pieces (~26 KB) per
  *   TOK_STREAM_BYTES / 2 input bytes, only for words longer than the buffer.
- *   Stopword removal needs stopwords shorter than TOK_STREAM_BYTES - 3 bytes without "▁".
+ *   Stopword removal needs stopwords shorter than TOK_STREAM_BYTES - 1 bytes without "▁".
  */
 #ifndef TOKENIZER_H
 #define TOKENIZER_H

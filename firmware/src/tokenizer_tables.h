@@ -26,9 +26,9 @@ typedef struct {
     uint32_t vocab_size;
 
     /* the NORMAL pieces (the only ones BPE produces), as a chained hash: entry k < n_pieces is
-     * piece id piece_id[k], bytes pool[piece_off[k] .. piece_off[k] + piece_len[k]) (UTF-8, "▁"
-     * for spaces). Entries are ordered by bucket fnv1a_32(bytes) & (n_buckets - 1), then by
-     * length, then by id: bucket b holds entries bucket[b] .. bucket[b + 1] - 1 (n_buckets, a
+     * piece id piece_id[k], bytes pool[piece_off[k] .. piece_off[k] + piece_len[k]) (UTF-8, with
+     * "▁" written as the one byte ' ', as tokenizer.c's BPE buffers hold it). Entries are
+     * ordered by bucket fnv1a_32(bytes) & (n_buckets - 1), then by length, then by id: bucket b holds entries bucket[b] .. bucket[b + 1] - 1 (n_buckets, a
      * power of two, + 1 starts). The pool stores each byte run once: a piece that occurs inside
      * another (or across two stored next to each other) points there. */
     const char *pool;

@@ -6,11 +6,13 @@ tokenizer folder as ``const`` C arrays (layout in ``firmware/src/tokenizer_table
 refusing SentencePiece settings the C port does not implement. The small C-source helpers here are
 shared with the firmware export.
 
-Compact layout (all in flash): the pool holds each piece's bytes once, and a piece that occurs
-inside a longer one points into it (``pack_pool``); the hash is a bucket index over entries
-sorted by bucket (``piece_table``): 5 bytes per piece + 2 per bucket, a bucket per 4 pieces. The
-rank table is left out when SentencePiece's merge order is the id order (``ranks_follow_ids``;
-true of the BPE models its trainer writes): the C code then compares ids.
+Compact layout (all in flash): pieces are stored with "▁" as the one byte " " (``bpe_bytes``: a
+space never reaches BPE, and 3-byte "▁" was 21% of the piece text); the pool holds each piece's
+bytes once, and a piece that occurs inside a longer one points into it (``pack_pool``); the
+hash is a bucket index over entries sorted by bucket (``piece_table``): 5 bytes per piece + 2
+per bucket, a bucket per 4 pieces. The rank table is left out when SentencePiece's merge order is
+the id order (``ranks_follow_ids``; true of the BPE models its trainer writes): the C code then
+compares ids.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.text.tokenizer import CHAR_MAP, NORMALIZATION_VERSION, STOPWORDS, 
 
 TABLES_C = "tokenizer_tables.c"
 SPACE = "\u2581"  # SentencePiece's escaped space
+BPE_SPACE = " "  # how the tables and tokenizer.c's BPE buffers write it
 NONE16 = 0xFFFF  # no piece
 # load of the piece hash: n_buckets = the power of two >= pieces / this; a bucket costs 2 bytes.
 # riscv32 tokenizer instructions per token on the bench text with models/release (4,000 pieces):
@@ -43,6 +46,11 @@ def fnv1a(data: bytes) -> int:
     for b in data:
         h = ((h ^ b) * FNV_PRIME) & 0xFFFFFFFF
     return h
+
+
+def bpe_bytes(piece: str) -> bytes:
+    """A piece's bytes as tokenizer.c stores and matches them: UTF-8 with "▁" as one " "."""
+    return piece.replace(SPACE, BPE_SPACE).encode()
 
 
 def _check_model(proto: Any, path: Path) -> None:
@@ -74,6 +82,8 @@ def _check_model(proto: Any, path: Path) -> None:
     pieces = [p.piece for p in proto.pieces]
     if len(set(pieces)) != len(pieces):
         problems.append("has duplicate pieces")
+    if any(BPE_SPACE in p for p in pieces):
+        problems.append(f"has a piece with {BPE_SPACE!r}, the byte tokenizer.c writes {SPACE!r} as")
     if any(p.type != pb.ModelProto.SentencePiece.NORMAL and len(p.piece) == 1 for p in proto.pieces):
         problems.append("has a one-character control/unknown piece")
     if problems:
@@ -186,7 +196,7 @@ def write_tokenizer_tables(tokenizer_dir: Path, out_dir: Path, note: str | None 
     proto.ParseFromString(tok.model_proto)
     _check_model(proto, tokenizer_dir / Tokenizer.MODEL_FILE)
 
-    pieces = [p.piece.encode() for p in proto.pieces]
+    pieces = [bpe_bytes(p.piece) for p in proto.pieces]
     normal = [i for i, p in enumerate(proto.pieces) if p.type == pb.ModelProto.SentencePiece.NORMAL]
     entries, buckets = piece_table(pieces, normal)
     pool, where = pack_pool(pieces[i] for i in normal)
