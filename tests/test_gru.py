@@ -26,12 +26,14 @@ _SHIM = r"""
 #include "gru_step.h"
 void run_batch(int32_t E, int32_t U, int32_t shift, const int8_t *emb, const int8_t *wx,
                const int8_t *wh, const int32_t *gates, const uint8_t *sig, const int8_t *tanh,
-               const int16_t *mult, int32_t n, const int32_t *tok, const int8_t *h, int8_t *out)
+               const void *mult, int32_t mult16, int32_t n, const int32_t *tok, const int8_t *h,
+               int8_t *out)
 {
     gru_model_t m;
     int32_t i;
     gru_model_init(&m, E, U, shift, emb, wx, wh, gates, sig, tanh);
-    if (mult) gru_model_set_emb4(&m, (const uint8_t *)emb, mult);
+    if (mult && mult16) gru_model_set_emb4_v2(&m, (const uint8_t *)emb, (const int16_t *)mult);
+    else if (mult) gru_model_set_emb4(&m, (const uint8_t *)emb, (const uint8_t *)mult);
     for (i = 0; i < n; i++) {
         const int8_t *hi = h + i * 2 * U;
         int8_t *ho = out + i * 2 * U;
@@ -60,6 +62,7 @@ def _c_step(lib: ctypes.CDLL, p: gru.GruParams, ru: int, tok: np.ndarray, h: np.
     mult = None if p.emb_mult is None else np.ascontiguousarray(c["mult"])
     lib.run_batch(ctypes.c_int32(p.embed_dim), ctypes.c_int32(p.units), ctypes.c_int32(p.shift),
                   *ptr[:6], None if mult is None else mult.ctypes.data_as(ctypes.c_void_p),
+                  ctypes.c_int32(mult is not None and mult.dtype == np.int16),
                   ctypes.c_int32(len(tok)), *ptr[6:])
     return out
 
@@ -93,11 +96,15 @@ def _random_steps(p: gru.GruParams, n: int, seed: int) -> tuple[np.ndarray, np.n
 ])
 def test_c_kernel_is_the_spec_bit_for_bit(tmp_path, E, U, ru, flags, bits) -> None:
     lib = _build(tmp_path, flags)
-    for seed, w_std in ((0, 0.5), (1, 2.0)):  # large weights: saturated gates and tables
+    # large weights: saturated gates and tables; for 4 bits any multiplier the spec allows (the
+    # extremes of e), of v3 (uint8) and of v2 (int16)
+    cases = [(0, 0.5, None), (1, 2.0, None)] + ([(1, 2.0, np.uint8), (2, 2.0, np.int16)] if bits == 4 else [])
+    for seed, w_std, mult_type in cases:
         p = random_params(E, U, seed=seed, w_std=w_std, bits=bits)
-        if bits == 4 and seed == 1:  # any multiplier the spec allows: the extremes of e
-            p.emb_mult = np.random.default_rng(seed).integers(0, 2 ** 14, p.rows).astype(np.int16)
-            p.emb_mult[:3] = [0, 2 ** 14 - 1, 8192]
+        if mult_type is not None:
+            top = gru.EMB_MULT_LIMIT if mult_type == np.uint8 else gru.EMB_MULT_LIMIT_V2
+            p.emb_mult = np.random.default_rng(seed).integers(0, top, p.rows).astype(mult_type)
+            p.emb_mult[:3] = [0, top - 1, top // 2]
         tok, h = _random_steps(p, 3000, seed)
         want = gru.step(p, tok, h)
         np.testing.assert_array_equal(_c_step(lib, p, ru, tok, h), want)
@@ -128,29 +135,40 @@ def test_4bit_embedding_spec() -> None:
     assert packed.tolist() == [[0xF0, 0x87, 0x1B]] and gru.nibbles(packed).tolist() == q.tolist()
     p = random_params(6, 4, V=4, bits=4)
     p.emb = np.repeat(packed, 4, axis=0)
-    p.emb_mult = np.array([1024, 512, 2 ** 14 - 1, 0], np.int16)
+    p.emb_mult = np.array([16, 8, 255, 0], np.uint8)  # v3: ES = 4
     gru.check(p)
     e = gru.embedding_rows(p, np.arange(4))
     assert e[0].tolist() == [-8, 7, -1, 0, 3, -7]
-    assert e[1].tolist() == [-4, 4, 0, 0, 2, -3]  # (q*512 + 512) >> 10: halves round up
-    assert e[2].tolist() == [-128, 112, -16, 0, 48, -112] and e[3].tolist() == [0] * 6
+    assert e[1].tolist() == [-4, 4, 0, 0, 2, -3]  # (q*8 + 8) >> 4: halves round up
+    assert e[2].tolist() == [-127, 112, -16, 0, 48, -112] and e[3].tolist() == [0] * 6
+    assert gru.spec_version(p) == 3
+    p.emb_mult = np.array([1024, 512, 2 ** 14 - 1, 0], np.int16)  # v2: ES = 10
+    gru.check(p)
+    e = gru.embedding_rows(p, np.arange(4))
+    assert e[1].tolist() == [-4, 4, 0, 0, 2, -3]  # (q*512 + 512) >> 10
+    assert e[2].tolist() == [-128, 112, -16, 0, 48, -112] and gru.spec_version(p) == 2
     p.emb_mult[2] = 2 ** 14
     with pytest.raises(ValueError, match="2\\^14"):
+        gru.check(p)
+    p.emb_mult = np.array([16, 8, 255, 0], np.int32)
+    with pytest.raises(ValueError, match="uint8"):
         gru.check(p)
     rng = np.random.default_rng(0)
     table = rng.normal(0, 0.3, (200, 16)) * rng.uniform(0.02, 1.0, (200, 1))
     table[7] = 0.0
     emb4, mult, s_e = gru.quantize_embedding4(table)
-    assert emb4.shape == (200, 8) and mult.dtype == np.int16 and mult.max() == 16238
+    assert emb4.shape == (200, 8) and mult.dtype == np.uint8 and mult.max() == 254  # 111 / 7 * 16
     p4 = gru.GruParams(emb=emb4, wx=np.zeros((2, 3, 16), np.int8), wh=np.zeros((2, 3, 1), np.int8),
                        bx=np.zeros((2, 3), np.int32), bh=np.zeros((2, 3), np.int32),
                        mx=np.zeros((2, 3), np.int32), mh=np.zeros((2, 3), np.int32), shift=0,
                        sig=gru.sig_table(), tanh=gru.tanh_table(), emb_mult=mult)
     real = gru.embedding_rows(p4, np.arange(200)) * s_e
     assert (real[7] == 0).all()
-    # 4-bit per row (error <= r_v / 2) plus one int8 rounding (s_e / 2)
+    # 4-bit per row (error <= r_v / 2), the multiplier's rounding (|q| <= 7 times half a step of
+    # 2^-ES) and one int8 rounding (s_e / 2)
     r = np.abs(table).max(1, keepdims=True) / 7
-    assert (np.abs(real - table) <= r / 2 + s_e / 2 + 1e-9).all()
+    bound = r / 2 + s_e * (7 * 0.5 / 2 ** gru.EMB_SHIFT + 0.5)
+    assert (np.abs(real - table) <= bound + 1e-9).all()
     with pytest.raises(ValueError, match="even"):
         gru.quantize_embedding4(table[:, :5])
     # an odd width (a pruned student) is padded with a zero dimension: the same steps
@@ -181,6 +199,20 @@ def test_spec_follows_the_float_gru() -> None:
             c = np.tanh(gx[2 * U:] + rr * gh[2 * U:])
             hf[d] = c + z * (hf[d] - c)
     assert np.abs(hq[0] / 128.0 - hf).max() < 0.08
+
+
+def test_spec_v2_tables_still_read_and_run() -> None:
+    """A v2 step file (int16 row multipliers, ES = 10) reads back as v2 and runs as v2."""
+    p = random_params(12, 7, V=50, bits=4)
+    p.emb_mult = (p.emb_mult.astype(np.int16) << 6) + np.int16(5)  # finer multipliers, < 2^14
+    blob = gru.build_step_flatbuffer(p)
+    opts = np.asarray(flatbuf.load(blob).subgraphs[0].operators[0].customOptions, np.uint8).tobytes()
+    assert struct.unpack("<6i", opts)[0] == 2
+    back = gru.read_step_flatbuffer(blob)
+    assert back.emb_mult.dtype == np.int16 and gru.spec_version(back) == 2
+    np.testing.assert_array_equal(back.emb_mult, p.emb_mult)
+    tok, h = _random_steps(p, 100, 0)
+    np.testing.assert_array_equal(gru.step(back, tok, h), gru.step(p, tok, h))
 
 
 @pytest.mark.parametrize("bits", gru.EMBEDDING_BITS)

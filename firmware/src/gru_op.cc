@@ -1,13 +1,13 @@
 /*
  * TFLM registration of the custom operator TINYSENT_BIGRU (see gru_op.h). The tensors, their
- * packing and custom_options are specified in pipeline/device/gru.py (SPEC v2):
+ * packing and custom_options are specified in pipeline/device/gru.py (SPEC v3):
  *   inputs  0 tokens int32 [1,2], 1 h_fwd int8 [1,U], 2 h_bwd int8 [1,U],
  *           3 emb (EB 8: int8 [rows,E]; EB 4: uint8 [rows,E/2]), 4 wx int8 [2,NB,E,3*RU],
  *           5 wh int8 [2,NB,U,3*RU], 6 gates int32 [2,4,3*NB*RU], 7 sig uint8 [256], 8 tanh int8 [256],
- *           EB 4 only: 9 mult int16 [rows]
+ *           EB 4 only: 9 mult uint8 [rows] (spec v2: int16)
  *   outputs 0 h_fwd int8 [1,U], 1 h_bwd int8 [1,U]
- *   custom_options: 6 little-endian int32 (spec version 2, E, U, RU, S, EB); version 1: the first
- *   5 (EB = 8)
+ *   custom_options: 6 little-endian int32 (spec version 3, E, U, RU, S, EB); version 2 the same;
+ *   version 1: the first 5 (EB = 8)
  * init parses the options, prepare checks every tensor and points the kernel's model at the
  * constants (in the flatbuffer), invoke checks the token rows and runs gru_step.
  */
@@ -74,7 +74,7 @@ TfLiteStatus Prepare(TfLiteContext *context, TfLiteNode *node)
 {
     TF_LITE_ENSURE(context, node->user_data != nullptr);
     OpData *data = static_cast<OpData *>(node->user_data);
-    TF_LITE_ENSURE_MSG(context, data->version == GRU_SPEC_VERSION || data->version == 1,
+    TF_LITE_ENSURE_MSG(context, data->version >= 1 && data->version <= GRU_SPEC_VERSION,
                        "TINYSENT_BIGRU: custom_options missing or of another spec version");
     const int32_t eb = data->emb_bits;
     TF_LITE_ENSURE_MSG(context, eb == 8 || (eb == 4 && data->embed_dim % 2 == 0 &&
@@ -108,17 +108,20 @@ TfLiteStatus Prepare(TfLiteContext *context, TfLiteNode *node)
               has_shape(t[kMaxInputs + kOutBwd], kTfLiteInt8, 2, d_state);
     if (ok && eb == 4) {
         const int32_t d_mult[] = {t[kEmb]->dims->data[0]};
-        ok = has_shape(t[kMult], kTfLiteInt16, 1, d_mult);
+        ok = has_shape(t[kMult], data->version == 2 ? kTfLiteInt16 : kTfLiteUInt8, 1, d_mult);
     }
     for (int i = kEmb; ok && i < num_inputs; i++) ok = tflite::IsConstantTensor(t[i]);
-    for (int32_t v = 0; ok && eb == 4 && v < t[kEmb]->dims->data[0]; v++)
-        ok = t[kMult]->data.i16[v] >= 0 && t[kMult]->data.i16[v] < GRU_EMB_MULT_LIMIT; /* spec */
+    for (int32_t v = 0; ok && eb == 4 && data->version == 2 && v < t[kEmb]->dims->data[0]; v++)
+        ok = t[kMult]->data.i16[v] >= 0 && t[kMult]->data.i16[v] < GRU_EMB_MULT_LIMIT_V2; /* spec */
     if (ok) {
         data->rows = t[kEmb]->dims->data[0];
         gru_model_init(&data->model, E, U, data->shift, t[kEmb]->data.int8, t[kWx]->data.int8,
                        t[kWh]->data.int8, t[kGates]->data.i32, t[kSig]->data.uint8,
                        t[kTanh]->data.int8);
-        if (eb == 4) gru_model_set_emb4(&data->model, t[kEmb]->data.uint8, t[kMult]->data.i16);
+        if (eb == 4 && data->version == 2)
+            gru_model_set_emb4_v2(&data->model, t[kEmb]->data.uint8, t[kMult]->data.i16);
+        else if (eb == 4)
+            gru_model_set_emb4(&data->model, t[kEmb]->data.uint8, t[kMult]->data.uint8);
     }
     for (int i = 0; i < kMaxInputs + kNumOutputs; i++)
         if (t[i] != nullptr) mc->DeallocateTempTfLiteTensor(t[i]);

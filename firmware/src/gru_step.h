@@ -1,6 +1,6 @@
 /*
  * Fused int8 BiGRU step: the kernel of the TFLM custom operator TINYSENT_BIGRU (gru_op.cc).
- * Portable C99, no heap, no platform headers. The arithmetic is SPEC v2 in the module docstring of
+ * Portable C99, no heap, no platform headers. The arithmetic is SPEC v3 in the module docstring of
  * pipeline/device/gru.py, whose NumPy reference it matches bit for bit (tests/test_gru.py).
  * Requires arithmetic right shift of negative int32 (GCC, Clang, the Xtensa and RISC-V toolchains).
  */
@@ -13,9 +13,11 @@
 extern "C" {
 #endif
 
-#define GRU_SPEC_VERSION 2 /* pipeline.device.gru.GRU_SPEC_VERSION (v1 = v2 with an 8-bit table) */
-#define GRU_EMB_SHIFT 10   /* ES of the 4-bit embedding's row multipliers */
-#define GRU_EMB_MULT_LIMIT 16384 /* row multipliers: 0 <= M < 2^14 (no clamp needed) */
+/* pipeline.device.gru.GRU_SPEC_VERSION; v2 = v3 with int16 row multipliers, v1 = an 8-bit table */
+#define GRU_SPEC_VERSION 3
+#define GRU_EMB_SHIFT 4             /* ES of the 4-bit embedding's uint8 row multipliers (v3) */
+#define GRU_EMB_SHIFT_V2 10         /* ES of v2's int16 row multipliers */
+#define GRU_EMB_MULT_LIMIT_V2 16384 /* v2: 0 <= M < 2^14 (no clamp needed; v3: any uint8) */
 #ifndef GRU_MAX_E
 #define GRU_MAX_E 256 /* largest embedding width of a 4-bit table (a stack row buffer) */
 #endif
@@ -38,7 +40,9 @@ typedef struct {
     int32_t emb_bits;     /* 8: emb; 4: emb4 + emb_mult (gru_model_set_emb4) */
     const int8_t *emb;    /* [rows][E], raw int8 (the zero point is folded into bx) */
     const uint8_t *emb4;  /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high */
-    const int16_t *emb_mult; /* [rows]: code n -> e = ((n - 8) * M + 2^(ES-1)) >> ES */
+    const uint8_t *emb_mult8; /* [rows] (v3) or */
+    const int16_t *emb_mult;  /* [rows] (v2): code n -> e = ((n - 8) * M + 2^(ES-1)) >> ES */
+    int32_t emb_shift;        /* ES: GRU_EMB_SHIFT (v3) or GRU_EMB_SHIFT_V2 */
     const uint8_t *sig;   /* [256] sigmoid table */
     const int8_t *tanh;   /* [256] tanh table */
     gru_dir_t dir[2];     /* forward, backward */
@@ -52,9 +56,12 @@ void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const i
                     const int8_t *tanh);
 
 /* Switches m to a 4-bit embedding table (E even, E <= GRU_MAX_E): packed rows emb4 [rows][E/2] and
- * one int16 multiplier per row (0 <= M < 2^14, checked by the caller: gru_op.cc Prepare);
- * gru_model_init's emb is then unused. */
-void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult);
+ * one uint8 multiplier per row (v3, ES = GRU_EMB_SHIFT); gru_model_init's emb is then unused. */
+void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const uint8_t *emb_mult);
+
+/* The same for a v2 table: int16 multipliers, 0 <= M < 2^14 (checked by the caller: gru_op.cc
+ * Prepare), ES = GRU_EMB_SHIFT_V2. */
+void gru_model_set_emb4_v2(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult);
 
 /* The spec's int8 embedding row of table row `row` (4-bit table): out[0..E). */
 void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out);

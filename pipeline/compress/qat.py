@@ -28,17 +28,17 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from pipeline.device.gru import EMB4_INT8_MAX, EMB_MULT_LIMIT, EMB_SHIFT
 from pipeline.nn.models import TokenEmbedding, student_parts
 
 log = logging.getLogger(__name__)
-EMB_SHIFT, EMB4_INT8_MAX = 10, 111  # pipeline.device.gru.EMB_SHIFT, EMB4_INT8_MAX (the SPEC's ES)
 
 
 def fake_embedding(w: tf.Tensor, bits: int) -> tf.Tensor:
     """The real values the conversion stores for table ``w`` (``pipeline.device.gru.quantize``).
 
     4: ``r_v = max|row| / 7``, ``q = clip(round(w / r_v), -7, 7)``, ``s_e = max|w| / 111``,
-    ``M_v = round(r_v / s_e * 2^10)``, ``e = floor((q * M_v + 2^9) / 2^10)``, real ``s_e * e``;
+    ``M_v = round(r_v / s_e * 2^ES)``, ``e = floor((q * M_v + 2^(ES-1)) / 2^ES)``, real ``s_e * e``;
     8: per-tensor asymmetric int8 over the table's range (including 0).
     """
     if bits == 4:
@@ -47,7 +47,7 @@ def fake_embedding(w: tf.Tensor, bits: int) -> tf.Tensor:
         s_e = tf.where(s_e > 0, s_e, 1.0)
         r = tf.reduce_max(a, axis=1, keepdims=True) / 7.0
         q = tf.clip_by_value(tf.round(w / tf.where(r > 0, r, 1.0)), -7.0, 7.0)
-        m = tf.minimum(tf.round(r / s_e * 2.0 ** EMB_SHIFT), 2.0 ** 14 - 1)
+        m = tf.minimum(tf.round(r / s_e * 2.0 ** EMB_SHIFT), EMB_MULT_LIMIT - 1.0)
         return tf.floor((q * m + 2.0 ** (EMB_SHIFT - 1)) / 2.0 ** EMB_SHIFT) * s_e
     if bits == 8:
         lo, hi = tf.minimum(tf.reduce_min(w), 0.0), tf.maximum(tf.reduce_max(w), 0.0)

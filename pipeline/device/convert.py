@@ -113,7 +113,7 @@ def _custom_step(student: keras.Model, rows: np.ndarray, embedding_bits: int = 8
     step = gru.build_step_flatbuffer(params)
     extra = {"macs": gru.macs(params.embed_dim, params.units),
              "arena_bytes": CUSTOM_STEP_ARENA_BYTES, "arena_measured": False,
-             "custom_op": {"name": gru.OP_NAME, "spec_version": gru.GRU_SPEC_VERSION,
+             "custom_op": {"name": gru.OP_NAME, "spec_version": gru.spec_version(params),
                            "pack_ru": gru.PACK_RU, "shift": params.shift,
                            "embedding_bits": params.embedding_bits,
                            "embedding_bytes": int(params.emb.nbytes) + (

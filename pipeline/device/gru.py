@@ -1,6 +1,6 @@
-"""The fused int8 BiGRU step (custom operator ``TINYSENT_BIGRU``): SPEC v2, NumPy reference, packing.
+"""The fused int8 BiGRU step (custom operator ``TINYSENT_BIGRU``): SPEC v3, NumPy reference, packing.
 
-SPEC, version 2 (one token step, both directions; Keras ``GRU(reset_after=True)``, gate order z, r, h)
+SPEC, version 3 (one token step, both directions; Keras ``GRU(reset_after=True)``, gate order z, r, h)
 -------------------------------------------------------------------------------------------------
 All arithmetic is exact integer. ``a >> n`` is the floor shift ``floor(a / 2^n)`` (arithmetic shift);
 ``clamp(v, lo, hi)``; row ``j = g*U + u`` for gate ``g`` in {0: z, 1: r, 2: h} and unit ``u``.
@@ -10,8 +10,10 @@ Constants of a model:
     EB = 8: ``emb`` int8 ``[V][E]`` (real = ``s_e * (q - zp_e)``; the zero point is folded into bx)
     EB = 4: ``E`` even; ``emb4`` uint8 ``[V][E/2]``, two 4-bit codes per byte (element ``2i`` in the
             low nibble of byte ``i``, ``2i+1`` in the high nibble; code ``n`` means ``q = n - 8``),
-            ``mult`` int16 ``[V]`` (0 <= M_v < 2^14), one multiplier per row; ``ES = 10``
-            (real = ``s_e * e``, zp_e = 0)
+            ``mult`` uint8 ``[V]`` (0 <= M_v < 2^8), one multiplier per row; ``ES = 4``
+            (real = ``s_e * e``, zp_e = 0). Version 2 is version 3 with ``mult`` int16
+            (0 <= M_v < 2^14) and ``ES = 10`` (8 KB more for 8,000 rows, the same answers
+            within one int8 step of ``e``: ``|7 * dM| / 2^ES`` <= 0.22)
   ``S``: one requantization shift, integer 0..31; ``R_S = 2^(S-1)`` for S >= 1, ``R_0 = 0``
   ``F = 9``: gate pre-activations are int32 in Q9 (real = q / 512)
   ``SIG[256]`` uint8: ``SIG[i] = clamp(floor(256 * sigmoid((i - 128) / 16) + 0.5), 0, 255)`` (z, r = q/256)
@@ -23,7 +25,7 @@ Inputs of a step: token rows ``t_fwd = ids[t]``, ``t_bwd = ids[T-1-t]`` (``0 <= 
 the int8 embedding rows ``e_d``, ``k < E``:
   EB = 8: ``e_d[k] = emb[t_d][k]`` (raw int8)
   EB = 4: ``n = (emb4[t_d][k >> 1] >> (4 * (k & 1))) & 15``
-          ``e_d[k] = ((n - 8) * M_{t_d} + 2^(ES-1)) >> ES``  (in [-128, 112] for every M < 2^14)
+          ``e_d[k] = ((n - 8) * M_{t_d} + 2^(ES-1)) >> ES``  (in [-128, 112] for every M)
 
   RQ(a, M) = ((a * M) >> 32) + R_S) >> S              # = floor(a*M / 2^(32+S) + 1/2) for S >= 1
   for each direction d and row j (all from the OLD h_d):
@@ -43,7 +45,7 @@ Conversion from float weights (:func:`quantize`, not part of the runtime spec): 
 per-tensor asymmetric over the whole table (a per-row scale in the projections would make Mx depend
 on the token); EB = 4: per-row symmetric 4 bits, ``r_v = max|row_v| / 7``, ``q = clip(round(row / r_v),
 -7, 7)``, rescaled to one int8 scale ``s_e = max|table| / 111`` (zp_e = 0) by ``M_v = round(r_v / s_e *
-2^ES)`` (<= 16238 < 2^14); an odd ``E`` (a pruned student) gets one zero dimension (and zero Wx
+2^ES)`` (<= 254 < 2^8); an odd ``E`` (a pruned student) gets one zero dimension (and zero Wx
 column). Weights per-row symmetric, ``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases
 stay below 2^24); ``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``;
 ``bh = round(b_rec / (sw_h/128))``; ``Mx = round(s_e*sw_x * 2^F * 2^(32+S))``,
@@ -61,9 +63,9 @@ The operator in a ``.tflite`` file (:func:`build_step_flatbuffer`; ``firmware/sr
 Packing (``RU`` units per block, ``NB = ceil(U / RU)`` blocks, units past U are zero padding):
 ``wx[d][b][k][3*i + g] = Wx_d[g*U + b*RU + i][k]`` (likewise ``wh`` with k < U) and
 ``gates[d][n][3*u + g]`` for n = 0: bx, 1: bh, 2: Mx, 3: Mh. ``custom_options``: 6 little-endian
-int32 ``(spec version 2, E, U, RU, S, EB)`` (:data:`OPTIONS_FORMAT`, raw bytes, not a FlexBuffer);
-version 1 (5 int32, no EB) is read as EB = 8: the arithmetic of v1 is v2's with EB = 8.
-Flash of the table: EB = 8: ``V*E`` bytes; EB = 4: ``V*E/2 + 2*V``.
+int32 ``(spec version 3, E, U, RU, S, EB)`` (:data:`OPTIONS_FORMAT`, raw bytes, not a FlexBuffer;
+version 2 the same); version 1 (5 int32, no EB) is read as EB = 8: the arithmetic of v1 is v3's with
+EB = 8. Flash of the table: EB = 8: ``V*E`` bytes; EB = 4: ``V*E/2 + V`` (v2: ``+ 2*V``).
 """
 
 from __future__ import annotations
@@ -75,14 +77,15 @@ import numpy as np
 
 from pipeline.device import flatbuf as fb
 
-GRU_SPEC_VERSION = 2
+GRU_SPEC_VERSION = 3
 OP_NAME = "TINYSENT_BIGRU"
 F, SIG_SHIFT, TANH_SHIFT = 9, 5, 4
 PACK_RU = 2  # units per block of the packed layout (firmware/src/gru_step.h GRU_RU)
 OPTIONS_FORMAT = "<6i"  # spec version, E, U, RU, S, EB
 OPTIONS_FORMAT_V1 = "<5i"  # spec version 1: no EB (= 8)
-EMB_SHIFT = 10  # ES of the 4-bit embedding's row multipliers
-EMB_MULT_LIMIT = 1 << 14  # M_v < 2^14: e = ((n - 8) * M + 2^(ES-1)) >> ES needs no clamp
+EMB_SHIFT = 4  # ES of the 4-bit embedding's uint8 row multipliers
+EMB_MULT_LIMIT = 1 << 8  # M_v < 2^8: e = ((n - 8) * M + 2^(ES-1)) >> ES needs no clamp
+EMB_SHIFT_V2, EMB_MULT_LIMIT_V2 = 10, 1 << 14  # spec v2: int16 multipliers
 EMB4_INT8_MAX = 111  # s_e = max|table| / 111: 7 * M_v / 2^ES stays below 112
 EMBEDDING_BITS = (8, 4)
 STATE_SCALE = 1.0 / 128
@@ -118,7 +121,7 @@ class GruParams:
     tanh: np.ndarray  # int8 [256]
     emb_scale: float = 1.0  # s_e, zp_e: documentation only (folded into bx)
     emb_zero_point: int = 0
-    emb_mult: np.ndarray | None = None  # EB = 4: int16 [V] row multipliers; None for EB = 8
+    emb_mult: np.ndarray | None = None  # EB = 4: uint8 [V] row multipliers (v2: int16); EB = 8: None
 
     @property
     def units(self) -> int:
@@ -169,7 +172,8 @@ def embedding_rows(p: GruParams, rows: np.ndarray) -> np.ndarray:
     if p.emb_mult is None:
         return p.emb[rows].astype(np.int64)
     m = p.emb_mult.astype(np.int64)[rows][..., None]
-    return (nibbles(p.emb[rows]) * m + (1 << (EMB_SHIFT - 1))) >> EMB_SHIFT
+    es = EMB_SHIFT_V2 if p.emb_mult.dtype == np.int16 else EMB_SHIFT
+    return (nibbles(p.emb[rows]) * m + (1 << (es - 1))) >> es
 
 
 def step(p: GruParams, tokens: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -231,7 +235,7 @@ def quantize_embedding(table: np.ndarray) -> tuple[np.ndarray, float, int]:
 
 
 def quantize_embedding4(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-row symmetric 4 bits rescaled to one int8 scale: ``(emb4 uint8 [V, E/2], mult int16 [V], s_e)``."""
+    """Per-row symmetric 4 bits rescaled to one int8 scale: ``(emb4 uint8 [V, E/2], mult uint8 [V], s_e)``."""
     table = np.asarray(table, np.float64)
     if table.shape[1] % 2:
         raise ValueError(f"a 4-bit embedding needs an even embedding width, not {table.shape[1]}")
@@ -239,7 +243,7 @@ def quantize_embedding4(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     r = np.abs(table).max(axis=1) / 7.0
     q = np.clip(np.round(table / np.where(r > 0, r, 1.0)[:, None]), -7, 7)
     mult = np.round(r / scale * 2.0 ** EMB_SHIFT)
-    return pack_nibbles(q), np.minimum(mult, EMB_MULT_LIMIT - 1).astype(np.int16), scale
+    return pack_nibbles(q), np.minimum(mult, EMB_MULT_LIMIT - 1).astype(np.uint8), scale
 
 
 def _per_row(w: np.ndarray, b: np.ndarray, s_in: float) -> tuple[np.ndarray, np.ndarray]:
@@ -296,9 +300,12 @@ def check(p: GruParams) -> None:
               "emb": (p.rows, E if p.emb_mult is None else E // 2)}
     if p.emb_mult is not None:
         shapes["emb_mult"] = (p.rows,)
-        if E % 2 or p.emb.dtype != np.uint8 or p.emb_mult.dtype != np.int16 or (
-                p.emb_mult < 0).any() or (p.emb_mult >= EMB_MULT_LIMIT).any():
-            raise ValueError("4-bit embedding: E odd, emb not uint8 or mult not int16 in [0, 2^14)")
+        limit = {np.dtype(np.uint8): EMB_MULT_LIMIT, np.dtype(np.int16): EMB_MULT_LIMIT_V2}.get(
+            p.emb_mult.dtype)
+        if E % 2 or p.emb.dtype != np.uint8 or limit is None or (p.emb_mult < 0).any() or (
+                p.emb_mult >= limit).any():
+            raise ValueError("4-bit embedding: E odd, emb not uint8 or mult neither uint8 nor int16 "
+                             "in [0, 2^14) (spec v2)")
     for k, shape in shapes.items():
         if getattr(p, k).shape != shape:
             raise ValueError(f"{k}: shape {getattr(p, k).shape}, expected {shape}")
@@ -351,9 +358,14 @@ def unpack(c: dict[str, np.ndarray], units: int, ru: int, shift: int) -> GruPara
                      mx=g[2], mh=g[3], shift=shift, sig=c["sig"], tanh=c["tanh"], emb_mult=c.get("mult"))
 
 
+def spec_version(p: GruParams) -> int:
+    """3, or 2 for a table with v2's int16 multipliers."""
+    return 2 if p.emb_mult is not None and p.emb_mult.dtype == np.int16 else GRU_SPEC_VERSION
+
+
 def options(p: GruParams, ru: int = PACK_RU) -> bytes:
     """The operator's ``custom_options``: ``(spec version, E, U, RU, S, EB)`` as little-endian int32."""
-    return struct.pack(OPTIONS_FORMAT, GRU_SPEC_VERSION, p.embed_dim, p.units, ru, p.shift,
+    return struct.pack(OPTIONS_FORMAT, spec_version(p), p.embed_dim, p.units, ru, p.shift,
                        p.embedding_bits)
 
 
@@ -370,13 +382,14 @@ def build_step_flatbuffer(p: GruParams, ru: int = PACK_RU) -> bytes:
     s = fb.schema()
     tt = s.TensorType
     U, consts = p.units, pack(p, ru)
-    m, sg = fb.new_model(f"tinysent BiGRU step: {OP_NAME} spec v{GRU_SPEC_VERSION}")
+    m, sg = fb.new_model(f"tinysent BiGRU step: {OP_NAME} spec v{spec_version(p)}")
     state = (STATE_SCALE, 0)
     ins = [fb.add_tensor(m, sg, b"tokens", [1, 2], tt.INT32),
            fb.add_tensor(m, sg, b"h_fwd", [1, U], tt.INT8, quant=state),
            fb.add_tensor(m, sg, b"h_bwd", [1, U], tt.INT8, quant=state)]
     types = {"emb": tt.INT8 if p.emb_mult is None else tt.UINT8, "wx": tt.INT8, "wh": tt.INT8,
-             "gates": tt.INT32, "sig": tt.UINT8, "tanh": tt.INT8, "mult": tt.INT16}
+             "gates": tt.INT32, "sig": tt.UINT8, "tanh": tt.INT8,
+             "mult": tt.INT16 if spec_version(p) == 2 else tt.UINT8}
     emb_q = (p.emb_scale, p.emb_zero_point)
     consts_idx = [fb.add_constant(m, sg, f"gru_{'emb4' if k == 'emb' and p.emb_mult is not None else k}"
                                   .encode(), consts[k], types[k], quant=emb_q if k == "emb" else None)
@@ -400,10 +413,10 @@ def read_step_flatbuffer(model: fb.ModelLike) -> GruParams:
     op = ops[0]
     raw = b"" if op.customOptions is None else np.asarray(op.customOptions, np.uint8).tobytes()
     version = struct.unpack("<i", raw[:4])[0] if len(raw) >= 4 else 0
-    if version not in (1, GRU_SPEC_VERSION):
+    if version not in (1, 2, GRU_SPEC_VERSION):
         raise ValueError(f"{OP_NAME} spec version {version}, this code implements {GRU_SPEC_VERSION} "
-                         "(and reads 1)")
-    fmt = OPTIONS_FORMAT if version == GRU_SPEC_VERSION else OPTIONS_FORMAT_V1
+                         "(and reads 1 and 2)")
+    fmt = OPTIONS_FORMAT_V1 if version == 1 else OPTIONS_FORMAT
     if len(raw) != struct.calcsize(fmt):
         raise ValueError(f"{OP_NAME}: custom_options of {len(raw)} bytes")
     _, E, U, ru, shift, *rest = struct.unpack(fmt, raw)
@@ -418,7 +431,8 @@ def read_step_flatbuffer(model: fb.ModelLike) -> GruParams:
         if list(t.shape) != [1, U] or fb.per_tensor(t) != (STATE_SCALE, 0):
             raise ValueError(f"{OP_NAME}: state tensor {fb.name(t.name)!r} is not [1, {U}] at 1/128")
     dtypes = {"emb": np.int8 if bits == 8 else np.uint8, "wx": np.int8, "wh": np.int8,
-              "gates": np.int32, "sig": np.uint8, "tanh": np.int8, "mult": np.int16}
+              "gates": np.int32, "sig": np.uint8, "tanh": np.int8,
+              "mult": np.int16 if version == 2 else np.uint8}
     consts = {k: fb.tensor_data(m, sg.tensors[i], dtypes[k])
               for k, i in zip(names, op.inputs[3:], strict=True)}
     nb = -(-U // ru)

@@ -70,9 +70,9 @@ class _SpecStep:
     """A ``TINYSENT_BIGRU`` step model run by the NumPy SPEC (:mod:`pipeline.device.gru`)."""
 
     def __init__(self, model_bytes: bytes, op: dict) -> None:
-        if op.get("name") != gru.OP_NAME or op.get("spec_version") not in (1, gru.GRU_SPEC_VERSION):
+        if op.get("name") != gru.OP_NAME or op.get("spec_version") not in (1, 2, gru.GRU_SPEC_VERSION):
             raise ValueError(f"step custom operator {op} is not {gru.OP_NAME} spec "
-                             f"v{gru.GRU_SPEC_VERSION} (or v1)")
+                             f"v{gru.GRU_SPEC_VERSION} (or v1, v2)")
         self.params = gru.read_step_flatbuffer(model_bytes)
         self._step = gru.step_fn(self.params)
 
