@@ -180,7 +180,7 @@ class QuantConfig(_Section):
     """The device's integer formats (``pipeline.device.gru``) and the QAT stage's PTQ vs QAT table.
 
     ``embedding_bits`` is the release's embedding table: 4 (per-row 4-bit codes rescaled to int8 by
-    the operator, V*E/2 + 2V bytes) or 8 (int8, V*E bytes); QAT fake-quantizes the table at it.
+    the operator, V*E/2 + V bytes) or 8 (int8, V*E bytes); QAT fake-quantizes the table at it.
     """
 
     embedding_bits: Literal[4, 8] = 4

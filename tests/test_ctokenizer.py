@@ -626,3 +626,19 @@ def test_cli_python_and_c_agree(tok_dir: Path, tmp_path: Path, capsys: pytest.Ca
     out, err = capsys.readouterr()
     assert "1 review(s) longer than 2048 bytes" in err
     assert out.splitlines()[:2] == outs[0].splitlines()[:2] and out != outs[0]
+
+
+def test_tables_store_the_space_piece_as_one_byte(layout_dir: Path, tmp_path: Path) -> None:
+    """The pool holds "▁" as the byte ' ' (3 bytes less per occurrence), never as UTF-8."""
+    proto = _proto(layout_dir)
+    pieces = _normal_pieces(proto)
+    n_space = sum(p.count(b"\xe2\x96\x81") for p in pieces)
+    assert n_space > 100
+    write_tokenizer_tables(layout_dir, tmp_path)
+    text = (tmp_path / TABLES_C).read_text()
+    pool = text.split("static const char pool[] = {", 1)[1].split("};", 1)[0]
+    assert "'\\342','\\226','\\201'" not in pool.replace("\n", "").replace(" ", "")
+    assert "' '" in pool
+    escaped, _ = pack_pool(pieces)
+    compact, _ = pack_pool(p.replace(b"\xe2\x96\x81", b" ") for p in pieces)
+    assert f"packed into {len(compact)} */" in text and len(compact) < len(escaped)
