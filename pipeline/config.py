@@ -168,8 +168,10 @@ class PruneConfig(_Section):
     # late rewinding: surviving weights go back to their values after this epoch of the distilled
     # student's run; rewind_epoch + retrain_epochs = distill_train.max_epochs gives the ticket the
     # dense student's training length, and the retraining continues its learning-rate schedule
-    # (prune.retrain_config). Rewinding to epoch 4 of 8 and retraining one epoch from the initial
-    # rate cost the ticket 1.0 point of validation accuracy (reports/run-2026-12-03-e40).
+    # (prune.retrain_config). Neither schedule makes the 30% ticket (2,916 of 8,000 rows dropped)
+    # as accurate as the dense student (93.00% validation): rewind to epoch 4 + one epoch from the
+    # initial rate 91.96% (reports/run-2026-12-03-e40), rewind to 7 + the end-of-run rate 91.53%
+    # (reports/full, 2026-12-03).
     rewind_epoch: int = 7
     retrain_epochs: int = 1  # max epochs per round (early stopping as in TrainConfig.patience)
     keep: Literal["deepest_accurate", "last"] = "deepest_accurate"  # deepest round >= dense val acc
