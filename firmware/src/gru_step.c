@@ -148,7 +148,6 @@ void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const i
     m->emb4 = 0;
     m->emb_mult = 0;
     m->emb_mult8 = 0;
-    m->emb_shift = 0;
     m->shift = shift;
     m->emb = emb;
     m->sig = sig;
@@ -170,7 +169,6 @@ void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const uint8_t *emb_
     m->emb4 = emb4;
     m->emb_mult = 0;
     m->emb_mult8 = emb_mult;
-    m->emb_shift = GRU_EMB_SHIFT;
 }
 
 void gru_model_set_emb4_v2(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult)
@@ -179,14 +177,13 @@ void gru_model_set_emb4_v2(gru_model_t *m, const uint8_t *emb4, const int16_t *e
     m->emb4 = emb4;
     m->emb_mult = emb_mult;
     m->emb_mult8 = 0;
-    m->emb_shift = GRU_EMB_SHIFT_V2;
 }
 
 /* e = ((n - 8) * M + 2^(ES-1)) >> ES = (n * M + base) >> ES, base = 2^(ES-1) - 8 * M; within
  * [-128, 112] for M < 2^8 with ES = 4 and M < 2^14 with ES = 10, so no clamp */
 void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out)
 {
-    const int32_t half = m->E >> 1, es = m->emb_shift;
+    const int32_t half = m->E >> 1, es = m->emb_mult8 != 0 ? GRU_EMB_SHIFT : GRU_EMB_SHIFT_V2;
     const int32_t mult = m->emb_mult8 != 0 ? (int32_t)m->emb_mult8[row] : (int32_t)m->emb_mult[row];
     const int32_t base = ((int32_t)1 << (es - 1)) - 8 * mult;
     const uint8_t *b = m->emb4 + row * half, *end = b + half;

@@ -40,9 +40,9 @@ typedef struct {
     int32_t emb_bits;     /* 8: emb; 4: emb4 + emb_mult (gru_model_set_emb4) */
     const int8_t *emb;    /* [rows][E], raw int8 (the zero point is folded into bx) */
     const uint8_t *emb4;  /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high */
-    const uint8_t *emb_mult8; /* [rows] (v3) or */
-    const int16_t *emb_mult;  /* [rows] (v2): code n -> e = ((n - 8) * M + 2^(ES-1)) >> ES */
-    int32_t emb_shift;        /* ES: GRU_EMB_SHIFT (v3) or GRU_EMB_SHIFT_V2 */
+    const uint8_t *emb_mult8; /* [rows] (v3, ES = GRU_EMB_SHIFT) or */
+    const int16_t *emb_mult;  /* [rows] (v2, ES = GRU_EMB_SHIFT_V2): code n -> e = ((n - 8) * M +
+                               * 2^(ES-1)) >> ES */
     const uint8_t *sig;   /* [256] sigmoid table */
     const int8_t *tanh;   /* [256] tanh table */
     gru_dir_t dir[2];     /* forward, backward */

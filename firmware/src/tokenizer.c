@@ -19,12 +19,22 @@
  * never holds (its spaces are what becomes "▁"). */
 static const char kSpace[3] = {'\xE2', '\x96', '\x81'};
 #define SP ' '
-static const char kSP[1] = {SP};
 
-/* true if s[0:n) starts with "▁" in UTF-8 */
-static bool is_space3(const char *s, size_t n)
+/* in[0:n) as BPE holds it: each "▁" (UTF-8) becomes SP; at most cap bytes go to out, and *used
+ * (if not NULL) gets the input bytes read. out may be in (it never runs ahead of the reading). */
+static size_t escape_spaces(char *out, size_t cap, const char *in, size_t n, size_t *used)
 {
-    return n >= 3 && s[0] == kSpace[0] && s[1] == kSpace[1] && s[2] == kSpace[2];
+    size_t i = 0, o = 0;
+    while (i < n && o < cap) {
+        if (n - i >= 3 && in[i] == kSpace[0] && in[i + 1] == kSpace[1] && in[i + 2] == kSpace[2]) {
+            out[o++] = SP;
+            i += 3;
+        } else {
+            out[o++] = in[i++];
+        }
+    }
+    if (used != NULL) *used = i;
+    return o;
 }
 
 /* ------------------------------------------------------------------ UTF-8 decoding */
@@ -225,39 +235,11 @@ static uint16_t lookup(const char *p, size_t n)
  * is in no piece. */
 static uint16_t lookup_utf8(const char *p, size_t n)
 {
-    uint32_t h = 2166136261u, k, end;
-    size_t i, m = 0;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == (unsigned char)SP) return TOK_NONE;
-        if (is_space3(p + i, n - i)) {
-            c = (unsigned char)SP;
-            i += 2;
-        }
-        h ^= c;
-        h *= 16777619u;
-        m++;
-    }
-    if (m == 0 || m > T->max_piece_bytes) return TOK_NONE;
-    h &= T->n_buckets - 1;
-    end = T->bucket[h + 1];
-    for (k = T->bucket[h]; k < end && T->piece_len[k] <= m; k++) {
-        if (T->piece_len[k] == m) {
-            const char *q = T->pool + T->piece_off[k];
-            size_t j;
-            for (i = 0, j = 0; j < m; j++) {
-                if (is_space3(p + i, n - i)) {
-                    if (q[j] != SP) break;
-                    i += 3;
-                } else {
-                    if (q[j] != p[i]) break;
-                    i++;
-                }
-            }
-            if (j == m) return T->piece_id[k];
-        }
-    }
-    return TOK_NONE;
+    char piece[256]; /* > any piece: max_piece_bytes <= 255 (the export checks) */
+    size_t used, m;
+    if (memchr(p, SP, n) != NULL) return TOK_NONE;
+    m = escape_spaces(piece, sizeof piece, p, n, &used);
+    return used < n ? TOK_NONE : lookup(piece, m);
 }
 
 #ifdef TOK_TEST_HOOKS
@@ -386,7 +368,7 @@ static size_t encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids,
 {
     emitter_t e;
     bpe_t bw;
-    size_t used = 0, n = 0, total, r, o;
+    size_t used = 0, n = 0, total, o;
 
     e.ids = ids;
     e.max_ids = ids != NULL ? max_ids : 0;
@@ -401,14 +383,7 @@ static size_t encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids,
     }
     if (n > 0) {
         /* escape: spaces are SP already; a literal "▁" becomes SP too (in place, shrinking) */
-        for (r = 0, o = 0; r < n; r++, o++) {
-            if (is_space3(w->buf + r, n - r)) {
-                w->buf[o] = SP;
-                r += 2;
-            } else {
-                w->buf[o] = w->buf[r];
-            }
-        }
+        o = escape_spaces(w->buf, n, w->buf, n, NULL);
         memmove(w->buf + 1, w->buf, o);
         w->buf[0] = SP; /* dummy prefix */
         total = o + 1; /* <= n + 1 < TOK_BUF_BYTES */
@@ -461,8 +436,7 @@ int32_t tok_piece_id(const char *piece, size_t len)
 
 int32_t tok_space_id(void)
 {
-    uint16_t id = lookup(kSP, 1);
-    return id == TOK_NONE ? T->unk_id : (int32_t)id;
+    return tok_piece_id(kSpace, sizeof kSpace);
 }
 
 const char *tok_no_verdict_reason(const int32_t *ids, size_t n, int32_t space_id)
@@ -602,7 +576,6 @@ static void stream_end_word(tok_stream_t *s)
 /* Non-space normalized bytes (whole characters, n <= 4); a literal "▁" is stored as SP. */
 static void stream_text(tok_stream_t *s, const char *p, size_t n)
 {
-    size_t i;
     if (!s->in_word) {
         stream_room(s, 1 + n);
         s->word_start = s->len;
@@ -612,14 +585,7 @@ static void stream_text(tok_stream_t *s, const char *p, size_t n)
     } else {
         stream_room(s, n);
     }
-    for (i = 0; i < n; i++) {
-        if (is_space3(p + i, n - i)) {
-            s->buf[s->len++] = SP;
-            i += 2;
-        } else {
-            s->buf[s->len++] = p[i];
-        }
-    }
+    s->len = (uint16_t)(s->len + escape_spaces(s->buf + s->len, n, p, n, NULL));
 }
 
 /* One decoding unit u[0:k) (code point cp, INVALID if ill-formed): normalization rules 1-5,

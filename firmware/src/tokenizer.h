@@ -23,7 +23,8 @@
  * Worst cases (N = TOK_MAX_INPUT_BYTES, default 2048)
  *   - work buffer: sizeof(tok_work_t) = (3N + 3) + 2 (N + 2) + 4 (N + 1) bytes (16-bit offsets,
  *     used while N <= 21844): 18,444 bytes for N = 2048. Put it in static storage, not on a small
- *     stack. The functions themselves use a few dozen bytes of stack (no arrays, no recursion).
+ *     stack. The functions themselves use a few dozen bytes of stack (no recursion; no arrays but
+ *     tok_piece_id's 256-byte copy of the piece).
  *   - normalized text <= 3N bytes (U+FFFD for each ill-formed byte), BPE symbols <= N + 1.
  *   - time: O(N log M) for decoding + normalization (M ~ 170 map entries, binary search), then
  *     BPE per segment (a segment starts at each "▁" when the vocabulary allows it, see

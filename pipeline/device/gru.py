@@ -86,6 +86,9 @@ OPTIONS_FORMAT_V1 = "<5i"  # spec version 1: no EB (= 8)
 EMB_SHIFT = 4  # ES of the 4-bit embedding's uint8 row multipliers
 EMB_MULT_LIMIT = 1 << 8  # M_v < 2^8: e = ((n - 8) * M + 2^(ES-1)) >> ES needs no clamp
 EMB_SHIFT_V2, EMB_MULT_LIMIT_V2 = 10, 1 << 14  # spec v2: int16 multipliers
+# a 4-bit table's row multipliers, by dtype: (spec version, ES, M_v limit)
+EMB_MULT_FORMATS = {np.dtype(np.uint8): (3, EMB_SHIFT, EMB_MULT_LIMIT),
+                    np.dtype(np.int16): (2, EMB_SHIFT_V2, EMB_MULT_LIMIT_V2)}
 EMB4_INT8_MAX = 111  # s_e = max|table| / 111: 7 * M_v / 2^ES stays below 112
 EMBEDDING_BITS = (8, 4)
 STATE_SCALE = 1.0 / 128
@@ -172,7 +175,7 @@ def embedding_rows(p: GruParams, rows: np.ndarray) -> np.ndarray:
     if p.emb_mult is None:
         return p.emb[rows].astype(np.int64)
     m = p.emb_mult.astype(np.int64)[rows][..., None]
-    es = EMB_SHIFT_V2 if p.emb_mult.dtype == np.int16 else EMB_SHIFT
+    es = EMB_MULT_FORMATS[p.emb_mult.dtype][1]
     return (nibbles(p.emb[rows]) * m + (1 << (es - 1))) >> es
 
 
@@ -300,10 +303,9 @@ def check(p: GruParams) -> None:
               "emb": (p.rows, E if p.emb_mult is None else E // 2)}
     if p.emb_mult is not None:
         shapes["emb_mult"] = (p.rows,)
-        limit = {np.dtype(np.uint8): EMB_MULT_LIMIT, np.dtype(np.int16): EMB_MULT_LIMIT_V2}.get(
-            p.emb_mult.dtype)
-        if E % 2 or p.emb.dtype != np.uint8 or limit is None or (p.emb_mult < 0).any() or (
-                p.emb_mult >= limit).any():
+        fmt = EMB_MULT_FORMATS.get(p.emb_mult.dtype)
+        if E % 2 or p.emb.dtype != np.uint8 or fmt is None or (p.emb_mult < 0).any() or (
+                p.emb_mult >= fmt[2]).any():
             raise ValueError("4-bit embedding: E odd, emb not uint8 or mult neither uint8 nor int16 "
                              "in [0, 2^14) (spec v2)")
     for k, shape in shapes.items():
@@ -360,7 +362,7 @@ def unpack(c: dict[str, np.ndarray], units: int, ru: int, shift: int) -> GruPara
 
 def spec_version(p: GruParams) -> int:
     """3, or 2 for a table with v2's int16 multipliers."""
-    return 2 if p.emb_mult is not None and p.emb_mult.dtype == np.int16 else GRU_SPEC_VERSION
+    return GRU_SPEC_VERSION if p.emb_mult is None else EMB_MULT_FORMATS[p.emb_mult.dtype][0]
 
 
 def options(p: GruParams, ru: int = PACK_RU) -> bytes:
