@@ -97,3 +97,47 @@ def test_afd_step_trains_and_features_roundtrip(tmp_path: Path) -> None:
     state = fit(model, (x, y), _task(100, 1), cfg, tmp_path / "w",
                 make_step=kd_step(teacher_z, DistillConfig(afd_weight=1.0), back))
     assert np.isfinite(state["history"][0]["loss"])
+
+
+def _align_loop(values: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The definition of ``align``, one source token at a time."""
+    end = int(max(src[:, 1].max(initial=0), dst[:, 1].max(initial=0)))
+    density = np.zeros((values.shape[0], end + 1), np.float64)
+    for j, (a, b) in enumerate(src):
+        if b > a:
+            density[:, a:b] += values[:, j : j + 1] / (b - a)
+    cum = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(density, axis=1)], axis=1)
+    return (cum[:, dst[:, 1]] - cum[:, dst[:, 0]]).astype(np.float32)
+
+
+def test_align_equals_its_loop_definition_with_gaps_and_empty_tokens() -> None:
+    from pipeline.compress.afd import align
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        cuts = np.sort(rng.choice(np.arange(1, 60), size=12, replace=False))
+        src = np.stack([cuts[:-1], cuts[1:]], 1)
+        empty = rng.random(len(src)) < 0.2
+        src[empty, 1] = src[empty, 0]  # zero-width tokens
+        src = src[rng.random(len(src)) < 0.8]  # bytes no token covers
+        dst_cuts = np.sort(rng.choice(np.arange(0, 62), size=8, replace=False))
+        dst = np.stack([dst_cuts[:-1], dst_cuts[1:]], 1)
+        values = rng.random((3, len(src))).astype(np.float32)
+        np.testing.assert_array_equal(align(values, src, dst), _align_loop(values, src, dst))
+
+
+def test_encode_spans_match_ids_and_survive_pickling() -> None:
+    import pickle
+
+    from pipeline.compress.afd import encode_spans
+    from pipeline.config import TokenizerConfig
+    from pipeline.text.tokenizer import train_tokenizer
+
+    texts = [f"review {i}: the {w} was {'great' if i % 2 else 'awful'} and cheap" for i, w in
+             enumerate(["case", "cable", "screen", "battery"] * 40)]
+    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=120, seq_len=6))
+    ids, spans = encode_spans(tok, texts)
+    assert ids == tok.ids(texts)  # truncated to 6, as the models see them
+    assert all(len(s) == len(i) for s, i in zip(spans, ids, strict=True))
+    again = pickle.loads(pickle.dumps(tok))  # what a worker process receives
+    assert again.ids(texts) == ids

@@ -34,6 +34,7 @@ import tf_keras as keras
 
 import pipeline  # noqa: F401
 from pipeline.compress.ensemble import logit
+from pipeline.parallel import run_parallel
 from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -69,14 +70,15 @@ class TeacherFeatures:
         return cls(maps, pooled)
 
 
-def byte_spans(tok, texts: Sequence[str]) -> list[np.ndarray]:
-    """``[n_ids, 2]`` UTF-8 byte spans of each kept id in the normalized text (truncation applied)."""
-    out = []
+def encode_spans(tok, texts: Sequence[str]) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Truncated ids (as ``tok.ids``) and their ``[n_ids, 2]`` UTF-8 byte spans in the normalized
+    text, from one encoding."""
+    ids, spans = [], []
     for proto in tok.sp.encode([tok.preprocess(t) for t in texts], return_type="proto"):
-        spans = np.array([(p.begin, p.end) for p in proto.pieces], np.int64).reshape(-1, 2)
-        idx = tok.truncate(list(range(len(spans))))
-        out.append(spans[idx])
-    return out
+        pieces = tok.truncate(proto.pieces)
+        ids.append([p.id for p in pieces])
+        spans.append(np.array([(p.begin, p.end) for p in pieces], np.int64).reshape(-1, 2))
+    return ids, spans
 
 
 def align(values: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -90,9 +92,11 @@ def align(values: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     end = int(max(src[:, 1].max(initial=0), dst[:, 1].max(initial=0)))
     density = np.zeros((values.shape[0], end + 1), np.float64)
     width = src[:, 1] - src[:, 0]
-    for j in np.nonzero(width > 0)[0]:
-        a, b = src[j]
-        density[:, a:b] += values[:, j : j + 1] / (b - a)
+    j = np.flatnonzero(width > 0)
+    w = width[j]
+    first = np.cumsum(w) - w  # each kept token's first position in the flat byte list
+    byte = np.repeat(src[j, 0], w) + np.arange(int(w.sum())) - np.repeat(first, w)
+    np.add.at(density, (slice(None), byte), np.repeat(values[:, j] / w, w, axis=1))
     cum = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(density, axis=1)], axis=1)
     return (cum[:, dst[:, 1]] - cum[:, dst[:, 0]]).astype(np.float32)
 
@@ -122,8 +126,9 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
 
     t_tok = Tokenizer.load(teacher_dir)
     feats = teacher_feature_model(load_model(Path(teacher_dir) / "model.keras"))
-    t_ids = t_tok.ids(texts)
-    t_spans, s_spans = byte_spans(t_tok, texts), byte_spans(student_tok, texts)
+    log.info("teacher targets: tokenizing %d texts with both tokenizers", len(texts))
+    (t_ids, t_spans), (_, s_spans) = run_parallel(encode_spans, [(t_tok, texts),
+                                                                (student_tok, texts)])
     n = len(texts)
     maps: list[np.ndarray] = [np.zeros((len(TEACHER_MAPS), 0), np.float16)] * n
     pooled = [np.zeros((n, d), np.float16) for d in
@@ -136,10 +141,10 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
         e, h, w, p, prob = (np.asarray(a) for a in
                             feats.predict_on_batch(pad_batch([t_ids[i] for i in idx])))
         logits[idx] = logit(prob.reshape(-1))
+        energy = np.stack([np.mean(e**2, -1), np.mean(h**2, -1), w], 1)  # [B, 3, T]
         for r, i in enumerate(idx):
             L = len(t_ids[i])
-            m = np.stack([np.mean(e[r, :L] ** 2, -1), np.mean(h[r, :L] ** 2, -1), w[r, :L]])
-            maps[i] = l2_rows(align(m, t_spans[i][:L], s_spans[i])).astype(np.float16)
+            maps[i] = l2_rows(align(energy[r, :, :L], t_spans[i], s_spans[i])).astype(np.float16)
             pooled[0][i] = e[r, :L].mean(0) if L else 0.0
             pooled[1][i] = h[r, :L].mean(0) if L else 0.0
             pooled[2][i] = p[r]

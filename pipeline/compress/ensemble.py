@@ -39,28 +39,39 @@ def crossfit_tfidf(
     ``texts[j]`` derives from training review ``owner[j]`` (the review itself or one of its crops)
     and is scored by the model fitted without that review.
     """
+    from pipeline.parallel import run_parallel
     from pipeline.progress import Progress
-    from pipeline.report.peers import train_tfidf_lr
-    from pipeline.text.tokenizer import normalize
 
     if folds < 2:
         raise ValueError(f"ensemble folds must be >= 2, got {folds}")
     fold = np.random.default_rng(seed).permutation(len(reviews)) % folds
     y = np.asarray(labels, np.int64)
+    text_fold = fold[np.asarray(owner)]
+    calls, mine = [], []
+    for k in range(folds):
+        keep = np.flatnonzero(fold != k)
+        mine.append(np.flatnonzero(text_fold == k))
+        calls.append(([reviews[i] for i in keep], y[keep].tolist(), cfg,
+                      [texts[j] for j in mine[k]], {name: list(t) for name, t in sets.items()}))
+    with Progress(folds, "TF-IDF cross-fit", "folds") as progress:
+        results = run_parallel(_fold_logits, calls, on_done=lambda: progress.update(1))
     out = np.zeros(len(texts), np.float64)
     mean = {name: np.zeros(len(t), np.float64) for name, t in sets.items()}
-    text_fold = fold[np.asarray(owner)]
-    with Progress(folds, "TF-IDF cross-fit", "folds") as progress:
-        for k in range(folds):
-            keep = np.flatnonzero(fold != k)
-            model = train_tfidf_lr([reviews[i] for i in keep], y[keep].tolist(), cfg,
-                                   preprocess=normalize)
-            mine = np.flatnonzero(text_fold == k)
-            out[mine] = model.decision_function([texts[j] for j in mine])
-            for name, t in sets.items():
-                mean[name] += model.decision_function(list(t)) / folds
-            progress.update(1)
+    for k, (z_mine, z_sets) in enumerate(results):
+        out[mine[k]] = z_mine
+        for name in sets:
+            mean[name] += z_sets[name] / folds
     return CrossFit(out, mean)
+
+
+def _fold_logits(reviews: list[str], labels: list[int], cfg: TfidfConfig, texts: list[str],
+                 sets: dict[str, list[str]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One fold's TF-IDF + LR: its logits of ``texts`` and of each set (a worker process's call)."""
+    from pipeline.report.peers import train_tfidf_lr
+    from pipeline.text.tokenizer import normalize
+
+    model = train_tfidf_lr(reviews, labels, cfg, preprocess=normalize)
+    return model.decision_function(texts), {n: model.decision_function(t) for n, t in sets.items()}
 
 
 def choose_weight(z_teacher: np.ndarray, z_tfidf: np.ndarray, y: np.ndarray,

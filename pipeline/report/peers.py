@@ -16,6 +16,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.pipeline import Pipeline
 
 from pipeline.config import TfidfConfig
+from pipeline.parallel import cores, run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,36 @@ def predict_proba(model: Pipeline, texts: list[str]) -> np.ndarray:
     return np.asarray(proba[:, pos], dtype=np.float64)
 
 
+def fit_grid(
+    train_texts: Sequence[str],
+    train_labels: Sequence[int],
+    grid: Sequence[float],
+    cfg: TfidfConfig = TfidfConfig(),  # noqa: B008 - frozen dataclass, immutable default
+    preprocess: Callable[[str], str] | None = None,
+) -> tuple[TfidfVectorizer, dict[float, LogisticRegression]]:
+    """One vectorizer fit and one LR per C of ``grid``: ``Pipeline([("tfidf", vec), ("lr", lr[C])])``
+    equals ``train_tfidf_lr`` with that C (the vectorizer does not depend on C)."""
+    if not grid:
+        raise ValueError("empty C grid")
+    y = _check(train_texts, train_labels)
+    vec = _vectorizer(cfg, preprocess)
+    x = vec.fit_transform(list(train_texts))
+    return vec, {float(c): _classifier(replace(cfg, C=float(c))).fit(x, y) for c in grid}
+
+
+def _val_scores(vec: TfidfVectorizer, clfs: dict[float, LogisticRegression],
+                val_texts: Sequence[str], val_labels: Sequence[int]) -> dict[float, float]:
+    y_va = np.asarray(val_labels, dtype=np.int64)
+    if len(val_texts) != y_va.size or y_va.size == 0:
+        raise ValueError("val_texts and val_labels must be non-empty and of equal length")
+    x_va = vec.transform(list(val_texts))
+    return {c: float(accuracy_score(y_va, clf.predict(x_va))) for c, clf in clfs.items()}
+
+
+def _best(scores: dict[float, float]) -> float:
+    return max(sorted(scores), key=lambda c: scores[c])  # max keeps first -> smallest C on ties
+
+
 def select_C(
     train_texts: list[str],
     train_labels: list[int],
@@ -85,24 +116,11 @@ def select_C(
 ) -> tuple[float, dict[float, float]]:
     """Pick C by validation accuracy (ties -> smallest C); returns (best_C, {C: val_accuracy}).
 
-    The vectorizer does not depend on C, so it is fitted once and only the LR is refitted;
-    the result equals calling ``train_tfidf_lr`` with each C.
+    The result equals calling ``train_tfidf_lr`` with each C (:func:`fit_grid`).
     """
-    if not grid:
-        raise ValueError("empty C grid")
-    y_tr = _check(train_texts, train_labels)
-    y_va = np.asarray(val_labels, dtype=np.int64)
-    if len(val_texts) != y_va.size or y_va.size == 0:
-        raise ValueError("val_texts and val_labels must be non-empty and of equal length")
-    vec = _vectorizer(cfg, preprocess)
-    x_tr = vec.fit_transform(list(train_texts))
-    x_va = vec.transform(list(val_texts))
-    scores: dict[float, float] = {}
-    for c in grid:
-        clf = _classifier(replace(cfg, C=float(c))).fit(x_tr, y_tr)
-        scores[float(c)] = float(accuracy_score(y_va, clf.predict(x_va)))
-    best = max(sorted(scores), key=lambda c: scores[c])  # max keeps first -> smallest C on ties
-    return best, scores
+    vec, clfs = fit_grid(train_texts, train_labels, grid, cfg, preprocess)
+    scores = _val_scores(vec, clfs, val_texts, val_labels)
+    return _best(scores), scores
 
 
 def normalize_without_stopwords(text: str) -> str:
@@ -128,19 +146,23 @@ def run_tfidf_peer(
     rows = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("train", "val")}
     texts = {s: [t for t, _ in r] for s, r in rows.items()}
     labels = {s: [int(y) for _, y in r] for s, r in rows.items()}
-    log.info("TF-IDF peer: choosing C on %d validation reviews", len(labels["val"]))
-    best_c, scores = select_C(texts["train"], labels["train"], texts["val"], labels["val"],
-                              grid=grid, cfg=cfg, preprocess=normalize)
-    cfg = replace(cfg, C=best_c)
+    prep = {"stopwords_kept": normalize, "stopwords_removed": normalize_without_stopwords}
+    log.info("TF-IDF peer: fitting C in %s on %d training reviews, with and without stopwords "
+             "(%d processes)", list(grid), len(labels["train"]), min(2, cores()))
+    fits = dict(zip(prep, run_parallel(fit_grid, [(texts["train"], labels["train"], grid, cfg, p)
+                                                  for p in prep.values()]), strict=True))
+    scores = {name: _val_scores(vec, clfs, texts["val"], labels["val"])
+              for name, (vec, clfs) in fits.items()}
+    best_c = _best(scores["stopwords_kept"])  # the stopword ablation uses the same C
+    log.info("TF-IDF peer: C=%g (validation accuracy by C %s)", best_c, scores["stopwords_kept"])
     sets = eval_sets(data_dir, heldout)
-    results: dict = {"C": best_c, "val_accuracy_by_C": scores}
-    for name, pre in (("stopwords_kept", normalize), ("stopwords_removed",
-                                                      normalize_without_stopwords)):
-        log.info("TF-IDF peer: fitting (C=%g, %s)", best_c, name)
-        model = train_tfidf_lr(texts["train"], labels["train"], cfg, preprocess=pre)
+    results: dict = {"C": best_c, "val_accuracy_by_C": scores["stopwords_kept"],
+                     "val_accuracy_by_C_stopwords_removed": scores["stopwords_removed"]}
+    for name, (vec, clfs) in fits.items():
+        model = Pipeline([("tfidf", vec), ("lr", clfs[best_c])])
         metrics = evaluate_predictor(lambda t, m=model: predict_proba(m, list(t)), sets)
         metrics["size_bytes"] = tfidf_size_bytes(model)
-        metrics["features"] = len(model.named_steps["tfidf"].vocabulary_)
+        metrics["features"] = len(vec.vocabulary_)
         results[name] = metrics
     write_json(Path(out_dir) / "metrics.json", results)
     test = results["stopwords_kept"]["test"]

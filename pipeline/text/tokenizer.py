@@ -144,6 +144,10 @@ class Tokenizer:
         self.model_proto = model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its model bytes and config (worker processes rebuild the processor)."""
+        return (Tokenizer, (self.model_proto, self.cfg))
+
     @property
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
