@@ -169,9 +169,10 @@ class PruneConfig(_Section):
     # student's run; rewind_epoch + retrain_epochs = distill_train.max_epochs gives the ticket the
     # dense student's training length, and the retraining continues its learning-rate schedule
     # (prune.retrain_config). Neither schedule makes the 30% ticket (2,916 of 8,000 rows dropped)
-    # as accurate as the dense student (93.00% validation): rewind to epoch 4 + one epoch from the
-    # initial rate 91.96% (reports/run-2026-12-03-e40), rewind to 7 + the end-of-run rate 91.53%
-    # (reports/full, 2026-12-03).
+    # as accurate as the dense student (93.00% validation with 8 epochs): rewind to epoch 4 + one
+    # epoch from the initial rate 91.96% (reports/run-2026-12-03-e40), rewind to 7 of 8 + the
+    # end-of-run rate 91.53%; with 7 epochs, rewind to 6 + the end-of-run rate 91.72% vs the dense
+    # 92.97% (reports/full, run of 2026-12-03 at 0f94244).
     rewind_epoch: int = 6
     retrain_epochs: int = 1  # max epochs per round (early stopping as in TrainConfig.patience)
     keep: Literal["deepest_accurate", "last"] = "deepest_accurate"  # deepest round >= dense val acc

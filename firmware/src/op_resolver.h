@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 457a86fc542693aec6f06866fdbae1c4d0f4e3100ded7ef4ac4a6640b879163f)
- *     models/release/head.tflite (sha256 7a4cbcbe8bb695923a43366f41417b6a8816c21a2d5cdb353e163fb1eaceeaed)
+ *     models/release/step.tflite (sha256 64e47218732ff59fc35d3cbf3d07c11b55c3bb21726b40b9e53d4ccb2e16da5e)
+ *     models/release/head.tflite (sha256 0faba9792159cd9c9f1ae403d8f0bf6f3b92bba6390cf9a9a89e41b6dc2c2f6d)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
