@@ -319,3 +319,22 @@ def test_compare_precisions_through_the_device_path(trained) -> None:
         write_release(Path(d), c)
         np.testing.assert_array_equal(TflmModel(load_release(Path(d))).predict(ids[:20]),
                                       TflmModel(c).predict(ids[:20]))
+
+
+def test_head_fc_scales_give_every_tflm_the_same_multiplier(builtin) -> None:
+    """esp-tflite-micro 1.3.7 forms the FULLY_CONNECTED multiplier from float32(s_in * s_w), newer
+    TFLM from the double product: with the head's scales their product is exact in float32."""
+    from pipeline.device import flatbuf
+
+    m = flatbuf.load(builtin["head"])
+    sg = m.subgraphs[0]
+    fcs = [op for op in sg.operators if flatbuf.builtin(m, op) == "FULLY_CONNECTED"]
+    assert fcs
+    for op in fcs:
+        s_in = float(sg.tensors[op.inputs[0]].quantization.scale[0])
+        for k, s_w in enumerate(sg.tensors[op.inputs[1]].quantization.scale):
+            exact = s_in * float(s_w)  # double
+            assert float(np.float32(s_in) * np.float32(s_w)) == exact
+            assert float(sg.tensors[op.inputs[2]].quantization.scale[k]) == exact
+    # a scale with a long mantissa is what the converter writes; the rounding moves it < 2**-12
+    assert abs(flatbuf._short_mantissa(0.007432751357555389, 12) / 0.007432751357555389 - 1) < 2**-12

@@ -162,7 +162,7 @@ def convert_int8(
             for s in steps:
                 s["tokens"] = id_map[s["tokens"]]
         step, step_meta = _builtin_step(student, rows, steps)
-    head = _to_int8(build_head_model(student), heads)
+    head = flatbuf.exact_fc_scales(_to_int8(build_head_model(student), heads))  # same in every TFLM
     step_io, head_io = flatbuf.io_map(step), flatbuf.io_map(head)
     step_io.update({k: v for k, v in step_meta.items() if k == "outputs"})
     for name, blob in (("step", step), ("head", head)):

@@ -205,6 +205,44 @@ def copy_quant(model, src_input: int, dst_output: int) -> None:
     dst.quantization.zeroPoint = list(src.quantization.zeroPoint)
 
 
+FC_SCALE_BITS = 12  # significant bits of FULLY_CONNECTED input and filter scales (exact_fc_scales)
+
+
+def _short_mantissa(x: float, bits: int) -> float:
+    """``x`` rounded to ``bits`` significant bits (a float32 value)."""
+    m, e = np.frexp(np.float64(x))
+    return float(np.float32(np.ldexp(np.round(m * (1 << bits)) / (1 << bits), e)))
+
+
+def exact_fc_scales(model: ModelLike, bits: int = FC_SCALE_BITS) -> bytes:
+    """The model with every int8 FULLY_CONNECTED's input and filter scales rounded to ``bits``
+    significant bits and its bias scales set to their product, which is then exact in float32.
+
+    TFLM versions derive the output multiplier differently: esp-tflite-micro 1.3.7 multiplies
+    the input and filter scales in float32 and widens the product, the Python interpreter
+    multiplies in double. The two multipliers differ in their last bits, which flips the
+    double-rounded output of an accumulator that lands next to a half (seen: 1 review in 28,564).
+    With an exact product every version computes the same multiplier. The quantized weights and
+    biases are kept: the scales move by less than ``2**-bits`` of themselves.
+    """
+    m = load(model)
+    for sg in m.subgraphs:
+        for op in sg.operators or []:
+            if builtin(m, op) != "FULLY_CONNECTED":
+                continue
+            x, w = sg.tensors[op.inputs[0]], sg.tensors[op.inputs[1]]
+            b = sg.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+            for t in (x, w, b):
+                if t is not None and (t.quantization is None or t.quantization.scale is None):
+                    raise ValueError("FULLY_CONNECTED tensor without quantization scales")
+            x.quantization.scale = [_short_mantissa(x.quantization.scale[0], bits)]
+            w.quantization.scale = [_short_mantissa(v, bits) for v in w.quantization.scale]
+            if b is not None:
+                b.quantization.scale = [float(np.float32(x.quantization.scale[0] * v))
+                                        for v in w.quantization.scale]
+    return pack(m)
+
+
 def code_index(model, op: int) -> int:
     """Index of builtin operator ``op`` in the model's operator codes (added when missing)."""
     s = schema()
