@@ -2,7 +2,7 @@
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
  *     models/release/step.tflite (sha256 64e47218732ff59fc35d3cbf3d07c11b55c3bb21726b40b9e53d4ccb2e16da5e)
- *     models/release/head.tflite (sha256 0faba9792159cd9c9f1ae403d8f0bf6f3b92bba6390cf9a9a89e41b6dc2c2f6d)
+ *     models/release/head.tflite (sha256 81f26cf532d09bc03758dc6881ba4f95278c9cac4697cb30585d800dba69cf6f)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
