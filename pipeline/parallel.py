@@ -29,22 +29,16 @@ def run_parallel(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]],
                  on_done: Callable[[], None] | None = None) -> list[T]:
     """``[fn(*args) for args in calls]`` on up to :func:`cores` processes; ``on_done`` after each."""
     workers = min(len(calls), cores()) - 1
+
+    def done(result: T) -> T:
+        if on_done:
+            on_done()
+        return result
+
     if workers <= 0:
-        out = []
-        for args in calls:
-            out.append(fn(*args))
-            if on_done:
-                on_done()
-        return out
+        return [done(fn(*args)) for args in calls]
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once TensorFlow's threads exist
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         futures = [pool.submit(fn, *args) for args in calls[1:]]
-        first = fn(*calls[0])
-        if on_done:
-            on_done()
-        rest = []
-        for f in futures:
-            rest.append(f.result())
-            if on_done:
-                on_done()
-    return [first, *rest]
+        first = done(fn(*calls[0]))
+        return [first, *(done(f.result()) for f in futures)]

@@ -148,7 +148,7 @@ def run_tfidf_peer(
     labels = {s: [int(y) for _, y in r] for s, r in rows.items()}
     prep = {"stopwords_kept": normalize, "stopwords_removed": normalize_without_stopwords}
     log.info("TF-IDF peer: fitting C in %s on %d training reviews, with and without stopwords "
-             "(%d processes)", list(grid), len(labels["train"]), min(2, cores()))
+             "(%d processes)", list(grid), len(labels["train"]), min(len(prep), cores()))
     fits = dict(zip(prep, run_parallel(fit_grid, [(texts["train"], labels["train"], grid, cfg, p)
                                                   for p in prep.values()]), strict=True))
     scores = {name: _val_scores(vec, clfs, texts["val"], labels["val"])
