@@ -172,7 +172,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
                      "conversion": convert.CONVERSION_VERSION},
         lambda o, w: qat.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
                                      cfg.release_tokens, cfg.quant.embedding_bits, compare,
-                                     cfg.calibration_reviews),
+                                     cfg.calibration_reviews, cfg.quant.qat_cell == "spec"),
     )
     evaluation("qat_eval", qat_dir, k_qat)
     int8_dir, k_int8 = run_stage(

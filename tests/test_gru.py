@@ -128,6 +128,20 @@ def test_spec_tables_and_rounding() -> None:
         assert gru.requant(a, m, s).tolist() == want
 
 
+def test_int_matmul_is_exact() -> None:
+    """The spec's float64 matmul equals integer arithmetic, at the int8 extremes too."""
+    rng = np.random.default_rng(3)
+    for k in (1, 40, 64, 4096):
+        a = rng.integers(-128, 128, (17, k))
+        w = rng.integers(-128, 128, (5, k)).astype(np.int8)
+        a[0], w[0] = -128, -128  # the largest sums: k * 2^14
+        want = [[sum(int(x) * int(y) for x, y in zip(r, c, strict=True)) for c in w] for r in a]
+        assert gru.int_matmul(a, w).tolist() == want
+    with pytest.raises(ValueError, match="exact"):
+        big = np.broadcast_to(np.int8(0), (1, 2 ** 40))  # a view: nothing allocated
+        gru.int_matmul(big, big)
+
+
 def test_4bit_embedding_spec() -> None:
     """Nibble order, the code's offset, the row rescale's rounding and range, the conversion's accuracy."""
     q = np.array([[-8, 7, -1, 0, 3, -7]])

@@ -338,3 +338,46 @@ def test_head_fc_scales_give_every_tflm_the_same_multiplier(builtin) -> None:
             assert float(sg.tensors[op.inputs[2]].quantization.scale[k]) == exact
     # a scale with a long mantissa is what the converter writes; the rounding moves it < 2**-12
     assert abs(flatbuf._short_mantissa(0.007432751357555389, 12) / 0.007432751357555389 - 1) < 2**-12
+
+
+def test_spec_cell_rounds_as_the_device_step_and_passes_float_gradients() -> None:
+    """SpecGRUCell's forward is the SPEC's tables and state rounding; its gradients the float GRU's."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from pipeline.compress.qat import SpecGRUCell
+    from pipeline.device import gru
+
+    units, rng = 8, np.random.default_rng(5)
+    spec, plain = SpecGRUCell(units, reset_after=True), keras.layers.GRUCell(units, reset_after=True)
+    for c in (spec, plain):
+        c.build((None, 4))
+    # zero kernels: the pre-activations are the biases, put on the spec's Q9 grid
+    bias = np.round(rng.uniform(-9, 9, (2, 3 * units)) * 512) / 512
+    weights = [np.zeros((4, 3 * units)), np.zeros((units, 3 * units)), bias]
+    spec.set_weights(weights)
+    plain.set_weights(weights)
+    h = tf.constant(rng.integers(-128, 128, (3, units)) / 128.0, tf.float32)
+    x = tf.zeros((3, 4))
+    with tf.GradientTape(persistent=True) as tape:
+        out = spec(x, [h])[0]
+        ref = plain(x, [h])[0]
+        loss_s, loss_p = tf.reduce_sum(out * out), tf.reduce_sum(ref * ref)
+    sig, tanh = gru.sig_table().astype(np.int64), gru.tanh_table().astype(np.int64)
+    q9 = np.round(bias * 512).astype(np.int64)
+    pz, pr = q9[0, :units] + q9[1, :units], q9[0, units:2 * units] + q9[1, units:2 * units]
+    xh, hh = q9[0, 2 * units:], q9[1, 2 * units:]
+    z = sig[np.clip((pz + 16) >> 5, -128, 127) + 128]
+    r = sig[np.clip((pr + 16) >> 5, -128, 127) + 128]
+    c = tanh[np.clip((xh + ((r * hh + 128) >> 8) + 8) >> 4, -128, 127) + 128]
+    hq = np.round(h.numpy() * 128).astype(np.int64)
+    want = c + ((z * (hq - c) + 128) >> 8)
+    # r * hh is exact in the spec (Q9 times 1/256) and rounded there: the float cell's pc is off by
+    # less than one Q9 step, which may move a tanh index by one; everything else is exact
+    got = np.round(out.numpy() * 128).astype(np.int64)
+    np.testing.assert_allclose(out.numpy() * 128, got, atol=1e-4)  # on the state grid
+    assert np.mean(got == want) > 0.95 and np.abs(got - want).max() <= 1
+    # straight-through: the gradient flows as through the float cell (same sign, nonzero)
+    gs = tape.gradient(loss_s, spec.bias).numpy()
+    gp = tape.gradient(loss_p, plain.bias).numpy()
+    assert np.abs(gs).sum() > 0 and np.corrcoef(gs.ravel(), gp.ravel())[0, 1] > 0.9

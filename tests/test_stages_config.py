@@ -94,6 +94,13 @@ def test_presets_and_overrides() -> None:
     for bad in ("teacher.nope=1", "nosection.x=1", "teacher.units", "data.balance=maybe"):
         with pytest.raises(ValueError):
             override(full, [bad])
+    # top-level fields take field=value; "preset" is --preset's
+    top = override(full, ["release_tokens=768", "calibration_reviews=300"])
+    assert (top.release_tokens, top.calibration_reviews) == (768, 300)
+    for bad, why in (("release_tokens=lots", "an integer"), ("preset=smoke", "section.field=value"),
+                     ("teacher=3", "release_tokens=value")):
+        with pytest.raises(ValueError, match=why):
+            override(full, [bad])
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
 

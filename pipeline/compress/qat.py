@@ -28,7 +28,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from pipeline.device.gru import EMB4_INT8_MAX, EMB_MULT_LIMIT, EMB_SHIFT
+from pipeline.device.gru import EMB4_INT8_MAX, EMB_MULT_LIMIT, EMB_SHIFT, SIG_SHIFT, TANH_SHIFT
 from pipeline.nn.models import TokenEmbedding, student_parts
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,48 @@ class QuantEmbedding(TokenEmbedding):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "bits": self.bits}
+
+
+def _ste(x: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
+    """``q`` forward, the gradient of ``x`` backward (straight-through estimator)."""
+    return x + tf.stop_gradient(q - x)
+
+
+def _lut_input(pre: tf.Tensor, steps: float) -> tf.Tensor:
+    """A pre-activation as a table index sees it: rounded half up to ``1/steps``, clamped to int8."""
+    return tf.clip_by_value(tf.floor(pre * steps + 0.5), -128.0, 127.0) / steps
+
+
+@keras.utils.register_keras_serializable(package="pipeline")
+class SpecGRUCell(keras.layers.GRUCell):
+    """A ``GRUCell(reset_after=True)`` whose step rounds where the ``TINYSENT_BIGRU`` SPEC does.
+
+    Forward: the gates are ``SIG`` / ``TANH`` table values (index = pre-activation rounded to 1/16
+    resp. 1/32 and clamped, value rounded to 1/256 resp. 1/128) and the new state is rounded to
+    the state scale 1/128 and clamped, so the state fed back at the next step is the device's.
+    Backward: the float GRU's gradients (straight-through). The Q9 rounding of the
+    pre-activations (2^-9, finer than every table step) is left out.
+    """
+
+    def call(self, inputs, states, training=None):
+        h = states[0] if tf.nest.is_nested(states) else states
+        xz, xr, xh = tf.split(tf.matmul(inputs, self.kernel) + self.bias[0], 3, axis=-1)
+        hz, hr, hh = tf.split(tf.matmul(h, self.recurrent_kernel) + self.bias[1], 3, axis=-1)
+        sig_steps, tanh_steps = 2.0 ** (9 - SIG_SHIFT), 2.0 ** (9 - TANH_SHIFT)
+
+        def sig(pre):
+            q = tf.clip_by_value(tf.floor(256.0 * tf.sigmoid(_lut_input(pre, sig_steps)) + 0.5), 0.0,
+                                 255.0) / 256.0
+            return _ste(tf.sigmoid(pre), q)
+
+        z, r = sig(xz + hz), sig(xr + hr)
+        pc = xh + r * hh
+        c_q = tf.clip_by_value(tf.floor(128.0 * tf.tanh(_lut_input(pc, tanh_steps)) + 0.5), -128.0,
+                               127.0) / 128.0
+        c = _ste(tf.tanh(pc), c_q)
+        new = c + z * (h - c)
+        new = _ste(new, tf.clip_by_value(tf.floor(new * 128.0 + 0.5), -128.0, 127.0) / 128.0)
+        return new, [new] if tf.nest.is_nested(states) else new
 
 
 def _qk():
@@ -154,12 +196,15 @@ def _built(layer: keras.layers.Layer, input_shape: tuple, weights: list[np.ndarr
     return layer
 
 
-def build_qat_model(student: keras.Model, embedding_bits: int = 8) -> keras.Model:
+def build_qat_model(student: keras.Model, embedding_bits: int = 8,
+                    spec_cell: bool = False) -> keras.Model:
     """The student with fake quantization where the device rounds (QAT; module docstring).
 
     ``ids -> QuantEmbedding(embedding_bits) -> QuantizeWrapperV2(BiGRU, GRUQuantizeConfig) -> masked mean ->
     QuantizeWrapperV2(Dense "logit", 8-bit kernel + output) -> sigmoid``. The padding mask is passed
     explicitly (tfmot's wrapper does not propagate Keras masks). Starts from ``student``'s weights.
+    ``spec_cell``: the BiGRU's cells are :class:`SpecGRUCell` (the tables and the state rounding of
+    the recurrence simulated too; slower: a per-step loop instead of Keras' GRU kernel).
     """
     from pipeline.nn.models import MaskedMeanPooling
 
@@ -172,8 +217,12 @@ def build_qat_model(student: keras.Model, embedding_bits: int = 8) -> keras.Mode
     x = emb(ids)
     emb.set_weights([table])
     mask = keras.layers.Lambda(lambda t: tf.not_equal(t, 0), name="mask")(ids)
-    inner = _built(keras.layers.Bidirectional.from_config(bigru.get_config()), (1, 2, table.shape[1]),
-                   bigru.get_weights())
+    if spec_cell:
+        rnn = keras.layers.RNN(SpecGRUCell(units, reset_after=True), return_sequences=True)
+        inner = keras.layers.Bidirectional(rnn, name=bigru.name)
+    else:
+        inner = keras.layers.Bidirectional.from_config(bigru.get_config())
+    inner = _built(inner, (1, 2, table.shape[1]), bigru.get_weights())
     qc = _quantize_configs()
     h = qk.QuantizeWrapperV2(inner, qc["GRUQuantizeConfig"](), name="bigru")(x, mask=mask)
     pooled = MaskedMeanPooling(name="pool")(h, mask=mask)
@@ -210,7 +259,7 @@ def qat_prunable_weights(qat: keras.Model) -> dict[str, tf.Variable]:
 def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path, cfg,
                 make_step=None, seq_len: int | None = None, embedding_bits: int = 8,
                 compare: Callable[..., dict] | None = None,
-                calibration_reviews: int = 500) -> dict[str, Any]:
+                calibration_reviews: int = 500, spec_cell: bool = False) -> dict[str, Any]:
     """Stage: quantization-aware fine-tuning of a float student -> a float student directory.
 
     Fine-tunes :func:`build_qat_model` (fake quantization as the device rounds, the embedding at
@@ -250,7 +299,7 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     p0 = predict_proba(student, x_val)
     before = float(np.mean((p0 >= 0.5) == (y_val >= 0.5)))
     loss_before = bce(y_val, p0)
-    qat = build_qat_model(student, embedding_bits)
+    qat = build_qat_model(student, embedding_bits, spec_cell)
     masks_file = Path(student_dir) / "masks.npz"
     if masks_file.exists():
         from pipeline.compress.prune import load_masks, masked_step
