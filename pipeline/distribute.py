@@ -1,8 +1,9 @@
 """Train the teacher or the labels-only student with a ``tf.distribute`` strategy.
 
     python -m pipeline.distribute --strategy default|mirrored|multiworker \\
-        --data runs/smoke/data --tokenizer runs/smoke/student_tokenizer --out DIR \\
-        [--preset smoke|full] [--model student|teacher] [--max-steps N] [--weights-out FILE.npz]
+        (--data runs/smoke/data --tokenizer runs/smoke/student_tokenizer | --shards STREAM_DIR) \\
+        --out DIR [--preset smoke|full] [--model student|teacher] [--max-steps N] \\
+        [--weights-out FILE.npz]
 
 Strategies, batch sizes and what each worker does: :mod:`pipeline.nn.distribute`.
 """
@@ -25,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.distribute", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strategy", choices=STRATEGIES, default="default")
-    ap.add_argument("--data", type=Path, required=True, help="folder with {train,val}.jsonl")
-    ap.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder")
+    ap.add_argument("--data", type=Path, help="folder with {train,val}.jsonl (with --tokenizer)")
+    ap.add_argument("--tokenizer", type=Path, help="tokenizer folder (with --data)")
+    ap.add_argument("--shards", type=Path,
+                    help="instead of --data/--tokenizer: a python -m pipeline.stream folder; each "
+                         "worker reads its own TFRecord files, nothing is loaded into memory")
     ap.add_argument("--out", type=Path, help="model directory to write (chief only)")
     ap.add_argument("--work", type=Path, help="folder for the best-epoch weights (chief)")
     ap.add_argument("--preset", choices=("smoke", "full"), default="full")
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sgd", type=float, metavar="LR",
                     help="plain SGD with this learning rate instead of Adam (tests)")
     args = ap.parse_args(argv)
+    if (args.shards is None) == (args.data is None or args.tokenizer is None):
+        ap.error("give either --shards, or --data and --tokenizer")
     pipeline.setup_logging()
     strategy = strategy_from_name(args.strategy)  # first: configures the TF runtime
     cfg = override(preset(args.preset), args.set)
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             return keras.optimizers.SGD(args.sgd)
     model, state = train_distributed(args.data, args.tokenizer, args.out, args.model, model_cfg,
                                      train_cfg, strategy, args.work, args.max_steps,
-                                     make_optimizer, init)
+                                     make_optimizer, init, args.shards)
     if args.weights_out:
         args.weights_out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.weights_out, *model.get_weights())

@@ -41,6 +41,22 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     return data, root / "tok"
 
 
+@pytest.fixture(scope="module")
+def tiny_shards(tiny_run, tmp_path_factory) -> Path:
+    """The same reviews as :func:`tiny_run` through ``pipeline.stream``: 4 TFRecord files a split."""
+    from pipeline.config import StreamConfig, TokenizerConfig
+    from pipeline.data import read_jsonl
+    from pipeline.data.stream import build_stream
+
+    root = tmp_path_factory.mktemp("shards")
+    rows = [r for name in ("train", "val", "test") for r in read_jsonl(tiny_run[0] / f"{name}.jsonl")]
+    write_jsonl(root / "reviews.jsonl", rows)
+    build_stream(root / "reviews.jsonl", root / "stream",
+                 StreamConfig(spill_buckets=2, shards=4, tokenizer_sample=1000),
+                 TokenizerConfig(vocab_size=60, seq_len=128))
+    return root / "stream"
+
+
 def test_global_batches_are_full_disjoint_and_reproducible() -> None:
     lengths = np.random.default_rng(0).integers(1, 50, 1000)
     a = global_batches(lengths, 64, np.random.default_rng([13, 1]), 4)
@@ -85,12 +101,45 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_two_cpu_workers_end_with_identical_weights(tiny_run, tmp_path) -> None:
+def _reference_on_shards(build, shards, cfg, steps: int, lr: float):
+    """One device stepping on the global batches two workers read from ``shards``: each step the
+    two input pipelines' per-replica batches, concatenated (padding never changes the masked
+    student's output), with the mean loss over the global batch."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from pipeline.nn.distribute import Shards, shards_dataset_fn
+    from pipeline.nn.train import set_determinism
+
+    set_determinism(cfg.seed)  # tf.data's shuffle order depends on the global seed, as in a worker
+    fn = shards_dataset_fn(Shards.open(shards, "train"), 2 * cfg.batch_size,
+                           seed=cfg.seed * 1000 + 1)
+    its = [iter(fn(tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i,
+                                              num_replicas_in_sync=2))) for i in range(2)]
+    model, opt = build(), keras.optimizers.SGD(lr)
+    for _ in range(steps):
+        xs, ys = zip(*(next(it) for it in its), strict=True)
+        width = max(int(x.shape[1]) for x in xs)
+        x = tf.concat([tf.pad(x, [[0, 0], [0, width - int(x.shape[1])]]) for x in xs], 0)
+        y = tf.concat(ys, 0)
+        with tf.GradientTape() as tape:
+            p = tf.clip_by_value(tf.reshape(model(x, training=True), [-1]), 1e-7, 1 - 1e-7)
+            loss = tf.reduce_mean(-(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    return model
+
+
+@pytest.mark.parametrize("source", ["jsonl", "shards"])
+def test_two_cpu_workers_end_with_identical_weights(tiny_run, tiny_shards, tmp_path,
+                                                    source: str) -> None:
     """Two MultiWorkerMirroredStrategy workers on loopback, two steps of the smoke student.
 
     Both start from the same weights as a single-device run here, with dropout off and plain SGD
     (whose step length shows any error in the loss scaling, unlike Adam): the workers must end
     bit-identical to each other and equal to one device stepping on the same global batches.
+    ``jsonl``: every worker loads the split and slices the same global batches; ``shards``: each
+    worker reads its own two of the four TFRecord files (``pipeline.stream``) from disk.
     """
     import tf_keras as keras
 
@@ -101,6 +150,8 @@ def test_two_cpu_workers_end_with_identical_weights(tiny_run, tmp_path) -> None:
     from pipeline.text.tokenizer import Tokenizer
 
     data, tok = tiny_run
+    if source == "shards":
+        tok = tiny_shards / "tokenizer"
     sets = ["student.dropout=0", "student.embed_dropout=0"]
     cfg = override(preset("smoke"), sets)
     tokenizer = Tokenizer.load(tok)
@@ -113,8 +164,10 @@ def test_two_cpu_workers_end_with_identical_weights(tiny_run, tmp_path) -> None:
     procs = []
     for i in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        cmd = [sys.executable, "-m", "pipeline.distribute", "--strategy", "multiworker",
-               "--data", str(data), "--tokenizer", str(tok), "--preset", "smoke",
+        inputs = (["--shards", str(tiny_shards)] if source == "shards" else
+                  ["--data", str(data), "--tokenizer", str(tok)])
+        cmd = [sys.executable, "-m", "pipeline.distribute", "--strategy", "multiworker", *inputs,
+               "--preset", "smoke",
                "--model", "student", "--max-steps", "2", "--out", str(tmp_path / f"model{i}"),
                "--weights-out", str(tmp_path / f"w{i}.npz"), "--init-weights",
                str(tmp_path / "init.npz"), "--sgd", "5.0", *(x for a in sets for x in ("--set", a))]
@@ -127,11 +180,14 @@ def test_two_cpu_workers_end_with_identical_weights(tiny_run, tmp_path) -> None:
         m.set_weights(w_init)
         return m
 
-    splits = labelled_ids(data, tokenizer)
-    ref_cfg = replace(cfg.student_train, batch_size=2 * cfg.student_train.batch_size)
-    ref, _ = fit_distributed(build, splits["train"], splits["val"], ref_cfg,
-                             strategy_from_name("default"), max_steps=2,
-                             make_optimizer=lambda: keras.optimizers.SGD(5.0))
+    if source == "shards":
+        ref = _reference_on_shards(build, tiny_shards, cfg.student_train, 2, 5.0)
+    else:
+        splits = labelled_ids(data, tokenizer)
+        ref_cfg = replace(cfg.student_train, batch_size=2 * cfg.student_train.batch_size)
+        ref, _ = fit_distributed(build, splits["train"], splits["val"], ref_cfg,
+                                 strategy_from_name("default"), max_steps=2,
+                                 make_optimizer=lambda: keras.optimizers.SGD(5.0))
     outs = []
     try:
         for p in procs:

@@ -245,22 +245,37 @@ def build_stream(paths: str | Path | Sequence[str | Path], out: Path, cfg: Strea
     return stats
 
 
+def shard_files(root: Path, split: str, pipeline: tuple[int, int] | None = None) -> list[str]:
+    """The shard files of ``split`` (sorted), or input pipeline ``i`` of ``n``'s share: every
+    ``n``-th file from the ``i``-th (sharding by file: each worker reads its own files)."""
+    pattern = str(Path(root) / split / "shard-*.tfrecord")
+    files = sorted(str(p) for p in Path(root, split).glob("shard-*.tfrecord"))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shards match {pattern}")
+    if pipeline is not None:
+        i, n = pipeline
+        if len(files) < n:
+            raise ValueError(f"{len(files)} {split} shards in {root} for {n} input pipelines: every "
+                             f"worker needs a file of its own; rebuild with --shards {n} or more")
+        files = files[i::n]
+    return files
+
+
 def make_dataset(root: Path, split: str, batch_size: int, shuffle_buffer: int = 10_000,
                  seed: int = 13, cycle_length: int = 4, repeat: bool = False,
-                 bucket_boundaries: Sequence[int] | None = None, drop_remainder: bool = False):
+                 bucket_boundaries: Sequence[int] | None = None, drop_remainder: bool = False,
+                 pipeline: tuple[int, int] | None = None):
     """``tf.data`` pipeline over ``root/split/*.tfrecord`` yielding ``(ids [B, T] int32, label [B])``.
 
     Shard files are listed in a seeded shuffled order and interleaved ``cycle_length`` at a time,
     records go through a ``shuffle_buffer`` (0: no shuffling; order then follows the files), batches
     are padded to their longest review (or grouped by length when ``bucket_boundaries`` is given)
-    and prefetched. ``repeat=True`` cycles forever (use ``steps_per_epoch``).
+    and prefetched. ``repeat=True`` cycles forever (use ``steps_per_epoch``). ``pipeline=(i, n)``
+    reads input pipeline ``i`` of ``n``'s files only (:func:`shard_files`).
     """
     import tensorflow as tf
 
-    pattern = str(Path(root) / split / "shard-*.tfrecord")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no TFRecord shards match {pattern}")
+    files = shard_files(root, split, pipeline)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_buffer:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)

@@ -1,8 +1,9 @@
 """Distributed training with ``tf.distribute``: one device, all local GPUs, or several machines.
 
     python -m pipeline.distribute --strategy default|mirrored|multiworker \\
-        --data runs/smoke/data --tokenizer runs/smoke/student_tokenizer --out DIR \\
-        [--preset smoke|full] [--model student|teacher] [--max-steps N] [--weights-out FILE.npz]
+        (--data runs/smoke/data --tokenizer runs/smoke/student_tokenizer | --shards STREAM_DIR) \\
+        --out DIR [--preset smoke|full] [--model student|teacher] [--max-steps N] \\
+        [--weights-out FILE.npz]
 
 Strategies (:func:`strategy_from_name`):
 
@@ -24,6 +25,11 @@ replica is the sum of its per-review losses divided by the *global* batch size
 single-device step on the whole global batch (tested with two workers). The learning rate is not
 scaled with the number of replicas; raise it yourself if the global batch grows a lot.
 
+From TFRecord shards (:class:`Shards`, ``--shards``): each worker's input pipeline reads its own
+shard files (every ``n``-th from the ``i``-th), shuffles, batches by length and repeats
+(:func:`shards_dataset_fn`); the global batch is the workers' per-replica batches together, an
+epoch ``reviews // global batch`` steps, and validation streams the ``val`` shards.
+
 Early stopping, learning-rate halving on a plateau and the best-epoch weights follow
 ``pipeline.nn.train.fit``; validation runs on every worker on its own (identical) copy of the weights,
 so all workers take the same decisions.
@@ -37,6 +43,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,10 +157,59 @@ def _dataset_fn(x: Sequence[Sequence[int]], y: np.ndarray, schedule: list[np.nda
     return fn
 
 
+@dataclass(frozen=True)
+class Shards:
+    """One split of :mod:`pipeline.data.stream`'s TFRecord shards: training input read from disk."""
+
+    root: Path
+    split: str
+    reviews: int
+    seq_len: int
+
+    @classmethod
+    def open(cls, root: Path, split: str) -> Shards:
+        """The split ``split`` of the stream folder ``root`` (its ``stats.json`` has the counts)."""
+        try:
+            stats = json.loads((Path(root) / "stats.json").read_text())
+            return cls(Path(root), split, int(stats["splits"][split]["n"]),
+                       int(stats["tokenizer"]["seq_len"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{root}: not a pipeline.stream folder ({e}); build one with "
+                             "python -m pipeline.stream --data PATH --out DIR") from None
+
+
+def length_buckets(seq_len: int) -> list[int]:
+    """Bucket boundaries for length-grouped batches: 16, 32, 64, ... below ``seq_len``."""
+    out, b = [], 16
+    while b < seq_len:
+        out.append(b)
+        b *= 2
+    return out
+
+
+def shards_dataset_fn(shards: Shards, global_batch: int, seed: int) -> Callable:
+    """``distribute_datasets_from_function`` input from TFRecord shards, sharded by file.
+
+    Input pipeline ``i`` of ``n`` (one per worker) reads every ``n``-th shard file from the
+    ``i``-th (:func:`pipeline.data.stream.shard_files`), shuffles with ``seed``, groups reviews of
+    similar length (:func:`length_buckets`) into full per-replica batches and repeats, so every
+    replica has a batch at every step (an epoch is a number of steps, not an exact pass).
+    """
+    from pipeline.data.stream import make_dataset
+
+    def fn(ctx) -> object:
+        per = ctx.get_per_replica_batch_size(global_batch)
+        return make_dataset(shards.root, shards.split, per, seed=seed, repeat=True,
+                            bucket_boundaries=length_buckets(shards.seq_len), drop_remainder=True,
+                            pipeline=(ctx.input_pipeline_id, ctx.num_input_pipelines))
+
+    return fn
+
+
 def fit_distributed(
     build_model: Callable[[], object],
-    train: tuple[Sequence[Sequence[int]], np.ndarray],
-    val: tuple[Sequence[Sequence[int]], np.ndarray],
+    train: tuple[Sequence[Sequence[int]], np.ndarray] | Shards,
+    val: tuple[Sequence[Sequence[int]], np.ndarray] | Shards,
     cfg,
     strategy,
     work_dir: Path | None = None,
@@ -167,16 +223,22 @@ def fit_distributed(
     restored). ``max_steps`` stops after that many global steps in total (smoke tests). The chief
     keeps ``best.weights.h5`` in ``work_dir`` (a temporary folder elsewhere). ``make_optimizer``
     replaces Adam (tests use plain SGD, whose step shows any error in the loss scaling).
+    ``train`` / ``val`` as :class:`Shards` stay on disk: each worker reads its own shard files
+    (:func:`shards_dataset_fn`), an epoch is ``reviews // global batch`` steps, and validation
+    streams the split in batches.
     """
     import tensorflow as tf
     import tf_keras as keras
 
     from pipeline.nn.train import bce, pad_batch
 
-    x_train, y_train = train
-    x_val, y_val = val
-    y_train = np.asarray(y_train, dtype=np.float32)
-    y_val = np.asarray(y_val, dtype=np.float32)
+    streamed = isinstance(train, Shards)
+    if not streamed:
+        x_train, y_train = train
+        y_train = np.asarray(y_train, dtype=np.float32)
+    if not isinstance(val, Shards):
+        x_val, y_val = val
+        y_val = np.asarray(y_val, dtype=np.float32)
     replicas = strategy.num_replicas_in_sync
     gbatch = global_batch_size(cfg.batch_size, strategy)
     with strategy.scope():
@@ -215,6 +277,17 @@ def fit_distributed(
             out[idx] = infer(pad_batch([ids[i] for i in idx])).numpy()
         return out
 
+    def validate() -> tuple[np.ndarray, np.ndarray]:
+        """``(P(positive), labels)`` of the validation split on this worker's weights."""
+        if not isinstance(val, Shards):
+            return predict_proba(x_val), y_val
+        from pipeline.data.stream import make_dataset
+
+        parts = [(infer(x).numpy(), y.numpy()) for x, y in
+                 make_dataset(val.root, val.split, 256, shuffle_buffer=0)]
+        return (np.concatenate([p for p, _ in parts]).astype(np.float32),
+                np.concatenate([y for _, y in parts]).astype(np.float32))
+
     own_tmp = None
     if work_dir is None or not is_chief(strategy):
         own_tmp = tempfile.TemporaryDirectory(prefix="distribute-")
@@ -222,34 +295,45 @@ def fit_distributed(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     best_path = work_dir / "best.weights.h5"
-    state = {"epoch": 0, "best_loss": None, "best_epoch": 0, "wait": 0, "lr": cfg.learning_rate,
+    # the optimizer's own rate (make_optimizer's, or cfg.learning_rate): assigned every epoch
+    state = {"epoch": 0, "best_loss": None, "best_epoch": 0, "wait": 0,
+             "lr": float(keras.backend.get_value(optimizer.learning_rate)),
              "history": [], "global_batch": gbatch, "replicas": replicas, "steps": 0}
-    lengths = [len(r) for r in x_train]
+    if streamed:
+        if train.reviews < gbatch:
+            raise ValueError(f"{train.reviews} training reviews are fewer than one global batch "
+                             f"({gbatch}); lower train.batch_size")
+    else:
+        lengths = [len(r) for r in x_train]
     while state["epoch"] < cfg.max_epochs and state["wait"] < cfg.patience:
         if max_steps is not None and state["steps"] >= max_steps:
             break
         epoch = state["epoch"] + 1
         optimizer.learning_rate.assign(state["lr"])
-        rng = np.random.default_rng([cfg.seed, epoch])
-        schedule = global_batches(lengths, gbatch, rng, cfg.bucket_batches)
+        if streamed:
+            steps = train.reviews // gbatch
+            fn = shards_dataset_fn(train, gbatch, seed=cfg.seed * 1000 + epoch)
+        else:
+            schedule = global_batches(lengths, gbatch, np.random.default_rng([cfg.seed, epoch]),
+                                      cfg.bucket_batches)
+            steps = len(schedule)
+            fn = _dataset_fn(x_train, y_train, schedule, gbatch)
         if max_steps is not None:
-            schedule = schedule[: max_steps - state["steps"]]
-        dist = strategy.distribute_datasets_from_function(
-            _dataset_fn(x_train, y_train, schedule, gbatch))
-        it = iter(dist)
+            steps = min(steps, max_steps - state["steps"])
+        it = iter(strategy.distribute_datasets_from_function(fn))
         t0 = time.monotonic()
         loss_sum = correct_sum = 0.0
-        for _ in schedule:
+        for _ in range(steps):
             loss, correct = train_step(it)
             loss_sum += float(loss)
             correct_sum += float(correct)
-        state["steps"] += len(schedule)
-        p_val = predict_proba(x_val)
+        state["steps"] += steps
+        p_val, y_val = validate()
         val_loss = bce(y_val, p_val)
-        record = {"epoch": epoch, "loss": loss_sum / len(schedule),
-                  "accuracy": correct_sum / (len(schedule) * gbatch), "val_loss": val_loss,
+        record = {"epoch": epoch, "loss": loss_sum / steps,
+                  "accuracy": correct_sum / (steps * gbatch), "val_loss": val_loss,
                   "val_accuracy": float(np.mean((p_val >= 0.5) == (y_val >= 0.5))),
-                  "lr": state["lr"], "steps": len(schedule), "seconds": time.monotonic() - t0}
+                  "lr": state["lr"], "steps": steps, "seconds": time.monotonic() - t0}
         state["history"].append(record)
         if state["best_loss"] is None or val_loss < state["best_loss"]:
             state.update(best_loss=val_loss, best_epoch=epoch, wait=0)
@@ -260,7 +344,7 @@ def fit_distributed(
         state["epoch"] = epoch
         log.info("epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f | %d steps of %d "
                  "reviews (%d replicas) | %.0fs", epoch, record["loss"], record["accuracy"],
-                 val_loss, record["val_accuracy"], len(schedule), gbatch, replicas,
+                 val_loss, record["val_accuracy"], steps, gbatch, replicas,
                  record["seconds"])
     if best_path.exists():
         model.load_weights(str(best_path))
@@ -270,24 +354,30 @@ def fit_distributed(
 
 
 def train_distributed(
-    data_dir: Path, tok_dir: Path, out_dir: Path | None, model_kind: str, model_cfg, cfg,
-    strategy, work_dir: Path | None = None, max_steps: int | None = None,
+    data_dir: Path | None, tok_dir: Path | None, out_dir: Path | None, model_kind: str, model_cfg,
+    cfg, strategy, work_dir: Path | None = None, max_steps: int | None = None,
     make_optimizer: Callable[[], object] | None = None,
-    init_weights: Sequence[np.ndarray] | None = None,
+    init_weights: Sequence[np.ndarray] | None = None, shards: Path | None = None,
 ) -> tuple[object, dict]:
     """Train the teacher or the student under ``strategy``; the chief writes a model directory.
 
     The directory has the layout of ``pipeline.nn.train.fit_and_save`` (``model.keras``, tokenizer,
     ``model.json``, ``history.json``), so ``pipeline.predict`` and the later stages read it as is.
     ``init_weights`` replaces the initial weights (tests compare runs from one starting point).
+    Input: ``data_dir`` (``{train,val}.jsonl``) with ``tok_dir``, or ``shards``, a
+    :mod:`pipeline.stream` folder (its TFRecords and its ``tokenizer/``), read from disk.
     """
     from pipeline.nn.models import build_student, build_teacher, save_model
     from pipeline.nn.train import labelled_ids, set_determinism, write_model_info
     from pipeline.text.tokenizer import Tokenizer
 
     set_determinism(cfg.seed)
-    tok = Tokenizer.load(tok_dir)
-    splits = labelled_ids(data_dir, tok)
+    if shards is not None:
+        tok = Tokenizer.load(Path(shards) / "tokenizer")
+        splits = {name: Shards.open(shards, name) for name in ("train", "val")}
+    else:
+        tok = Tokenizer.load(tok_dir)
+        splits = labelled_ids(data_dir, tok)
     builders = {"teacher": build_teacher, "student": build_student}
     if model_kind not in builders:
         raise ValueError(f"model must be 'teacher' or 'student', not {model_kind!r}")
