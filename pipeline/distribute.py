@@ -60,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def make_optimizer():
             return keras.optimizers.SGD(args.sgd)
-    model, state = train_distributed(args.data, args.tokenizer, args.out, args.model, model_cfg,
-                                     train_cfg, strategy, args.work, args.max_steps,
-                                     make_optimizer, init, args.shards)
+    try:
+        model, state = train_distributed(args.data, args.tokenizer, args.out, args.model, model_cfg,
+                                         train_cfg, strategy, args.work, args.max_steps,
+                                         make_optimizer, init, args.shards)
+    except (ValueError, FileNotFoundError) as e:  # a wrong folder: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.weights_out:
         args.weights_out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.weights_out, *model.get_weights())

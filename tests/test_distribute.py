@@ -83,6 +83,13 @@ def test_strategy_names(monkeypatch) -> None:
     assert type(mirrored).__name__ == "MirroredStrategy" and mirrored.num_replicas_in_sync >= 1
 
 
+def test_cli_names_a_folder_that_is_not_a_stream(tmp_path, capsys) -> None:
+    from pipeline.distribute import main
+
+    assert main(["--shards", str(tmp_path), "--preset", "smoke"]) == 2
+    assert "not a pipeline.stream folder" in capsys.readouterr().err
+
+
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:

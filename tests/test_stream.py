@@ -139,3 +139,19 @@ def test_reader_shuffles_reproducibly_and_feeds_training(built) -> None:
     hist = model.fit(make_dataset(out, "train", 16, repeat=True), steps_per_epoch=4, epochs=1,
                      verbose=0)
     assert np.isfinite(hist.history["loss"][0])
+
+
+def test_input_pipelines_read_disjoint_files(built) -> None:
+    """Sharding by file: pipeline i of n takes every n-th file; too few files is a clear error."""
+    from pipeline.data.stream import shard_files
+
+    out, stats = built
+    every = shard_files(out, "train")
+    parts = [shard_files(out, "train", (i, 2)) for i in range(2)]
+    assert len(every) == CFG.shards and sorted(parts[0] + parts[1]) == every
+    assert not set(parts[0]) & set(parts[1])
+    n = sum(sum(1 for _ in make_dataset(out, "train", 1, shuffle_buffer=0, pipeline=(i, 2)))
+            for i in range(2))
+    assert n == stats["splits"]["train"]["n"]
+    with pytest.raises(ValueError, match=f"--shards {CFG.shards + 1} or more"):
+        shard_files(out, "train", (0, CFG.shards + 1))

@@ -373,8 +373,8 @@ def train_distributed(
 
     set_determinism(cfg.seed)
     if shards is not None:
-        tok = Tokenizer.load(Path(shards) / "tokenizer")
         splits = {name: Shards.open(shards, name) for name in ("train", "val")}
+        tok = Tokenizer.load(Path(shards) / "tokenizer")
     else:
         tok = Tokenizer.load(tok_dir)
         splits = labelled_ids(data_dir, tok)
