@@ -203,8 +203,8 @@ def build_qat_model(student: keras.Model, embedding_bits: int = 8,
     ``ids -> QuantEmbedding(embedding_bits) -> QuantizeWrapperV2(BiGRU, GRUQuantizeConfig) -> masked mean ->
     QuantizeWrapperV2(Dense "logit", 8-bit kernel + output) -> sigmoid``. The padding mask is passed
     explicitly (tfmot's wrapper does not propagate Keras masks). Starts from ``student``'s weights.
-    ``spec_cell``: the BiGRU's cells are :class:`SpecGRUCell` (the tables and the state rounding of
-    the recurrence simulated too; slower: a per-step loop instead of Keras' GRU kernel).
+    ``spec_cell``: the BiGRU's cells are :class:`SpecGRUCell` in a Keras ``RNN`` (the tables and the
+    state rounding of the recurrence simulated too).
     """
     from pipeline.nn.models import MaskedMeanPooling
 

@@ -248,8 +248,10 @@ def build_stream(paths: str | Path | Sequence[str | Path], out: Path, cfg: Strea
 def shard_files(root: Path, split: str, pipeline: tuple[int, int] | None = None) -> list[str]:
     """The shard files of ``split`` (sorted), or input pipeline ``i`` of ``n``'s share: every
     ``n``-th file from the ``i``-th (sharding by file: each worker reads its own files)."""
+    import tensorflow as tf
+
     pattern = str(Path(root) / split / "shard-*.tfrecord")
-    files = sorted(str(p) for p in Path(root, split).glob("shard-*.tfrecord"))
+    files = sorted(tf.io.gfile.glob(pattern))  # local or any file system TensorFlow reads
     if not files:
         raise FileNotFoundError(f"no TFRecord shards match {pattern}")
     if pipeline is not None:
