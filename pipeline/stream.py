@@ -1,7 +1,7 @@
 """Reviews -> sharded, tokenized TFRecords in bounded memory (the streaming path).
 
     python -m pipeline.stream --data PATH --out DIR [--preset smoke|full] [--shards N]
-                              [--repeat N] [--set section.field=value ...]
+                              [--repeat N] [--peer] [--set section.field=value ...]
 
 Layout of DIR and how it is made: :mod:`pipeline.data.stream`.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer-sample", type=int, default=StreamConfig.tokenizer_sample)
     ap.add_argument("--repeat", type=int, default=1,
                     help="read the input N times, marking copy k > 0 (memory measurements)")
+    ap.add_argument("--peer", action="store_true",
+                    help="then fit the hashed TF-IDF + LR peer on the shards (OUT/peer_tfidf)")
     args = ap.parse_args(argv)
     pipeline.setup_logging()
     cfg = override(preset(args.preset), args.set)
@@ -48,9 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"reviews_read": stats["totals"]["used"], "unique": stats["totals"]["unique"],
-                      "splits": {s: stats["splits"][s]["n"] for s in data.SPLITS},
-                      "seconds": stats["seconds"], "peak_rss_mb": stats["peak_rss_mb"]}))
+    summary = {"reviews_read": stats["totals"]["used"], "unique": stats["totals"]["unique"],
+               "splits": {s: stats["splits"][s]["n"] for s in data.SPLITS},
+               "seconds": stats["seconds"], "peak_rss_mb": stats["peak_rss_mb"]}
+    if args.peer:
+        from pipeline.data.stream import peak_rss_mb
+        from pipeline.report.hashed_peer import run_hashed_peer
+
+        t0 = time.monotonic()
+        summary["peer_accuracy"] = run_hashed_peer(args.out, args.out / "peer_tfidf", cfg.hashed_peer)
+        summary["peer_seconds"] = round(time.monotonic() - t0, 1)
+        summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(json.dumps(summary))
     return 0
 
 

@@ -155,3 +155,35 @@ def test_input_pipelines_read_disjoint_files(built) -> None:
     assert n == stats["splits"]["train"]["n"]
     with pytest.raises(ValueError, match=f"--shards {CFG.shards + 1} or more"):
         shard_files(out, "train", (0, CFG.shards + 1))
+
+
+def test_shards_keep_the_review_text_for_the_peers(raw, built) -> None:
+    """text_chunks gives each split's review strings and labels, as the in-memory split has them."""
+    from pipeline.data.stream import text_chunks
+
+    out, _ = built
+    splits, _ = data.load_splits(raw, DataConfig())
+    for split in data.SPLITS:
+        got = [(t, int(y)) for texts, ys in text_chunks(out, split, 7) for t, y in
+               zip(texts, ys, strict=True)]
+        assert collections.Counter(got) == collections.Counter(splits[split])
+    a = [t for texts, _ in text_chunks(out, "train", 7, seed=1, epoch=1) for t in texts]
+    b = [t for texts, _ in text_chunks(out, "train", 7, seed=1, epoch=1) for t in texts]
+    c = [t for texts, _ in text_chunks(out, "train", 7, seed=1, epoch=2) for t in texts]
+    assert a == b and a != c and sorted(a) == sorted(c)  # seeded per epoch
+
+
+def test_hashed_peer_streams_its_chunks(built, tmp_path) -> None:
+    """Document frequencies do not depend on the chunking; the peer learns the toy sentiment."""
+    from pipeline.config import HashedTfidfConfig
+    from pipeline.data.stream import text_chunks
+    from pipeline.report.hashed_peer import HashedTfidfLR, run_hashed_peer
+
+    out, stats = built
+    cfg = HashedTfidfConfig(hash_bits=12, epochs=5, chunk=16, alpha=1e-4)
+    idf = [HashedTfidfLR(cfg).document_frequencies(text_chunks(out, "train", k)) for k in (5, 1000)]
+    np.testing.assert_array_equal(*idf)
+    acc = run_hashed_peer(out, tmp_path, cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test"]["n"] == stats["splits"]["test"]["n"]
+    assert acc["val"] > 0.8 and acc["test"] > 0.8, acc

@@ -29,6 +29,8 @@ Layout of ``OUT`` (the documented format training reads)::
         "ids"   int64 list: token ids, truncated to tokenizer.seq_len, unpadded (0 = padding, never
                 stored; 1 = <unk>)
         "label" int64: 1 positive, 0 negative
+        "text"  bytes: the review string (UTF-8) the split rule hashed, for the peers
+                (:func:`text_chunks`; shards written before it have no text)
     OUT/stats.json    counts (rows, used, malformed, 3★ dropped, duplicates, per split and shard),
                       config, seconds per pass and the process's peak RSS
 
@@ -50,6 +52,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from pipeline import data
 from pipeline.config import StreamConfig
@@ -135,12 +138,13 @@ def shard_name(i: int, n: int) -> str:
     return f"shard-{i:05d}-of-{n:05d}.tfrecord"
 
 
-def _example(ids: Sequence[int], label: int) -> bytes:
+def _example(ids: Sequence[int], label: int, text: str) -> bytes:
     import tensorflow as tf
 
     return tf.train.Example(features=tf.train.Features(feature={
         "ids": tf.train.Feature(int64_list=tf.train.Int64List(value=list(ids))),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode("utf-8")])),
     })).SerializeToString()
 
 
@@ -158,7 +162,7 @@ def write_shards(rows: Iterable[tuple[str, int, str]], tok, out: Path, cfg: Stre
     def flush(batch: list[tuple[str, int, str]]) -> None:
         for (s, y, split), ids in zip(batch, tok.ids([r[0] for r in batch]), strict=True):
             i = int(_md5(s)[8:16], 16) % cfg.shards
-            writers[split, i].write(_example(ids, y))
+            writers[split, i].write(_example(ids, y, s))
             c = counts[split]
             c["n"] += 1
             c["positives"] += y
@@ -301,3 +305,32 @@ def make_dataset(root: Path, split: str, batch_size: int, shuffle_buffer: int = 
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=([None], []), drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def text_chunks(root: Path, split: str, chunk: int, seed: int | None = None,
+                epoch: int = 0) -> Iterator[tuple[list[str], Any]]:
+    """``(texts, labels)`` of ``split`` in chunks of ``chunk`` reviews, read from the shards.
+
+    With a ``seed`` and ``epoch > 0`` the file order and a 10,000-review buffer are shuffled by
+    ``(seed, epoch)``; otherwise the order is the files'. Needs shards with the ``text`` feature.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    files = shard_files(root, split)
+    shuffle = seed is not None and epoch > 0
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed * 1000 + epoch)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)))
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=seed * 1000 + epoch)
+    spec = {"text": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64)}
+    ds = ds.batch(chunk).map(lambda r: tf.io.parse_example(r, spec))
+    try:
+        for part in ds.as_numpy_iterator():
+            yield [t.decode("utf-8") for t in part["text"]], part["label"].astype(np.int64)
+    except tf.errors.InvalidArgumentError as e:
+        raise ValueError(f"{root}/{split}: shards without the review text ({e.message.splitlines()[0]}); "
+                         "rebuild them with python -m pipeline.stream") from None
