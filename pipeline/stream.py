@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="read the input N times, marking copy k > 0 (memory measurements)")
     ap.add_argument("--peer", action="store_true",
-                    help="then fit the hashed TF-IDF + LR peer on the shards (OUT/peer_tfidf)")
+                    help="then fit the peers on the shards, streamed: hashed TF-IDF + LR "
+                         "(OUT/peer_tfidf) and fastText (OUT/peer_fasttext)")
     args = ap.parse_args(argv)
     pipeline.setup_logging()
     cfg = override(preset(args.preset), args.set)
@@ -56,11 +57,14 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": stats["seconds"], "peak_rss_mb": stats["peak_rss_mb"]}
     if args.peer:
         from pipeline.data.stream import peak_rss_mb
+        from pipeline.report.fasttext_peer import run_fasttext_stream
         from pipeline.report.hashed_peer import run_hashed_peer
 
-        t0 = time.monotonic()
-        summary["peer_accuracy"] = run_hashed_peer(args.out, args.out / "peer_tfidf", cfg.hashed_peer)
-        summary["peer_seconds"] = round(time.monotonic() - t0, 1)
+        for name, fit in (("tfidf", lambda o: run_hashed_peer(args.out, o, cfg.hashed_peer)),
+                          ("fasttext", lambda o: run_fasttext_stream(args.out, o, cfg.fasttext))):
+            t0 = time.monotonic()
+            summary[f"{name}_accuracy"] = fit(args.out / f"peer_{name}")
+            summary[f"{name}_seconds"] = round(time.monotonic() - t0, 1)
         summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(summary))
     return 0

@@ -187,3 +187,17 @@ def test_hashed_peer_streams_its_chunks(built, tmp_path) -> None:
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test"]["n"] == stats["splits"]["test"]["n"]
     assert acc["val"] > 0.8 and acc["test"] > 0.8, acc
+
+
+def test_fasttext_peer_trains_from_a_file_written_chunk_by_chunk(built, tmp_path) -> None:
+    from pipeline.config import FastTextConfig
+    from pipeline.report.fasttext_peer import run_fasttext_stream
+
+    out, stats = built
+    acc = run_fasttext_stream(out, tmp_path, FastTextConfig(epochs=(10,), lrs=(0.5, 1.0)), chunk=9)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train_reviews"] == stats["splits"]["train"]["n"]
+    assert set(metrics["val_accuracy_by_setting"]) == {"epoch=10 lr=0.5", "epoch=10 lr=1"}
+    assert metrics["test"]["n"] == stats["splits"]["test"]["n"]
+    assert acc["val"] > 0.7 and acc["test"] > 0.7, acc
+    assert not (tmp_path / ".train.txt").exists()

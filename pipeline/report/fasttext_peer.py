@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -60,8 +60,9 @@ def ft_text(text: str) -> str:
     return _SPACES.sub(" ", _PUNCT.sub(r" \1 ", normalize(text))).strip()
 
 
-def write_train_file(path: Path, rows: Sequence[tuple[str, int]]) -> int:
-    """fastText's supervised input: ``__label__Y text`` per line; returns the rows written."""
+def write_train_file(path: Path, rows: Iterable[tuple[str, int]]) -> int:
+    """fastText's supervised input: ``__label__Y text`` per line; returns the rows written.
+    ``rows`` may be a stream (one row in memory at a time)."""
     n = 0
     with open(path, "w", encoding="utf-8") as f:
         for text, y in track(rows, desc="fastText training file", unit="reviews"):
@@ -259,6 +260,55 @@ def run_fasttext_peer(
             "ftz_test_accuracy": results["quantized"]["test"]["accuracy"],
             "bin_bytes": results["bigram"]["size_bytes"],
             "ftz_bytes": results["quantized"]["size_bytes"]}
+
+
+def run_fasttext_stream(stream_dir: Path, out_dir: Path, cfg: FastTextConfig,
+                        chunk: int = 10_000) -> dict:
+    """The fastText peer on a :mod:`pipeline.stream` folder, without a split in memory.
+
+    The training file is written from the shards' text one chunk at a time and fastText trains
+    from it on disk, as it does natively; the ``epochs`` x ``lrs`` grid is scored on ``val`` and
+    the chosen model on ``val`` and ``test``, chunk by chunk. Unlike :func:`run_fasttext_peer`:
+    no quantized ``.ftz`` and no held-out sets. Writes ``out_dir/metrics.json``.
+    """
+    from pipeline.data.stream import text_chunks
+    from pipeline.report.metrics import compute_metrics, write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def scored(model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        parts = [(predict_proba(model, texts), y) for texts, y in text_chunks(stream_dir, split, chunk)]
+        return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
+
+    train_file = out_dir / ".train.txt"
+    try:
+        n = write_train_file(train_file, ((t, int(y)) for texts, ys in
+                                          text_chunks(stream_dir, "train", chunk)
+                                          for t, y in zip(texts, ys, strict=True)))
+        scores: dict[str, float] = {}
+        best = None
+        for epoch in cfg.epochs:
+            for lr in cfg.lrs:
+                model = train(train_file, cfg, epoch, lr)
+                p, y = scored(model, "val")
+                key = f"epoch={epoch} lr={lr:g}"
+                scores[key] = float(np.mean((p >= 0.5) == (y >= 0.5)))
+                log.info("fastText peer (stream): %s val accuracy %.4f", key, scores[key])
+                if best is None or scores[key] > best[0]:
+                    best = (scores[key], epoch, lr, model)
+    finally:
+        train_file.unlink(missing_ok=True)
+    if best is None:
+        raise ValueError("empty fasttext.epochs x fasttext.lrs grid")
+    _, epoch, lr, model = best
+    results: dict = {"epoch": epoch, "lr": lr, "train_reviews": n,
+                     "val_accuracy_by_setting": scores, "config": asdict(cfg)}
+    for split in ("val", "test"):
+        p, y = scored(model, split)
+        results[split] = compute_metrics(y.tolist(), p)
+    write_json(out_dir / "metrics.json", results)
+    return {s: results[s]["accuracy"] for s in ("val", "test")}
 
 
 def _package() -> str:
