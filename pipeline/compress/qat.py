@@ -28,7 +28,16 @@ import tensorflow as tf
 import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from pipeline.device.gru import EMB4_INT8_MAX, EMB_MULT_LIMIT, EMB_SHIFT, SIG_SHIFT, TANH_SHIFT
+from pipeline.device.gru import (
+    EMB4_INT8_MAX,
+    EMB_MULT_LIMIT,
+    EMB_SHIFT,
+    SIG_SHIFT,
+    TANH_SHIFT,
+    F,
+    sig_table,
+    tanh_table,
+)
 from pipeline.nn.models import TokenEmbedding, student_parts
 
 log = logging.getLogger(__name__)
@@ -78,19 +87,22 @@ def _ste(x: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
     return x + tf.stop_gradient(q - x)
 
 
-def _lut_input(pre: tf.Tensor, steps: float) -> tf.Tensor:
-    """A pre-activation as a table index sees it: rounded half up to ``1/steps``, clamped to int8."""
-    return tf.clip_by_value(tf.floor(pre * steps + 0.5), -128.0, 127.0) / steps
+def _table(pre: tf.Tensor, table: np.ndarray, shift: int, scale: float) -> tf.Tensor:
+    """A spec lookup table read at a real pre-activation: index = ``pre`` in Q``F`` shifted right by
+    ``shift`` (rounded half up), clamped to int8, + 128; value = entry * ``scale``."""
+    steps = 2.0 ** (F - shift)
+    idx = tf.cast(tf.clip_by_value(tf.floor(pre * steps + 0.5), -128.0, 127.0), tf.int32) + 128
+    return tf.gather(tf.constant(table.astype(np.float32) * scale), idx)
 
 
 @keras.utils.register_keras_serializable(package="pipeline")
 class SpecGRUCell(keras.layers.GRUCell):
     """A ``GRUCell(reset_after=True)`` whose step rounds where the ``TINYSENT_BIGRU`` SPEC does.
 
-    Forward: the gates are ``SIG`` / ``TANH`` table values (index = pre-activation rounded to 1/16
-    resp. 1/32 and clamped, value rounded to 1/256 resp. 1/128) and the new state is rounded to
-    the state scale 1/128 and clamped, so the state fed back at the next step is the device's.
-    Backward: the float GRU's gradients (straight-through). The Q9 rounding of the
+    Forward: the gates are the spec's ``SIG`` / ``TANH`` table entries (``gru.sig_table``,
+    ``gru.tanh_table``, read at the pre-activation rounded to 1/16 resp. 1/32) and the new state is
+    rounded to the state scale 1/128 and clamped, so the state fed back at the next step is the
+    device's. Backward: the float GRU's gradients (straight-through). The Q9 rounding of the
     pre-activations (2^-9, finer than every table step) is left out.
     """
 
@@ -98,18 +110,13 @@ class SpecGRUCell(keras.layers.GRUCell):
         h = states[0] if tf.nest.is_nested(states) else states
         xz, xr, xh = tf.split(tf.matmul(inputs, self.kernel) + self.bias[0], 3, axis=-1)
         hz, hr, hh = tf.split(tf.matmul(h, self.recurrent_kernel) + self.bias[1], 3, axis=-1)
-        sig_steps, tanh_steps = 2.0 ** (9 - SIG_SHIFT), 2.0 ** (9 - TANH_SHIFT)
 
         def sig(pre):
-            q = tf.clip_by_value(tf.floor(256.0 * tf.sigmoid(_lut_input(pre, sig_steps)) + 0.5), 0.0,
-                                 255.0) / 256.0
-            return _ste(tf.sigmoid(pre), q)
+            return _ste(tf.sigmoid(pre), _table(pre, sig_table(), SIG_SHIFT, 1.0 / 256))
 
         z, r = sig(xz + hz), sig(xr + hr)
         pc = xh + r * hh
-        c_q = tf.clip_by_value(tf.floor(128.0 * tf.tanh(_lut_input(pc, tanh_steps)) + 0.5), -128.0,
-                               127.0) / 128.0
-        c = _ste(tf.tanh(pc), c_q)
+        c = _ste(tf.tanh(pc), _table(pc, tanh_table(), TANH_SHIFT, 1.0 / 128))
         new = c + z * (h - c)
         new = _ste(new, tf.clip_by_value(tf.floor(new * 128.0 + 0.5), -128.0, 127.0) / 128.0)
         return new, [new] if tf.nest.is_nested(states) else new

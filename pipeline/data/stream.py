@@ -49,8 +49,8 @@ import os
 import resource
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,25 @@ def shard_files(root: Path, split: str, pipeline: tuple[int, int] | None = None)
     return files
 
 
+def _records(root: Path, split: str, shuffle_buffer: int, seed: int, cycle_length: int = 4,
+             pipeline: tuple[int, int] | None = None):
+    """Serialized records of ``split``'s shard files (input pipeline ``i`` of ``n``'s share), files
+    interleaved ``cycle_length`` at a time. With a ``shuffle_buffer``, the file order and a buffer
+    of that many records are shuffled by ``seed`` (again at each iteration); without, the files'
+    order."""
+    import tensorflow as tf
+
+    files = shard_files(root, split, pipeline)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_buffer:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
 def make_dataset(root: Path, split: str, batch_size: int, shuffle_buffer: int = 10_000,
                  seed: int = 13, cycle_length: int = 4, repeat: bool = False,
                  bucket_boundaries: Sequence[int] | None = None, drop_remainder: bool = False,
@@ -281,14 +300,7 @@ def make_dataset(root: Path, split: str, batch_size: int, shuffle_buffer: int = 
     """
     import tensorflow as tf
 
-    files = shard_files(root, split, pipeline)
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle_buffer:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = _records(root, split, shuffle_buffer, seed, cycle_length, pipeline)
     if repeat:
         ds = ds.repeat()
     spec = {"ids": tf.io.RaggedFeature(tf.int64), "label": tf.io.FixedLenFeature([], tf.int64)}
@@ -317,14 +329,8 @@ def text_chunks(root: Path, split: str, chunk: int, seed: int | None = None,
     import numpy as np
     import tensorflow as tf
 
-    files = shard_files(root, split)
     shuffle = seed is not None and epoch > 0
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed * 1000 + epoch)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)))
-    if shuffle:
-        ds = ds.shuffle(10_000, seed=seed * 1000 + epoch)
+    ds = _records(root, split, 10_000 if shuffle else 0, seed * 1000 + epoch if shuffle else 0)
     spec = {"text": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64)}
     ds = ds.batch(chunk).map(lambda r: tf.io.parse_example(r, spec))
@@ -334,3 +340,34 @@ def text_chunks(root: Path, split: str, chunk: int, seed: int | None = None,
     except tf.errors.InvalidArgumentError as e:
         raise ValueError(f"{root}/{split}: shards without the review text ({e.message.splitlines()[0]}); "
                          "rebuild them with python -m pipeline.stream") from None
+
+
+def split_predictions(root: Path, split: str, chunk: int,
+                      predict: Callable[[list[str]], Any]) -> tuple[Any, Any]:
+    """``(P(positive), labels)`` of ``predict`` over ``split``'s texts, one chunk at a time."""
+    import numpy as np
+
+    parts = [(np.asarray(predict(texts), np.float64).reshape(-1), y)
+             for texts, y in text_chunks(root, split, chunk)]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+@dataclass(frozen=True)
+class Shards:
+    """One split of a stream folder's TFRecord shards: input read from disk."""
+
+    root: Path
+    split: str
+    reviews: int
+    seq_len: int
+
+    @classmethod
+    def open(cls, root: Path, split: str) -> Shards:
+        """The split ``split`` of the stream folder ``root`` (its ``stats.json`` has the counts)."""
+        try:
+            stats = json.loads((Path(root) / "stats.json").read_text())
+            return cls(Path(root), split, int(stats["splits"][split]["n"]),
+                       int(stats["tokenizer"]["seq_len"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{root}: not a pipeline.stream folder ({e}); build one with "
+                             "python -m pipeline.stream --data PATH --out DIR") from None

@@ -43,12 +43,12 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import STRATEGIES
+from pipeline.data.stream import Shards
 
 log = logging.getLogger(__name__)
 
@@ -155,27 +155,6 @@ def _dataset_fn(x: Sequence[Sequence[int]], y: np.ndarray, schedule: list[np.nda
         return ds.prefetch(2)
 
     return fn
-
-
-@dataclass(frozen=True)
-class Shards:
-    """One split of :mod:`pipeline.data.stream`'s TFRecord shards: training input read from disk."""
-
-    root: Path
-    split: str
-    reviews: int
-    seq_len: int
-
-    @classmethod
-    def open(cls, root: Path, split: str) -> Shards:
-        """The split ``split`` of the stream folder ``root`` (its ``stats.json`` has the counts)."""
-        try:
-            stats = json.loads((Path(root) / "stats.json").read_text())
-            return cls(Path(root), split, int(stats["splits"][split]["n"]),
-                       int(stats["tokenizer"]["seq_len"]))
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"{root}: not a pipeline.stream folder ({e}); build one with "
-                             "python -m pipeline.stream --data PATH --out DIR") from None
 
 
 def length_buckets(seq_len: int) -> list[int]:

@@ -36,9 +36,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -183,6 +184,28 @@ def _model_info(model, path: Path) -> dict:
             "buckets": int(args.bucket), "dim": int(args.dim)}
 
 
+def fit_grid(train_file: Path, cfg: FastTextConfig,
+             val_accuracy: Callable[[Any], float]) -> tuple[dict[str, float], tuple[int, float, Any]]:
+    """Train every ``epochs`` x ``lrs`` setting on ``train_file``; returns the validation accuracy
+    of each (``"epoch=E lr=L"``) and ``(epoch, lr, model)`` of the most accurate (first on ties)."""
+    grid = [(e, lr) for e in cfg.epochs for lr in cfg.lrs]
+    if not grid:
+        raise ValueError("empty fasttext.epochs x fasttext.lrs grid")
+    scores: dict[str, float] = {}
+    best = None
+    # progress in epochs trained: a setting's cost grows with its epochs
+    with Progress(sum(e for e, _ in grid), "fastText grid", "epochs") as progress:
+        for epoch, lr in grid:
+            model = train(train_file, cfg, epoch, lr)
+            progress.update(epoch)
+            key = f"epoch={epoch} lr={lr:g}"
+            scores[key] = val_accuracy(model)
+            log.info("fastText peer: %s val accuracy %.4f", key, scores[key])
+            if best is None or scores[key] > best[0]:
+                best = (scores[key], epoch, lr, model)
+    return scores, best[1:]
+
+
 def run_fasttext_peer(
     data_dir: Path, out_dir: Path, cfg: FastTextConfig = FastTextConfig(),  # noqa: B008
     heldout: Path | None = None,
@@ -203,22 +226,9 @@ def run_fasttext_peer(
     del train_rows
     val = read_jsonl(data_dir / "val.jsonl")
     val_lines, y_val = [ft_text(t) for t, _ in val], np.array([int(y) for _, y in val])
-    scores: dict[str, float] = {}
-    best = None
-    grid = [(e, lr) for e in cfg.epochs for lr in cfg.lrs]
-    try:  # progress in epochs trained: a setting's cost grows with its epochs
-        with Progress(sum(e for e, _ in grid), "fastText grid", "epochs") as progress:
-            for epoch, lr in grid:
-                model = train(train_file, cfg, epoch, lr)
-                progress.update(epoch)
-                acc = float(np.mean((predict_lines(model, val_lines) >= 0.5) == y_val))
-                key = f"epoch={epoch} lr={lr:g}"
-                scores[key] = acc
-                log.info("fastText peer: %s val accuracy %.4f", key, acc)
-                if best is None or acc > best[0]:
-                    best = (acc, epoch, lr, model)
-        assert best is not None, "empty epoch/lr grid"
-        _, epoch, lr, model = best
+    try:
+        scores, (epoch, lr, model) = fit_grid(
+            train_file, cfg, lambda m: float(np.mean((predict_lines(m, val_lines) >= 0.5) == y_val)))
         sets = eval_sets(data_dir, heldout)
         lines = {t: ft_text(t) for rows in sets.values() for t, _ in rows}  # normalize once
 
@@ -271,37 +281,27 @@ def run_fasttext_stream(stream_dir: Path, out_dir: Path, cfg: FastTextConfig,
     the chosen model on ``val`` and ``test``, chunk by chunk. Unlike :func:`run_fasttext_peer`:
     no quantized ``.ftz`` and no held-out sets. Writes ``out_dir/metrics.json``.
     """
-    from pipeline.data.stream import text_chunks
+    from pipeline.data.stream import split_predictions, text_chunks
     from pipeline.report.metrics import compute_metrics, write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def scored(model, split: str) -> tuple[np.ndarray, np.ndarray]:
-        parts = [(predict_proba(model, texts), y) for texts, y in text_chunks(stream_dir, split, chunk)]
-        return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
+        return split_predictions(stream_dir, split, chunk, lambda t: predict_proba(model, t))
+
+    def val_accuracy(model) -> float:
+        p, y = scored(model, "val")
+        return float(np.mean((p >= 0.5) == (y >= 0.5)))
 
     train_file = out_dir / ".train.txt"
     try:
         n = write_train_file(train_file, ((t, int(y)) for texts, ys in
                                           text_chunks(stream_dir, "train", chunk)
                                           for t, y in zip(texts, ys, strict=True)))
-        scores: dict[str, float] = {}
-        best = None
-        for epoch in cfg.epochs:
-            for lr in cfg.lrs:
-                model = train(train_file, cfg, epoch, lr)
-                p, y = scored(model, "val")
-                key = f"epoch={epoch} lr={lr:g}"
-                scores[key] = float(np.mean((p >= 0.5) == (y >= 0.5)))
-                log.info("fastText peer (stream): %s val accuracy %.4f", key, scores[key])
-                if best is None or scores[key] > best[0]:
-                    best = (scores[key], epoch, lr, model)
+        scores, (epoch, lr, model) = fit_grid(train_file, cfg, val_accuracy)
     finally:
         train_file.unlink(missing_ok=True)
-    if best is None:
-        raise ValueError("empty fasttext.epochs x fasttext.lrs grid")
-    _, epoch, lr, model = best
     results: dict = {"epoch": epoch, "lr": lr, "train_reviews": n,
                      "val_accuracy_by_setting": scores, "config": asdict(cfg)}
     for split in ("val", "test"):

@@ -19,7 +19,6 @@ What differs from the in-memory peer: hashing (collisions instead of ``min_df`` 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -92,22 +91,18 @@ class HashedTfidfLR:
 def run_hashed_peer(stream_dir: Path, out_dir: Path, cfg: HashedTfidfConfig) -> dict[str, Any]:
     """The hashed peer on a :mod:`pipeline.stream` folder: fit on ``train``, score ``val`` and
     ``test`` chunk by chunk; writes ``out_dir/metrics.json``."""
-    from pipeline.data.stream import text_chunks
+    from pipeline.data.stream import Shards, split_predictions, text_chunks
     from pipeline.report.metrics import compute_metrics, write_json
 
-    with open(Path(stream_dir) / "stats.json", encoding="utf-8") as f:
-        n_train = int(json.load(f)["splits"]["train"]["n"])
     model = HashedTfidfLR(cfg)
-    with Progress(n_train * cfg.epochs, "hashed TF-IDF peer", "reviews") as progress:
+    with Progress(Shards.open(stream_dir, "train").reviews * cfg.epochs, "hashed TF-IDF peer",
+                  "reviews") as progress:
         model.fit(lambda epoch: text_chunks(stream_dir, "train", cfg.chunk, seed=cfg.seed,
                                             epoch=epoch), progress)
     out: dict[str, Any] = {"config": cfg.__dict__, "size_bytes": model.size_bytes()}
     for split in ("val", "test"):
-        probs, labels = [], []
-        for texts, y in text_chunks(stream_dir, split, cfg.chunk):
-            probs.append(model.predict_proba(texts))
-            labels.append(y)
-        out[split] = compute_metrics(np.concatenate(labels).tolist(), np.concatenate(probs))
+        p, y = split_predictions(stream_dir, split, cfg.chunk, model.predict_proba)
+        out[split] = compute_metrics(y.tolist(), p)
         log.info("hashed TF-IDF peer: %s accuracy %.4f", split, out[split]["accuracy"])
     write_json(Path(out_dir) / "metrics.json", out)
     return {s: out[s]["accuracy"] for s in ("val", "test")}
