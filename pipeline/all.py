@@ -131,7 +131,8 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
             name,
             {"model": cfg.student, "train": cfg.distill_train, "distill": dcfg, "tok": k_stok,
              "data": k_data, "targets": k_targets, "rewind": cfg.prune.rewind_epoch,
-             **({"branch": branch[1]} if branch else {})},
+             # branch v2: the AFD student is its own best epoch (distill_student)
+             **({"branch": branch[1], "branch_version": 2} if branch else {})},
             lambda o, w, afd=afd, branch=branch: distill.distill_student(
                 data_dir, targets_dir, stok_dir, o, w, cfg.student, cfg.distill_train, d, afd,
                 cfg.prune.rewind_epoch, branch[0] if branch else None),

@@ -56,6 +56,9 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     afd = json.loads((smoke_run / "student_afd" / "history.json").read_text())["history"]
     assert afd_stage["summary"]["branched_from_epoch"] == 1 and len(afd) == len(kd) == 2
     assert afd[0] == kd[0] and afd[1]["val_loss"] != kd[1]["val_loss"]
+    # ... and is the model of its own AFD epoch, not the KD run's best checkpoint
+    assert afd_stage["summary"]["best_epoch"] == 2
+    assert afd_stage["summary"]["val_loss"] == afd[1]["val_loss"]
     assert (smoke_run / "student_kd" / "rewind.weights.h5").is_file()
     assert (smoke_run / "student_afd" / "rewind.weights.h5").is_file()
     assert pruning["rewind"]["source"].endswith("rewind.weights.h5")
