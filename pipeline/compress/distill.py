@@ -266,13 +266,17 @@ def distill_student(
         branched = Path(branch_from)
         if not (work_dir / "state.json").exists():  # a fresh start: continue the KD run's state
             for f in (branched / BRANCH).iterdir():
-                shutil.copy2(f, work_dir / f.name)
+                if f.name != "state.json":
+                    shutil.copy2(f, work_dir / f.name)
             # ... but as a run of its own: its result is its best AFD epoch, and the KD run's early
             # stopping does not stop it (v1 kept the KD run's best: when the AFD epoch did not beat
-            # it, or KD had stopped early, the "AFD student" was a KD checkpoint)
-            state = json.loads((work_dir / "state.json").read_text())
+            # it, or KD had stopped early, the "AFD student" was a KD checkpoint). state.json is
+            # written last, by a rename: a kill before it makes the next attempt start over.
+            state = json.loads((branched / BRANCH / "state.json").read_text())
             state.update(best_loss=None, best_epoch=0, wait=0)
-            (work_dir / "state.json").write_text(json.dumps(state, indent=2))
+            tmp = work_dir / "state.json.tmp"
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(work_dir / "state.json")
         log.info("%s: continuing the KD student after epoch %d with AFD", kind, branch_epoch)
     elif branch_from is not None:
         log.info("%s: the KD run has no branch point (it stopped before epoch %d): trained from "
