@@ -156,7 +156,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
          "targets": k_targets},
         lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.distill_train,
                                          make_step=teacher_step(),
-                                         train_rows=distill.load_target_rows(targets_dir)),
+                                         train_rows=distill.iter_target_rows(targets_dir)),
     )
     evaluation("prune_eval", pruned_dir, k_pruned)
     # QAT starts from the Lottery ticket unless the dense distilled student is better on validation.

@@ -6,7 +6,9 @@ and its inputs' keys, so a change upstream re-runs everything below it. State th
 kill (training checkpoints) lives in ``root/.name.work-KEY`` and is deleted once the stage is done.
 A stage's ``seconds`` count all its attempts: each attempt adds its time to ``.name.seconds-KEY``
 (a killed one: up to the last change in its work folder). ``cpu_count`` is ``os.cpu_count()`` of
-the machine that finished the stage (the report's run time table).
+the machine that finished the stage (the report's run time table). ``peak_rss_mib`` is the most
+resident memory this process held during the stage's last attempt (Linux: the high-water mark is
+reset when the stage starts; spawned workers, ``pipeline.parallel``, are not in it).
 """
 
 from __future__ import annotations
@@ -102,6 +104,26 @@ def _earlier_seconds(clock: Path, work: Path) -> float:
     return done
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-resident-memory count for this process (Linux ``clear_refs`` 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory since :func:`reset_peak_rss` (``VmHWM``), MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def run_stage(
     root: Path, name: str, inputs: Any, fn: Callable[[Path, Path], dict | None]
 ) -> tuple[Path, str]:
@@ -130,13 +152,14 @@ def run_stage(
     earlier = _earlier_seconds(clock, work)
     clock.write_text(json.dumps({"seconds": earlier, "open": time.time()}))
     t0 = time.monotonic()
+    fresh_peak = reset_peak_rss()
     try:
         summary = fn(tmp, work) or {}
     except BaseException:  # Ctrl-C or an error: this attempt's time counts for the next one
         clock.write_text(json.dumps({"seconds": earlier + time.monotonic() - t0, "open": None}))
         raise
     record = {"key": key, "stage": name, "seconds": round(earlier + time.monotonic() - t0, 1),
-              "cpu_count": os.cpu_count(),
+              "cpu_count": os.cpu_count(), "peak_rss_mib": peak_rss_mib() if fresh_peak else None,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
     (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=_plain))
     old = root / f".{name}.old"

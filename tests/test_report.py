@@ -87,6 +87,35 @@ def test_run_time_table_in_pipeline_order_with_total_and_cores(run: Path) -> Non
     assert "Machine: 2 CPU cores" in text
     assert "every attempt" in text  # resumed stages: stages.py adds the killed attempts' time
     assert "No `stage.json` in this folder for: tokenizer, peer_tfidf" in text
+    assert "Peak RSS" not in text  # no stage recorded one
+
+
+def test_run_time_peak_rss_column_when_recorded(run: Path) -> None:
+    _stage(run, "teacher", 3600.0, peak_rss_mib=2345.6)
+    _stage(run, "student", 100.0, peak_rss_mib=1200.0)
+    rows = _table(_section(write_report(run, "x").read_text(), "## Run time"))
+    assert rows[0] == ["stage", "seconds", "minutes", "share", "peak RSS (MiB)"]
+    by = {r[0]: r for r in rows[1:]}
+    assert by["teacher"][-1] == "2,346" and by["student"][-1] == "1,200" and by["data"][-1] == "–"
+    assert by["**total**"][-1] == "**2,346**"
+
+
+def test_stage_records_its_own_peak_rss(tmp_path: Path) -> None:
+    import numpy as np
+
+    from pipeline.stages import run_stage
+
+    def big(o: Path, w: Path) -> dict:
+        a = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        return {"sum": float(a.sum())}
+
+    run_stage(tmp_path, "big", {"n": 1}, big)
+    run_stage(tmp_path, "small", {"n": 1}, lambda o, w: {})
+    big_peak = json.loads((tmp_path / "big" / "stage.json").read_text())["peak_rss_mib"]
+    small_peak = json.loads((tmp_path / "small" / "stage.json").read_text())["peak_rss_mib"]
+    if big_peak is None:
+        pytest.skip("no /proc/self/clear_refs here: peaks are not recorded")
+    assert big_peak - small_peak > 250  # the second stage's count started anew
 
 
 def test_run_time_cores_unknown_for_old_runs_and_per_stage_when_mixed(run: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,6 +89,9 @@ def test_tokenizer_train_encode_pad_truncate(tmp_path) -> None:
     assert tail.ids(["the product arrived on time and the box was fine"])[0] == long_ids[-6:]
     # Case and typographic variants normalize to the same ids.
     assert tok.encode("It\u2019s GREAT") == tok.encode("it's great")
+    texts = _corpus()[:50] + ["", "great"]
+    packed = tok.ids_ragged(iter(texts), chunk=7)  # chunks of 7: several, the last one short
+    assert [r.tolist() for r in packed] == tok.ids(texts) and packed.flat.dtype == np.uint16
     tok.save(tmp_path)
     again = Tokenizer.load(tmp_path)
     assert again.encode("great love") == tok.encode("great love")

@@ -10,7 +10,16 @@ import pytest
 
 from pipeline.config import TeacherConfig, TrainConfig
 from pipeline.nn.models import build_teacher
-from pipeline.nn.train import bucketed_batches, fit, pad_batch, predict_proba, set_determinism
+from pipeline.nn.train import (
+    bucketed_batches,
+    fit,
+    pad_batch,
+    predict_proba,
+    set_determinism,
+    soft_labelled_ids,
+)
+from pipeline.text.ragged import Ragged, RaggedFile
+from pipeline.text.tokenizer import Tokenizer
 
 TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=8, dropout=0.1,
                      embed_dropout=0.0)
@@ -32,7 +41,7 @@ def _task(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
 
 
 def _train(work: Path, cfg: TrainConfig = CFG, stop_after: int | None = None,
-           seen: list[int] | None = None) -> np.ndarray:
+           seen: list[int] | None = None, packed: str = "") -> np.ndarray:
     set_determinism(cfg.seed)
     model = build_teacher(30, TINY)
 
@@ -42,8 +51,14 @@ def _train(work: Path, cfg: TrainConfig = CFG, stop_after: int | None = None,
         if stop_after is not None and epoch >= stop_after:
             raise KeyboardInterrupt
 
-    fit(model, _task(500, 0), _task(200, 1), cfg, work, on_epoch_end=hook)
-    return predict_proba(model, _task(200, 2)[0])
+    (x, y), val, test = _task(500, 0), _task(200, 1), _task(200, 2)[0]
+    if packed == "memory":
+        x, test = Ragged.from_rows(x, np.uint16), Ragged.from_rows(test, np.uint16)
+    elif packed == "file":  # in two parts, as Tokenizer.ids_ragged writes them
+        parts = [Ragged.from_rows(x[:123], np.uint16), Ragged.from_rows(x[123:], np.uint16)]
+        x = RaggedFile.write(parts, work.parent / f"{work.name}.ids")
+    fit(model, (x, y), val, cfg, work, on_epoch_end=hook)
+    return predict_proba(model, test)
 
 
 def test_pad_and_buckets() -> None:
@@ -61,6 +76,50 @@ def test_fit_learns_and_is_deterministic(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a, b)
     x, y = _task(200, 2)
     assert np.mean((a >= 0.5) == (y >= 0.5)) > 0.8
+
+
+def test_packed_ids_train_exactly_as_lists(tmp_path: Path) -> None:
+    """Ids packed in memory (``labelled_ids``) or on disk (the distillation set) train exactly as
+    lists: the same batches, weights and predictions."""
+    ref = _train(tmp_path / "a")
+    np.testing.assert_array_equal(ref, _train(tmp_path / "b", packed="memory"))
+    np.testing.assert_array_equal(ref, _train(tmp_path / "c", packed="file"))
+
+
+def test_soft_labelled_ids_read_rows_once(tmp_path: Path) -> None:
+    class Tok:  # ids = code points, vocabulary 300
+        vocab_size = 300
+
+        def ids(self, texts):
+            return [[ord(c) for c in t] for t in texts]
+
+        ids_ragged = Tokenizer.ids_ragged
+
+    rows = [("ab", 1.0), ("", 0.0), ("xyz", 0.25)] * 5
+    ids, y = soft_labelled_ids(Tok(), iter(rows), tmp_path / "ids.bin")
+    assert isinstance(ids, RaggedFile) and y.dtype == np.float32
+    assert [r.tolist() for r in ids] == Tok().ids([t for t, _ in rows])
+    assert y.tolist() == [v for _, v in rows] and ids[2].tolist() == [120, 121, 122]
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(ValueError, match="size"):
+        RaggedFile(tmp_path / "ids.bin", np.array([0, 3]), np.uint16)
+
+
+def test_ragged_rows() -> None:
+    rows = [[5, 6, 7], [], [9], list(range(300, 340))]
+    r = Ragged.from_rows(rows, np.uint16)
+    assert len(r) == 4 and r.lengths.tolist() == [3, 0, 1, 40]
+    assert [x.tolist() for x in r] == rows and r[-1].tolist() == rows[-1]
+    assert [x.tolist() for x in r[1:3]] == rows[1:3]
+    both = Ragged.concat([r, Ragged.from_rows([[1, 2]], np.uint16), Ragged.from_rows([], np.uint16)])
+    assert [x.tolist() for x in both] == [*rows, [1, 2]]
+    assert pad_batch([r[0], r[2]]).tolist() == pad_batch([rows[0], rows[2]]).tolist()
+    assert r.nbytes < 100 * 8 + 44 * 2
+    with pytest.raises(IndexError):
+        r[4]
+    with pytest.raises(ValueError):
+        r[0][0] = 1  # read-only views
+    assert Ragged.dtype_for(8000) is np.uint16 and Ragged.dtype_for(70_000) is np.int32
 
 
 def test_fit_with_ema(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -222,13 +223,18 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, rows: list, texts: list[
         "test_accuracy": report["test"]["ensemble"]["accuracy"]}
 
 
-def load_target_rows(targets_dir: Path) -> list[tuple[str, float]]:
-    """``(text, label)`` rows of :func:`teacher_targets` (reviews, then crops), in index order."""
+def iter_target_rows(targets_dir: Path) -> Iterator[tuple[str, float]]:
+    """``(text, label)`` rows of :func:`teacher_targets` (reviews, then crops), in index order,
+    read one line at a time."""
     with open(Path(targets_dir) / TARGET_TEXTS, encoding="utf-8") as f:
-        return [tuple(json.loads(line)) for line in f]
+        for line in f:
+            text, y = json.loads(line)
+            yield text, y
+
 
 
 REWIND_WEIGHTS, BRANCH = "rewind.weights.h5", "branch"
+TRAIN_IDS = "train_ids.bin"  # the training texts' ids, on disk (pipeline.text.ragged.RaggedFile)
 
 
 def distill_student(
@@ -245,17 +251,17 @@ def distill_student(
     added: the two students share their first epochs, so AFD costs only the epochs it changes.
     """
     from pipeline.nn.models import build_student
-    from pipeline.nn.train import fit_and_save, labelled_ids, set_determinism
+    from pipeline.nn.train import fit_and_save, labelled_ids, set_determinism, soft_labelled_ids
     from pipeline.text.tokenizer import Tokenizer
 
     targets_dir, work_dir, out_dir = Path(targets_dir), Path(work_dir), Path(out_dir)
-    rows = load_target_rows(targets_dir)
     z_t = np.load(targets_dir / TARGET_LOGITS)
     features = TeacherFeatures.load(targets_dir / TARGET_FEATURES) if afd else None
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
     splits = labelled_ids(data_dir, tok, names=("val",))
-    splits["train"] = (tok.ids([t for t, _ in rows]), np.array([y for _, y in rows], np.float32))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    splits["train"] = soft_labelled_ids(tok, iter_target_rows(targets_dir), work_dir / TRAIN_IDS)
     model = build_student(tok.vocab_size, model_cfg)
     kind = "student-kd-afd" if afd else "student-kd"
     step_cfg = dcfg if afd else replace(dcfg, afd_weight=0.0)

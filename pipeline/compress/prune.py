@@ -44,7 +44,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -482,7 +482,7 @@ def prune_student(
     student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
     cfg: PruneConfig, train_cfg: TrainConfig, make_step: StepFactory | None = None,
     rewind_weights: Sequence[np.ndarray] | Path | None = None,
-    train_rows: Sequence[tuple[str, float]] | None = None,
+    train_rows: Iterable[tuple[str, float]] | None = None,
 ) -> dict:
     """Stage: Lottery Ticket pruning of a trained student; ``out_dir`` becomes a model directory.
 
@@ -508,7 +508,12 @@ def prune_student(
     shrunk alike, for fine-tuning that must keep the zeros).
     """
     from pipeline.nn.models import load_model, save_model
-    from pipeline.nn.train import labelled_ids, set_determinism, write_model_info
+    from pipeline.nn.train import (
+        labelled_ids,
+        set_determinism,
+        soft_labelled_ids,
+        write_model_info,
+    )
     from pipeline.text.tokenizer import Tokenizer
 
     student_dir, out_dir, work_dir = Path(student_dir), Path(out_dir), Path(work_dir)
@@ -518,8 +523,7 @@ def prune_student(
     student = load_model(student_dir / "model.keras")
     splits = labelled_ids(data_dir, tok, names=("val",) if train_rows is not None else ("train", "val"))
     if train_rows is not None:
-        splits["train"] = (tok.ids([t for t, _ in train_rows]),
-                           np.array([y for _, y in train_rows], np.float32))
+        splits["train"] = soft_labelled_ids(tok, train_rows, work_dir / "train_ids.bin")
     rewind_info: dict = {"epoch": cfg.rewind_epoch}
     if rewind_weights is not None and not isinstance(rewind_weights, str | Path):
         rewind_info["source"] = "given"

@@ -13,7 +13,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import tf_keras as keras
 import pipeline  # noqa: F401
 from pipeline.config import TrainConfig
 from pipeline.progress import Progress
+from pipeline.text.ragged import Ragged, RaggedFile
 from pipeline.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -183,7 +185,7 @@ def fit(
         log.info("resuming training after epoch %d (best epoch %d)", state["epoch"],
                  state["best_epoch"])
     _clean_stale(work_dir, state["epoch"])
-    lengths = [len(r) for r in x_train]
+    lengths = x_train.lengths if isinstance(x_train, Ragged | RaggedFile) else [len(r) for r in x_train]
     while state["epoch"] < cfg.max_epochs and state["wait"] < cfg.patience:
         epoch = state["epoch"] + 1
         optimizer.learning_rate.assign(state["lr"])
@@ -298,13 +300,29 @@ def ppmi_embeddings(
 
 
 def labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
+    """``{split: (ids as a Ragged, float32 labels)}`` for the splits ``names`` of ``data_dir``."""
     from pipeline.data import read_jsonl
 
     out = {}
     for name in names:
         rows = read_jsonl(Path(data_dir) / f"{name}.jsonl")
-        out[name] = (tok.ids([t for t, _ in rows]), np.array([y for _, y in rows], np.float32))
+        out[name] = (tok.ids_ragged(t for t, _ in rows), np.array([y for _, y in rows], np.float32))
     return out
+
+
+def soft_labelled_ids(tok, rows: Iterable[tuple[str, float]],
+                      path: Path | None = None) -> tuple[Ragged | RaggedFile, np.ndarray]:
+    """``(ids, float32 labels)`` of ``(text, label)`` rows read once, in order; ``path``: the ids go
+    to that file (:class:`RaggedFile`), so memory holds 12 bytes a row whatever the texts."""
+    labels = array("f")
+
+    def texts() -> Iterator[str]:
+        for text, y in rows:
+            labels.append(y)
+            yield text
+
+    ids = tok.ids_ragged(texts(), path=path)
+    return ids, np.frombuffer(labels, np.float32).copy()
 
 
 def fit_and_save(model: keras.Model, tok, splits: dict, cfg: TrainConfig, work_dir: Path,

@@ -38,13 +38,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import TokenizerConfig
+from pipeline.text.ragged import Ragged, RaggedFile
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,24 @@ class Tokenizer:
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Truncated, unpadded ids per text (what the models consume)."""
         return [self.truncate(r) for r in self.encode_batch(texts)]
+
+    def ids_ragged(self, texts: Iterable[str], chunk: int = 8192,
+                   path: Path | None = None) -> Ragged | RaggedFile:
+        """:meth:`ids` packed into a :class:`Ragged` (2 bytes per id), tokenized chunk by chunk so
+        that no list of every row's ids is ever held; with ``path``, written there and read back
+        row by row (:class:`RaggedFile`: nothing but the offsets in memory)."""
+        dtype = Ragged.dtype_for(self.vocab_size)
+
+        def parts() -> Iterable[Ragged]:
+            buf: list[str] = []
+            for t in texts:
+                buf.append(t)
+                if len(buf) == chunk:
+                    yield Ragged.from_rows(self.ids(buf), dtype)
+                    buf = []
+            yield Ragged.from_rows(self.ids(buf), dtype)
+
+        return Ragged.concat(parts()) if path is None else RaggedFile.write(parts(), path)
 
     def to_array(self, texts: Sequence[str]) -> np.ndarray:
         """Truncated ids right-padded with PAD_ID into an int32 ``[n, seq_len]`` array."""
