@@ -232,7 +232,6 @@ def iter_target_rows(targets_dir: Path) -> Iterator[tuple[str, float]]:
             yield text, y
 
 
-
 REWIND_WEIGHTS, BRANCH = "rewind.weights.h5", "branch"
 TRAIN_IDS = "train_ids.bin"  # the training texts' ids, on disk (pipeline.text.ragged.RaggedFile)
 

@@ -1,7 +1,8 @@
 """Token-id rows of different lengths in one flat array.
 
-A Python list of id lists costs about 36 bytes per id (an int object and a pointer); the
-distillation set of the full run (400,536 texts, ~120 ids each) took gigabytes that way.
+A Python list of id lists costs about 36 bytes per id (an int object and a pointer): the
+distillation set of the full run (300,402 texts, 25.4 million student ids) took 943 MB that way
+and takes 51 MB here.
 :class:`Ragged` keeps the ids in one ``uint16`` (vocabularies up to 65,536) or ``int32`` array
 with row offsets, 2 or 4 bytes per id, and reads like a sequence of rows: ``len``, ``rows[i]``
 (a read-only NumPy view), iteration, and ``rows.lengths``. Everything that reads ids row by row
