@@ -22,7 +22,37 @@ from pathlib import Path
 import numpy as np
 
 
-class Ragged(Sequence[np.ndarray]):
+class _Rows(Sequence[np.ndarray]):
+    """Rows given by ``offsets`` (row ``i`` is ids ``offsets[i]`` to ``offsets[i + 1]``); a
+    subclass says how ids ``a:b`` are read (:meth:`_read`)."""
+
+    offsets: np.ndarray
+
+    def _read(self, a: int, b: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._read(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+class Ragged(_Rows):
     """Rows of ids: ``flat[offsets[i]:offsets[i + 1]]`` is row ``i``."""
 
     def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
@@ -61,32 +91,15 @@ class Ragged(Sequence[np.ndarray]):
                                  + [p.offsets[1:] + e for p, e in zip(parts, ends, strict=True)])
         return cls(flat, offsets)
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.flat[self.offsets[i]: self.offsets[i + 1]]
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True):
-            yield self.flat[a:b]
+    def _read(self, a: int, b: int) -> np.ndarray:
+        return self.flat[a:b]
 
     @property
     def nbytes(self) -> int:
         return int(self.flat.nbytes + self.offsets.nbytes)
 
 
-class RaggedFile(Sequence[np.ndarray]):
+class RaggedFile(_Rows):
     """:class:`Ragged` rows read from ``path`` (the flat ids, ``dtype``) with ``os.pread``."""
 
     def __init__(self, path: Path, offsets: np.ndarray, dtype: type) -> None:
@@ -116,32 +129,12 @@ class RaggedFile(Sequence[np.ndarray]):
         np.cumsum(np.concatenate(lengths or [np.zeros(0, np.int64)]), out=offsets[1:])
         return cls(path, offsets, dtype or np.int32)
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
     def _read(self, a: int, b: int) -> np.ndarray:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         size = self.dtype.itemsize
         data = os.pread(self._fd, (b - a) * size, a * size)
         return np.frombuffer(data, self.dtype)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self._read(int(self.offsets[i]), int(self.offsets[i + 1]))
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for i in range(len(self)):
-            yield self[i]
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
