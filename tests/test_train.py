@@ -57,6 +57,7 @@ def _train(work: Path, cfg: TrainConfig = CFG, stop_after: int | None = None,
     elif packed == "file":  # in two parts, as Tokenizer.ids_ragged writes them
         parts = [Ragged.from_rows(x[:123], np.uint16), Ragged.from_rows(x[123:], np.uint16)]
         x = RaggedFile.write(parts, work.parent / f"{work.name}.ids")
+        test = RaggedFile.write([Ragged.from_rows(test, np.uint16)], work.parent / "test.ids")
     fit(model, (x, y), val, cfg, work, on_epoch_end=hook)
     return predict_proba(model, test)
 

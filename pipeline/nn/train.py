@@ -100,11 +100,17 @@ def bucketed_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def row_lengths(ids: Sequence[Sequence[int]]) -> Sequence[int]:
+    """Length of each id row; packed rows (:mod:`pipeline.text.ragged`) answer from their offsets
+    without reading a row."""
+    return ids.lengths if isinstance(ids, Ragged | RaggedFile) else [len(r) for r in ids]
+
+
 def predict_proba(
     model: keras.Model, ids: Sequence[Sequence[int]], batch_size: int = 256
 ) -> np.ndarray:
     """P(positive) for variable-length id rows, batched by length for speed; input order kept."""
-    order = np.argsort([len(r) for r in ids], kind="stable")
+    order = np.argsort(row_lengths(ids), kind="stable")
     out = np.zeros(len(ids), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -185,7 +191,7 @@ def fit(
         log.info("resuming training after epoch %d (best epoch %d)", state["epoch"],
                  state["best_epoch"])
     _clean_stale(work_dir, state["epoch"])
-    lengths = x_train.lengths if isinstance(x_train, Ragged | RaggedFile) else [len(r) for r in x_train]
+    lengths = row_lengths(x_train)
     while state["epoch"] < cfg.max_epochs and state["wait"] < cfg.patience:
         epoch = state["epoch"] + 1
         optimizer.learning_rate.assign(state["lr"])

@@ -22,6 +22,13 @@ from pathlib import Path
 import numpy as np
 
 
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """Row offsets ``[0, l0, l0 + l1, ...]`` (int64) of rows of ``lengths``."""
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 class _Rows(Sequence[np.ndarray]):
     """Rows given by ``offsets`` (row ``i`` is ids ``offsets[i]`` to ``offsets[i + 1]``); a
     subclass says how ids ``a:b`` are read (:meth:`_read`)."""
@@ -71,9 +78,7 @@ class Ragged(_Rows):
     def from_rows(cls, rows: Iterable[Sequence[int]], dtype: type = np.int32) -> Ragged:
         """Pack ``rows`` (lists or arrays of ids, or chunks of them via :meth:`concat`)."""
         rows = list(rows)
-        lengths = np.fromiter((len(r) for r in rows), np.int64, count=len(rows))
-        offsets = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = offsets_of(np.fromiter((len(r) for r in rows), np.int64, count=len(rows)))
         flat = np.empty(int(offsets[-1]), dtype)
         for r, a, b in zip(rows, offsets[:-1], offsets[1:], strict=True):
             flat[a:b] = r
@@ -85,11 +90,8 @@ class Ragged(_Rows):
         parts = list(parts)
         if not parts:
             return cls(np.zeros(0, np.int32), np.zeros(1, np.int64))
-        flat = np.concatenate([p.flat for p in parts])
-        ends = np.cumsum([0] + [len(p.flat) for p in parts[:-1]])
-        offsets = np.concatenate([parts[0].offsets[:1]]
-                                 + [p.offsets[1:] + e for p, e in zip(parts, ends, strict=True)])
-        return cls(flat, offsets)
+        return cls(np.concatenate([p.flat for p in parts]),
+                   offsets_of(np.concatenate([p.lengths for p in parts])))
 
     def _read(self, a: int, b: int) -> np.ndarray:
         return self.flat[a:b]
@@ -125,9 +127,8 @@ class RaggedFile(_Rows):
                 f.write(part.flat.tobytes())
                 lengths.append(part.lengths)
         tmp.replace(path)
-        offsets = np.zeros(1 + sum(len(x) for x in lengths), np.int64)
-        np.cumsum(np.concatenate(lengths or [np.zeros(0, np.int64)]), out=offsets[1:])
-        return cls(path, offsets, dtype or np.int32)
+        return cls(path, offsets_of(np.concatenate(lengths or [np.zeros(0, np.int64)])),
+                   dtype or np.int32)
 
     def _read(self, a: int, b: int) -> np.ndarray:
         if self._fd is None:
