@@ -80,7 +80,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
 
     data_dir, k_data = run_stage(
         "data", {"cfg": cfg.data, "files": stages.files_fingerprint(data_path)},
-        lambda o, w: data.build_dataset(data_path, o, cfg.data),
+        lambda o, w: data.build_dataset(data_path, o, cfg.data, work_dir=w / "spill"),
     )
     tok_dir, k_tok = run_stage(
         "tokenizer", {"cfg": cfg.tokenizer, "data": k_data},

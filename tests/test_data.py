@@ -27,6 +27,7 @@ from pipeline.data import (
     readers,
     review_string,
     split_of,
+    splits,
     write_jsonl,
 )
 
@@ -519,6 +520,47 @@ def test_max_reviews_cap(tmp_path: Path) -> None:
     assert kept == set(want[:50])
     assert stats["totals"]["capped"] == 150
     assert sum(v["n"] for v in stats["splits"].values()) == 50
+
+
+def _reference_splits(rows: list[tuple[str, int]], cfg: DataConfig) -> dict:
+    """The documented rules, in memory: first label wins, cap, md5 split, balance, order."""
+    md5 = lambda tag, s: hashlib.md5(f"{tag}{s}".encode()).hexdigest()  # noqa: E731
+    labels: dict[str, int] = {}
+    for s, y in rows:
+        labels.setdefault(s, y)
+    items = sorted(labels.items(), key=lambda it: md5(f"{cfg.seed}:", it[0]))[: cfg.max_reviews]
+    out = {}
+    for name in ("train", "val", "test"):
+        here = [it for it in items if split_of(it[0]) == name]
+        pos, neg = [it for it in here if it[1]], [it for it in here if not it[1]]
+        if cfg.balance:
+            minority, majority = (pos, neg) if len(pos) <= len(neg) else (neg, pos)
+            majority = sorted(majority, key=lambda it: md5(f"{cfg.seed}:bal:", it[0]))
+            here = minority + majority[: len(minority)]
+        out[name] = sorted(here, key=lambda it: md5(f"{cfg.seed}:order:", it[0]))
+    return out
+
+
+@pytest.mark.parametrize("cfg", [DataConfig(balance=False), DataConfig(balance=True, seed=4),
+                                 DataConfig(balance=True, max_reviews=300)])
+def test_streamed_splits_equal_the_rules_in_memory_for_any_bucket_count(tmp_path: Path,
+                                                                         cfg: DataConfig) -> None:
+    rows = synthetic(500)
+    dups = [(s, 1 - y) for s, y in rows[::7]]  # duplicates with the other label: first one wins
+    rows += dups
+    random.Random(1).shuffle(rows)
+    put(tmp_path / "in" / "d.jsonl", as_jsonl(rows))
+    want = _reference_splits(rows, cfg)
+    for buckets in (1, 3, 256):
+        work = tmp_path / f"spill{buckets}"
+        stats, got = splits.iter_splits(tmp_path / "in", cfg, work, buckets)
+        by_split: dict[str, list] = {k: [] for k in want}
+        for name, s, y in got():
+            by_split[name].append((s, y))
+        assert by_split == want, buckets
+        assert {k: v["n"] for k, v in stats["splits"].items()} == {k: len(v) for k, v in want.items()}
+        assert stats["totals"]["duplicates"] == len(dups)
+        assert len(list(work.iterdir())) == buckets  # the spill: one file a bucket
 
 
 def test_build_dataset_outputs_and_stats(tmp_path: Path) -> None:
