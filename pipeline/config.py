@@ -83,7 +83,10 @@ class TokenizerConfig(_Section):
     truncate: Literal["head", "tail"] = "head"  # head keeps the first seq_len ids, tail the last
     stopwords: bool = False
     character_coverage: float = 0.9995
-    max_train_sentences: int = 2_000_000
+    max_train_sentences: int = 2_000_000  # SentencePiece's input_sentence_size
+    # the tokenizer stage feeds the BPE at most this many training reviews (a seeded md5 sample
+    # when there are more), so its memory stays bounded whatever the number of reviews
+    sample_reviews: int = 200_000
     seed: int = 13
 
 

@@ -104,6 +104,27 @@ def test_tokenizer_training_is_deterministic() -> None:
     assert a.model_proto == b.model_proto
 
 
+def test_tokenizer_stage_streams_the_file_or_trains_on_a_bounded_sample(tmp_path) -> None:
+    from pipeline.data import bounded_sample, write_jsonl
+    from pipeline.text.tokenizer import build_tokenizer
+
+    texts = _corpus(300)
+    write_jsonl(tmp_path / "train.jsonl", [(t, i % 2) for i, t in enumerate(texts)])
+    write_jsonl(tmp_path / "val.jsonl", [(t, 1) for t in _corpus(20)] + [("zzz qqq", 0)])
+    cfg = TokenizerConfig(vocab_size=100, seq_len=16, sample_reviews=300)
+    stats = build_tokenizer(tmp_path, tmp_path / "all", cfg)
+    whole = Tokenizer.load(tmp_path / "all")
+    assert whole.model_proto == train_tokenizer(texts, cfg).model_proto  # every review, in order
+    val = whole.encode_batch([*_corpus(20), "zzz qqq"])
+    assert stats["val_mean_tokens"] == pytest.approx(np.mean([len(r) for r in val]))
+    assert stats["val_unk_rate"] == sum(r.count(1) for r in val) / sum(map(len, val)) > 0
+    small = TokenizerConfig(vocab_size=100, seq_len=16, sample_reviews=120)
+    build_tokenizer(tmp_path, tmp_path / "sample", small)
+    want = train_tokenizer(bounded_sample(texts, 120, small.seed), small)
+    assert Tokenizer.load(tmp_path / "sample").model_proto == want.model_proto
+    assert want.model_proto != train_tokenizer(texts, small).model_proto
+
+
 def test_tokenizer_rejects_empty_corpus() -> None:
     with pytest.raises(ValueError, match="no non-empty"):
         train_tokenizer(["", "   "], TokenizerConfig(vocab_size=50))

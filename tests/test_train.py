@@ -8,18 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import TeacherConfig, TrainConfig
+from pipeline.config import TeacherConfig, TokenizerConfig, TrainConfig
 from pipeline.nn.models import build_teacher
 from pipeline.nn.train import (
     bucketed_batches,
     fit,
+    labelled_ids,
     pad_batch,
     predict_proba,
     set_determinism,
     soft_labelled_ids,
 )
 from pipeline.text.ragged import Ragged, RaggedFile
-from pipeline.text.tokenizer import Tokenizer
+from pipeline.text.tokenizer import Tokenizer, train_tokenizer
 
 TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=8, dropout=0.1,
                      embed_dropout=0.0)
@@ -104,6 +105,27 @@ def test_soft_labelled_ids_read_rows_once(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(ValueError, match="size"):
         RaggedFile(tmp_path / "ids.bin", np.array([0, 3]), np.uint16)
+
+
+def test_labelled_ids_put_the_training_split_on_disk(tmp_path: Path) -> None:
+    from pipeline.data import write_jsonl
+
+    def rows(n: int, seed: int) -> list[tuple[str, int]]:
+        xs, ys = _task(n, seed)
+        return [(" ".join(f"w{i}" for i in x), int(y)) for x, y in zip(xs, ys, strict=True)]
+
+    train = rows(100, 1)
+    tok = train_tokenizer([t for t, _ in train], TokenizerConfig(vocab_size=60, seq_len=12))
+    for name, data in (("train", train), ("val", rows(30, 2))):
+        write_jsonl(tmp_path / f"{name}.jsonl", data)
+    splits = labelled_ids(tmp_path, tok, work_dir=tmp_path / "work")
+    in_memory = labelled_ids(tmp_path, tok)
+    assert isinstance(splits["train"][0], RaggedFile) and (tmp_path / "work/train_ids.bin").exists()
+    assert isinstance(splits["val"][0], Ragged)
+    for name in ("train", "val"):
+        assert [r.tolist() for r in splits[name][0]] == [r.tolist() for r in in_memory[name][0]]
+        assert splits[name][1].tolist() == in_memory[name][1].tolist()
+    assert splits["train"][1].tolist() == [float(y) for _, y in train]
 
 
 def test_ragged_rows() -> None:

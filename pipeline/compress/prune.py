@@ -521,7 +521,8 @@ def prune_student(
     set_determinism(train_cfg.seed)
     tok = Tokenizer.load(student_dir)
     student = load_model(student_dir / "model.keras")
-    splits = labelled_ids(data_dir, tok, names=("val",) if train_rows is not None else ("train", "val"))
+    splits = labelled_ids(data_dir, tok, ("val",) if train_rows is not None else ("train", "val"),
+                          work_dir)
     if train_rows is not None:
         splits["train"] = soft_labelled_ids(tok, train_rows, work_dir / "train_ids.bin")
     rewind_info: dict = {"epoch": cfg.rewind_epoch}

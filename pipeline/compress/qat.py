@@ -301,7 +301,8 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
         tok = Tokenizer(tok.model_proto, dataclasses.replace(tok.cfg, seq_len=seq_len))
     student = load_model(Path(student_dir) / "model.keras")
     has_test = compare is not None and (Path(data_dir) / "test.jsonl").exists()
-    splits = labelled_ids(data_dir, tok, ("train", "val", "test") if has_test else ("train", "val"))
+    splits = labelled_ids(data_dir, tok, ("train", "val", "test") if has_test else ("train", "val"),
+                          work_dir)
     x_val, y_val = splits["val"]
     p0 = predict_proba(student, x_val)
     before = float(np.mean((p0 >= 0.5) == (y_val >= 0.5)))

@@ -17,8 +17,18 @@ from pipeline.data.readers import (
     iter_reviews,
     review_string,
 )
-from pipeline.data.splits import SPLITS, build_dataset, load_splits, read_jsonl, split_of, write_jsonl
+from pipeline.data.splits import (
+    SPLITS,
+    bounded_sample,
+    build_dataset,
+    iter_jsonl,
+    load_splits,
+    read_jsonl,
+    split_of,
+    write_jsonl,
+)
 
 __all__ = ["FORMATS", "FORMAT_HELP", "SPLITS", "DataError", "EmptyDatasetError", "FileStats",
-           "Record", "UnknownFormatError", "build_dataset", "detect_format", "iter_records",
-           "iter_reviews", "load_splits", "read_jsonl", "review_string", "split_of", "write_jsonl"]
+           "Record", "UnknownFormatError", "bounded_sample", "build_dataset", "detect_format",
+           "iter_jsonl", "iter_records", "iter_reviews", "load_splits", "read_jsonl",
+           "review_string", "split_of", "write_jsonl"]

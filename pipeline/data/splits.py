@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -276,10 +277,11 @@ def write_jsonl(path: Path, rows: Iterable[tuple[str, int]]) -> None:
     )
 
 
-def read_jsonl(path: Path) -> list[tuple[str, int | None]]:
-    """Read ``{"text", "label"}`` lines (as written by :func:`write_jsonl`); no label -> None."""
+def iter_jsonl(path: Path) -> Iterator[tuple[str, int | None]]:
+    """``(text, label)`` of ``{"text", "label"}`` lines (as written by :func:`write_jsonl`), one
+    line at a time; no label -> None."""
     path = Path(path)
-    out: list[tuple[str, int | None]] = []
+    done = 0
     try:
         with open_text(path, newline="\n") as f:
             for n, line in enumerate(f, 1):
@@ -297,10 +299,27 @@ def read_jsonl(path: Path) -> list[tuple[str, int | None]]:
                     raise DataError(
                         f'{path}:{n}: expected {{"text": str, "label": 0 or 1 (optional)}}'
                     )
-                out.append((text, None if label is None else int(label)))
+                yield text, None if label is None else int(label)
+                done += 1
     except READ_ERRORS as e:
-        raise read_error(path, e, len(out)) from e
-    return out
+        raise read_error(path, e, done) from e
+
+
+def read_jsonl(path: Path) -> list[tuple[str, int | None]]:
+    """:func:`iter_jsonl` as a list."""
+    return list(iter_jsonl(path))
+
+
+def bounded_sample(texts: Iterable[str], k: int, seed: int) -> list[str]:
+    """The ``k`` texts with the smallest ``md5(f"{seed}:tok:{s}")``: order-independent, O(k) memory."""
+    heap: list[tuple[int, str]] = []  # max-heap via negated keys
+    for s in texts:
+        key = -int(hashlib.md5(f"{seed}:tok:{s}".encode()).hexdigest()[:16], 16)
+        if len(heap) < k:
+            heapq.heappush(heap, (key, s))
+        elif key > heap[0][0]:
+            heapq.heapreplace(heap, (key, s))
+    return [s for _, s in sorted(heap, reverse=True)]
 
 
 def check_splits(stats: dict, min_split: int = MIN_SPLIT_REVIEWS) -> None:

@@ -42,7 +42,6 @@ batches feed ``model.fit`` / ``train_on_batch`` or ``strategy.distribute_dataset
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ from typing import Any
 
 from pipeline import data
 from pipeline.config import StreamConfig
+from pipeline.data.splits import bounded_sample
 from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -120,18 +120,6 @@ def iter_unique(work: Path, buckets: int, counts: dict | None = None) -> Iterato
         del seen
     if counts is not None:
         counts.update(duplicates=dup, duplicate_label_conflicts=conflicts)
-
-
-def bounded_sample(texts: Iterable[str], k: int, seed: int) -> list[str]:
-    """The ``k`` texts with the smallest ``md5(f"{seed}:tok:{s}")``: order-independent, O(k) memory."""
-    heap: list[tuple[int, str]] = []  # max-heap via negated keys
-    for s in texts:
-        key = -int(hashlib.md5(f"{seed}:tok:{s}".encode()).hexdigest()[:16], 16)
-        if len(heap) < k:
-            heapq.heappush(heap, (key, s))
-        elif key > heap[0][0]:
-            heapq.heapreplace(heap, (key, s))
-    return [s for _, s in sorted(heap, reverse=True)]
 
 
 def shard_name(i: int, n: int) -> str:

@@ -47,7 +47,7 @@ def train_teacher(
                                   strategy)
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
-    splits = labelled_ids(data_dir, tok)
+    splits = labelled_ids(data_dir, tok, work_dir=work_dir)
     model = build_teacher(tok.vocab_size, model_cfg)
     if model_cfg.init_embeddings == "ppmi":
         log.info("teacher: initialising embeddings from PPMI-SVD of the training split")
@@ -68,5 +68,5 @@ def train_student(
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
     model = build_student(tok.vocab_size, model_cfg)
-    return fit_and_save(model, tok, labelled_ids(data_dir, tok), cfg, work_dir, out_dir,
+    return fit_and_save(model, tok, labelled_ids(data_dir, tok, work_dir=work_dir), cfg, work_dir, out_dir,
                          "student")

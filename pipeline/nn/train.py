@@ -305,14 +305,18 @@ def ppmi_embeddings(
     return emb
 
 
-def labelled_ids(data_dir: Path, tok, names=("train", "val")) -> dict:
-    """``{split: (ids as a Ragged, float32 labels)}`` for the splits ``names`` of ``data_dir``."""
-    from pipeline.data import read_jsonl
+def labelled_ids(data_dir: Path, tok, names=("train", "val"), work_dir: Path | None = None) -> dict:
+    """``{split: (ids, float32 labels)}`` for the splits ``names`` of ``data_dir``, each file read
+    once as a stream; with ``work_dir``, the training split's ids go to ``work_dir/train_ids.bin``
+    (:class:`RaggedFile`: memory holds 12 bytes a review), the others stay packed in memory."""
+    from pipeline.data import iter_jsonl
 
     out = {}
     for name in names:
-        rows = read_jsonl(Path(data_dir) / f"{name}.jsonl")
-        out[name] = (tok.ids_ragged(t for t, _ in rows), np.array([y for _, y in rows], np.float32))
+        path = Path(work_dir) / f"{name}_ids.bin" if work_dir is not None and name == "train" else None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        out[name] = soft_labelled_ids(tok, iter_jsonl(Path(data_dir) / f"{name}.jsonl"), path)
     return out
 
 

@@ -35,10 +35,12 @@ Truncation policy: sequences longer than ``seq_len`` keep their first ``seq_len`
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -132,6 +134,18 @@ def remove_stopwords(text: str) -> str:
     return " ".join(w for w in text.split(" ") if w not in STOPWORDS)
 
 
+def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``items`` in lists of ``size`` (the last one shorter, never empty)."""
+    buf: list[str] = []
+    for item in items:
+        buf.append(item)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
 class Tokenizer:
     """Normalization + SentencePiece BPE + truncation/padding, loaded from a model directory."""
 
@@ -190,16 +204,9 @@ class Tokenizer:
         row by row (:class:`RaggedFile`: nothing but the offsets in memory)."""
         dtype = Ragged.dtype_for(self.vocab_size)
 
-        def parts() -> Iterable[Ragged]:
-            buf: list[str] = []
-            for t in texts:
-                buf.append(t)
-                if len(buf) == chunk:
-                    yield Ragged.from_rows(self.ids(buf), dtype)
-                    buf = []
-            yield Ragged.from_rows(self.ids(buf), dtype)
-
-        return Ragged.concat(parts()) if path is None else RaggedFile.write(parts(), path)
+        parts = itertools.chain((Ragged.from_rows(self.ids(part), dtype) for part in chunks(texts, chunk)),
+                                [Ragged.from_rows([], dtype)])  # the id type even with no text
+        return Ragged.concat(parts) if path is None else RaggedFile.write(parts, path)
 
     def to_array(self, texts: Sequence[str]) -> np.ndarray:
         """Truncated ids right-padded with PAD_ID into an int32 ``[n, seq_len]`` array."""
@@ -229,8 +236,9 @@ class Tokenizer:
         return cls((model_dir / cls.MODEL_FILE).read_bytes(), cfg)
 
 
-def train_tokenizer(texts: Sequence[str], cfg: TokenizerConfig) -> Tokenizer:
-    """Train SentencePiece BPE on (normalized) training texts only."""
+def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
+    """Train SentencePiece BPE on (normalized) training texts only, read once as a stream
+    (SentencePiece keeps at most ``cfg.max_train_sentences`` of them)."""
     import io
 
     import sentencepiece as spm
@@ -238,13 +246,23 @@ def train_tokenizer(texts: Sequence[str], cfg: TokenizerConfig) -> Tokenizer:
     spm.set_random_generator_seed(cfg.seed)
     pre = Tokenizer.__new__(Tokenizer)
     pre.cfg = cfg
-    sentences = [s for s in (pre.preprocess(t) for t in texts) if s]
-    if not sentences:
+    fed = 0
+
+    def sentences() -> Iterator[str]:
+        nonlocal fed
+        for s in map(pre.preprocess, texts):
+            if s:
+                fed += 1
+                yield s
+
+    it = sentences()
+    first = next(it, None)
+    if first is None:
         raise ValueError("no non-empty training text for the tokenizer")
-    log.info("training BPE tokenizer: vocab=%d on %d texts", cfg.vocab_size, len(sentences))
+    log.info("training BPE tokenizer: vocab=%d", cfg.vocab_size)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
+        sentence_iterator=itertools.chain([first], it),
         model_writer=buf,
         model_type="bpe",
         vocab_size=cfg.vocab_size,
@@ -263,25 +281,40 @@ def train_tokenizer(texts: Sequence[str], cfg: TokenizerConfig) -> Tokenizer:
         num_threads=2,
         minloglevel=2,
     )
+    log.info("BPE tokenizer trained on %d texts", fed)
     return Tokenizer(buf.getvalue(), cfg)
 
 
 def build_tokenizer(data_dir: Path, out_dir: Path, cfg: TokenizerConfig) -> dict:
-    """Stage: train the tokenizer on ``data_dir/train.jsonl``; write it and length stats."""
-    from pipeline.data import read_jsonl
+    """Stage: train the tokenizer on ``data_dir/train.jsonl``; write it and length stats.
 
-    train_texts = [t for t, _ in read_jsonl(Path(data_dir) / "train.jsonl")]
-    tok = train_tokenizer(train_texts, cfg)
+    Streams: the BPE reads the training reviews in file order, or, when there are more than
+    ``cfg.sample_reviews``, that many of them (the smallest seeded md5 keys, whatever the order).
+    """
+    from pipeline.data import bounded_sample, iter_jsonl
+
+    train = Path(data_dir) / "train.jsonl"
+    n_train = sum(1 for _ in iter_jsonl(train))
+    texts: Iterable[str] = (t for t, _ in iter_jsonl(train))
+    if n_train > cfg.sample_reviews:
+        log.info("tokenizer: a sample of %d of the %d training reviews", cfg.sample_reviews, n_train)
+        texts = bounded_sample(texts, cfg.sample_reviews, cfg.seed)
+    tok = train_tokenizer(texts, cfg)
     tok.save(out_dir)
-    val_ids = tok.encode_batch([t for t, _ in read_jsonl(Path(data_dir) / "val.jsonl")])
-    lengths = np.array([len(r) for r in val_ids])
-    flat = np.concatenate([np.asarray(r) for r in val_ids]) if val_ids else np.zeros(0)
+    lengths = array("l")
+    unk = 0
+    for part in chunks((t for t, _ in iter_jsonl(Path(data_dir) / "val.jsonl")), 8192):
+        for r in tok.encode_batch(part):
+            lengths.append(len(r))
+            unk += r.count(UNK_ID)
+    lengths_np = np.frombuffer(lengths, np.int64) if lengths else np.zeros(0, np.int64)
     stats = {
         "vocab_size": tok.vocab_size,
-        "val_tokens_per_review": {f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 99)},
-        "val_mean_tokens": float(lengths.mean()),
-        "val_truncated_share": float(np.mean(lengths > cfg.seq_len)),
-        "val_unk_rate": float(np.mean(flat == UNK_ID)) if flat.size else 0.0,
+        "val_tokens_per_review": {f"p{q}": float(np.percentile(lengths_np, q))
+                                  for q in (50, 90, 99)},
+        "val_mean_tokens": float(lengths_np.mean()),
+        "val_truncated_share": float(np.mean(lengths_np > cfg.seq_len)),
+        "val_unk_rate": float(unk / lengths_np.sum()) if lengths_np.sum() else 0.0,
     }
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2))
     log.info("tokenizer: vocab %d, val tokens p50 %.0f p90 %.0f, %.1f%% truncated at %d",
