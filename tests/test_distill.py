@@ -89,14 +89,26 @@ def test_afd_step_trains_and_features_roundtrip(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     maps = [rng.random((len(TEACHER_MAPS), len(r))).astype(np.float16) for r in x]
     feats = TeacherFeatures(maps, [rng.random((len(x), d)).astype(np.float16) for d in (6, 8, 8)])
-    feats.save(tmp_path / "f.npz")
-    back = TeacherFeatures.load(tmp_path / "f.npz")
+    feats.save(tmp_path / "f")
+    back = TeacherFeatures.load(tmp_path / "f")  # read from the folder row by row
     assert all(np.array_equal(a, b) for a, b in zip(back.maps, maps, strict=True))
-    model = build_student(30, StudentConfig(embed_dim=8, units=8))
-    cfg = TrainConfig(batch_size=32, max_epochs=1, learning_rate=1e-2, seed=5)
-    state = fit(model, (x, y), _task(100, 1), cfg, tmp_path / "w",
-                make_step=kd_step(teacher_z, DistillConfig(afd_weight=1.0), back))
+    for disk, mem in zip(back.pooled, feats.pooled, strict=True):
+        assert disk.shape == mem.shape
+        idx = np.array([5, 0, 299, 5])
+        np.testing.assert_array_equal(disk[idx], mem[idx])
+
+    def train(features: TeacherFeatures, work: str) -> tuple[dict, list[np.ndarray]]:
+        set_determinism(5)
+        model = build_student(30, StudentConfig(embed_dim=8, units=8))
+        cfg = TrainConfig(batch_size=32, max_epochs=1, learning_rate=1e-2, seed=5)
+        state = fit(model, (x, y), _task(100, 1), cfg, tmp_path / work,
+                    make_step=kd_step(teacher_z, DistillConfig(afd_weight=1.0), features))
+        return state, model.get_weights()
+
+    state, weights = train(back, "disk")
     assert np.isfinite(state["history"][0]["loss"])
+    _, in_memory = train(feats, "memory")  # the same student, bit for bit
+    assert all(np.array_equal(a, b) for a, b in zip(weights, in_memory, strict=True))
 
 
 def _align_loop(values: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:

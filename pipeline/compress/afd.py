@@ -23,10 +23,14 @@ training split by :func:`teacher_features`.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +40,7 @@ import pipeline  # noqa: F401
 from pipeline.compress.ensemble import logit
 from pipeline.parallel import run_parallel
 from pipeline.progress import Progress
+from pipeline.text.ragged import Ragged, RaggedWriter, Rows, offsets_of
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +48,117 @@ TEACHER_MAPS = ("embedding", "bigru", "attention")
 STUDENT_MAPS = ("embedding", "bigru")
 
 
+class MapRows(Rows):
+    """Row ``i``: the teacher's maps of text ``i`` on its student tokens, float16 ``[3, T_s]``,
+    read from ``path`` (the ``[3, T_s]`` blocks one after the other) with ``os.pread``."""
+
+    def __init__(self, path: Path, lengths: np.ndarray) -> None:
+        self.path, self.offsets = Path(path), offsets_of(np.asarray(lengths, np.int64))
+        self._fd: int | None = None
+
+    def _read(self, a: int, b: int) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        k = len(TEACHER_MAPS)
+        data = os.pread(self._fd, k * (b - a) * 2, k * a * 2)
+        return np.frombuffer(data, np.float16).reshape(k, b - a)
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
+class PooledRows:
+    """A float16 ``[n, d]`` matrix in a file, rows read with ``os.pread``: ``rows[idx]`` is
+    ``[len(idx), d]`` for an index array (the numpy array's indexing, without the array)."""
+
+    def __init__(self, path: Path, n: int, d: int) -> None:
+        self.path, self.shape = Path(path), (n, d)
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        d = self.shape[1]
+        rows = [os.pread(self._fd, 2 * d, 2 * d * int(i)) for i in np.asarray(idx).reshape(-1)]
+        return np.frombuffer(b"".join(rows), np.float16).reshape(-1, d)
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
+class FeatureWriter:
+    """Writes :class:`TeacherFeatures` into ``folder`` row by row in any order: ``lengths.npy``
+    (student tokens per text), ``maps.bin`` and ``pooled_K.bin`` (files of their final size from
+    the start; a row is one ``os.pwrite``), ``dims.json``."""
+
+    def __init__(self, folder: Path, lengths: np.ndarray, dims: Sequence[int]) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lengths = np.asarray(lengths, np.int64)
+        self.offsets = offsets_of(self.lengths) * len(TEACHER_MAPS) * 2
+        self.dims = [int(d) for d in dims]
+        np.save(self.folder / "lengths.npy", self.lengths)
+        (self.folder / "dims.json").write_text(json.dumps(self.dims))
+        self._fds = []
+        for name, size in (("maps.bin", int(self.offsets[-1])),
+                           *((f"pooled_{k}.bin", 2 * d * len(self.lengths))
+                             for k, d in enumerate(self.dims))):
+            fd = os.open(self.folder / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.ftruncate(fd, size)
+            self._fds.append(fd)
+
+    def put(self, i: int, maps: np.ndarray, pooled: Sequence[np.ndarray]) -> None:
+        """Row ``i``: ``maps`` ``[3, lengths[i]]`` and one vector per pooled layer."""
+        block = np.ascontiguousarray(maps, np.float16)
+        if block.shape != (len(TEACHER_MAPS), self.lengths[i]):
+            raise ValueError(f"row {i}: maps of shape {block.shape}, expected "
+                             f"({len(TEACHER_MAPS)}, {self.lengths[i]})")
+        os.pwrite(self._fds[0], block.tobytes(), int(self.offsets[i]))
+        for fd, d, v in zip(self._fds[1:], self.dims, pooled, strict=True):
+            os.pwrite(fd, np.asarray(v, np.float16).reshape(d).tobytes(), 2 * d * i)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
 @dataclass
 class TeacherFeatures:
-    """Per training review: teacher maps on student tokens ``[3, T_s]`` and averaged features."""
+    """Per distillation text: teacher maps on student tokens ``[3, T_s]`` and averaged features.
 
-    maps: list[np.ndarray]  # float16 [len(TEACHER_MAPS), T_s] per review, L2-normalized rows
-    pooled: list[np.ndarray]  # per teacher layer: float16 [n, D_layer]
+    In memory (lists and arrays) or, from :meth:`load`, read from a folder row by row (memory
+    holds the row offsets only, whatever the number of texts)."""
 
-    def save(self, path: Path) -> None:
-        lengths = np.array([m.shape[1] for m in self.maps], np.int64)
-        flat = (np.concatenate([m for m in self.maps], axis=1) if self.maps
-                else np.zeros((len(TEACHER_MAPS), 0), np.float16))
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, lengths=lengths, flat=flat,
-                 **{f"pooled_{i}": p for i, p in enumerate(self.pooled)})
-        tmp.replace(path)
+    maps: Sequence[np.ndarray]  # float16 [len(TEACHER_MAPS), T_s] per text, L2-normalized rows
+    pooled: Sequence[Any]  # per teacher layer: float16 [n, D_layer] (an array or PooledRows)
+
+    def save(self, folder: Path) -> None:
+        """Write the folder :meth:`load` reads (replacing what ``folder`` held)."""
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        writer = FeatureWriter(tmp, np.array([m.shape[1] for m in self.maps], np.int64),
+                               [p.shape[1] for p in self.pooled])
+        for i, m in enumerate(self.maps):
+            writer.put(i, m, [p[i] for p in self.pooled])
+        writer.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.replace(folder)
 
     @classmethod
-    def load(cls, path: Path) -> TeacherFeatures:
-        z = np.load(path)
-        ends = np.cumsum(z["lengths"])
-        starts = ends - z["lengths"]
-        flat = z["flat"]
-        maps = [flat[:, a:b] for a, b in zip(starts, ends, strict=True)]
-        pooled = [z[f"pooled_{i}"] for i in range(len(TEACHER_MAPS))]
-        return cls(maps, pooled)
+    def load(cls, folder: Path) -> TeacherFeatures:
+        folder = Path(folder)
+        lengths = np.load(folder / "lengths.npy")
+        dims = json.loads((folder / "dims.json").read_text())
+        return cls(MapRows(folder / "maps.bin", lengths),
+                   [PooledRows(folder / f"pooled_{k}.bin", len(lengths), d)
+                    for k, d in enumerate(dims)])
 
 
 def encode_spans(tok, texts: Sequence[str]) -> tuple[list[list[int]], list[np.ndarray]]:
@@ -114,43 +205,59 @@ def teacher_feature_model(teacher: keras.Model) -> keras.Model:
                        name="teacher_afd")
 
 
-def teacher_features(teacher_dir: Path, student_tok, texts: Sequence[str],
-                     batch_size: int = 128) -> tuple[TeacherFeatures, np.ndarray]:
-    """Teacher maps on the student's tokens and time-averaged features, and its logits, for ``texts``.
+def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folder: Path,
+                     work: Path, batch_size: int = 128, chunk: int = 8192) -> np.ndarray:
+    """The teacher's logits on ``texts`` (``log(p / (1 - p))``); its maps on the student's tokens
+    and time-averaged features go to ``folder`` (:class:`TeacherFeatures`).
 
-    One teacher pass (its own tokenizer and truncation); logits are ``log(p / (1 - p))``.
+    One teacher pass (its own tokenizer and truncation), batched by length over all texts. Bounded
+    memory: the texts are read once, ``chunk`` at a time, and both tokenizations with their byte
+    spans wait in files of ``work``; memory holds a few numbers per text.
     """
     from pipeline.nn.models import load_model
     from pipeline.nn.train import pad_batch
-    from pipeline.text.tokenizer import Tokenizer
+    from pipeline.text.tokenizer import Tokenizer, chunks
 
     t_tok = Tokenizer.load(teacher_dir)
     feats = teacher_feature_model(load_model(Path(teacher_dir) / "model.keras"))
-    log.info("teacher targets: tokenizing %d texts with both tokenizers", len(texts))
-    (t_ids, t_spans), (_, s_spans) = run_parallel(encode_spans, [(t_tok, texts),
-                                                                (student_tok, texts)])
-    n = len(texts)
-    maps: list[np.ndarray] = [np.zeros((len(TEACHER_MAPS), 0), np.float16)] * n
-    pooled = [np.zeros((n, d), np.float16) for d in
-              (int(o.shape[-1]) for o in (feats.outputs[0], feats.outputs[1], feats.outputs[3]))]
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    writers = [RaggedWriter(work / f"{name}.bin") for name in ("t_ids", "t_spans", "s_spans")]
+    id_type = Ragged.dtype_for(t_tok.vocab_size)
+    with Progress(None, "teacher targets: tokenizing", "texts") as progress:
+        for part in chunks(texts, chunk):
+            (t_ids, t_spans), (_, s_spans) = run_parallel(encode_spans, [(t_tok, part),
+                                                                        (student_tok, part)])
+            writers[0].append(Ragged.from_rows(t_ids, id_type))
+            for w, spans in zip(writers[1:], (t_spans, s_spans), strict=True):
+                w.append(Ragged.from_rows([s.reshape(-1) for s in spans], np.int32))
+            progress.update(len(part))
+    t_ids, t_spans, s_spans = (w.close() for w in writers)
+    n = len(t_ids)
+    dims = [int(o.shape[-1]) for o in (feats.outputs[0], feats.outputs[1], feats.outputs[3])]
+    out = FeatureWriter(folder, s_spans.lengths // 2, dims)
     logits = np.zeros(n, np.float32)
-    order = np.argsort([len(r) for r in t_ids], kind="stable")
+    order = np.argsort(t_ids.lengths, kind="stable")
     progress = Progress(n, "teacher targets", "reviews")
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        e, h, w, p, prob = (np.asarray(a) for a in
-                            feats.predict_on_batch(pad_batch([t_ids[i] for i in idx])))
+        rows = [t_ids[i] for i in idx]
+        e, h, w, p, prob = (np.asarray(a) for a in feats.predict_on_batch(pad_batch(rows)))
         logits[idx] = logit(prob.reshape(-1))
         energy = np.stack([np.mean(e**2, -1), np.mean(h**2, -1), w], 1)  # [B, 3, T]
         for r, i in enumerate(idx):
-            L = len(t_ids[i])
-            maps[i] = l2_rows(align(energy[r, :, :L], t_spans[i], s_spans[i])).astype(np.float16)
-            pooled[0][i] = e[r, :L].mean(0) if L else 0.0
-            pooled[1][i] = h[r, :L].mean(0) if L else 0.0
-            pooled[2][i] = p[r]
+            L = len(rows[r])
+            src = t_spans[i].astype(np.int64).reshape(-1, 2)
+            dst = s_spans[i].astype(np.int64).reshape(-1, 2)
+            out.put(i, l2_rows(align(energy[r, :, :L], src, dst)).astype(np.float16),
+                    [e[r, :L].mean(0) if L else np.zeros(dims[0]),
+                     h[r, :L].mean(0) if L else np.zeros(dims[1]), p[r]])
         progress.update(len(idx))
     progress.close()
-    return TeacherFeatures(maps, pooled), logits
+    out.close()
+    for f in (t_ids, t_spans, s_spans):
+        f.path.unlink()
+    return logits
 
 
 def student_feature_model(model: keras.Model) -> keras.Model:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,27 +116,46 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
     return factory
 
 
-def crop_texts(texts: list[str], seed: int, lo: float, hi: float, min_words: int = 8) -> list[str]:
-    """One random contiguous run of ``lo..hi`` of each text's words (texts under ``min_words`` kept).
+def iter_crops(texts: Iterable[str], seed: int, lo: float, hi: float,
+               min_words: int = 8) -> Iterator[str]:
+    """One random contiguous run of ``lo..hi`` of each text's words (texts under ``min_words``
+    kept), in order, from one generator seeded ``seed``.
 
     Crops are new, shorter reviews for the teacher to label (augmentation for distillation, as in
     Tang et al. 2019): they teach the student the teacher's view of partial evidence.
     """
     rng = np.random.default_rng(seed)
-    out = []
     for t in texts:
         words = t.split()
         n = len(words)
         if n < min_words:
-            out.append(t)
+            yield t
             continue
         length = int(rng.integers(max(4, int(lo * n)), max(5, int(hi * n)) + 1))
         start = int(rng.integers(0, n - length + 1))
-        out.append(" ".join(words[start : start + length]))
-    return out
+        yield " ".join(words[start : start + length])
 
 
-TARGET_TEXTS, TARGET_LOGITS, TARGET_FEATURES = "texts.jsonl", "teacher_logits.npy", "features.npz"
+def crop_texts(texts: Iterable[str], seed: int, lo: float, hi: float,
+               min_words: int = 8) -> list[str]:
+    """:func:`iter_crops` as a list."""
+    return list(iter_crops(texts, seed, lo, hi, min_words))
+
+
+TARGET_TEXTS, TARGET_LOGITS, TARGET_FEATURES = "texts.jsonl", "teacher_logits.npy", "features"
+FEATURES_VERSION = 2  # 2: a folder read row by row (afd.TeacherFeatures); 1: features.npz
+
+
+def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int) -> Iterator[str]:
+    """The training reviews, then ``dcfg.augment`` rounds of crops of them (round ``k`` seeded
+    ``seed * 1000 + k``), read from ``train.jsonl`` once per round."""
+    from pipeline.data import iter_jsonl
+
+    train = Path(data_dir) / "train.jsonl"
+    yield from (t for t, _ in iter_jsonl(train))
+    for k in range(dcfg.augment):
+        yield from iter_crops((t for t, _ in iter_jsonl(train)), seed * 1000 + k, dcfg.crop_min,
+                              dcfg.crop_max)
 
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
@@ -146,61 +165,66 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
     the teacher's logits on all of them (``dcfg.ensemble="tfidf"``: mixed with a cross-fitted
     TF-IDF + LR, :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
 
-    ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability.
+    ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability. The
+    texts are generated again whenever they are read (:func:`distillation_texts`); apart from the
+    ensemble's cross-fit, memory holds a few numbers per text.
     """
-    from pipeline.data import read_jsonl
+    from pipeline.data import iter_jsonl
     from pipeline.text.tokenizer import Tokenizer
 
-    rows = read_jsonl(Path(data_dir) / "train.jsonl")
-    texts = [t for t, _ in rows]
-    labels = [float(y) for _, y in rows]
-    for k in range(dcfg.augment):
-        texts += crop_texts(texts[: len(rows)], seed * 1000 + k, dcfg.crop_min, dcfg.crop_max)
+    labels = np.array([float(y) for _, y in iter_jsonl(Path(data_dir) / "train.jsonl")])
+    n_reviews = len(labels)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cache = work_dir / TARGET_FEATURES  # one teacher pass: resumable once it is written
     if cache.exists():
-        features, z_t = TeacherFeatures.load(cache), np.load(work_dir / TARGET_LOGITS)
+        z_t = np.load(work_dir / TARGET_LOGITS)
     else:
-        log.info("distill: teacher pass over %d training texts (%d crops)", len(texts),
-                 len(texts) - len(rows))
-        features, z_t = teacher_features(teacher_dir, Tokenizer.load(student_tok_dir), texts)
+        log.info("distill: teacher pass over %d training reviews and %d rounds of crops",
+                 n_reviews, dcfg.augment)
+        tmp = work_dir / (TARGET_FEATURES + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        z_t = teacher_features(teacher_dir, Tokenizer.load(student_tok_dir),
+                               distillation_texts(data_dir, dcfg, seed), tmp, work_dir / "spans")
         np.save(work_dir / TARGET_LOGITS, z_t)
-        features.save(cache)
+        tmp.replace(cache)
     out_dir = Path(out_dir)
     ensemble = None
     if dcfg.ensemble == "tfidf":
-        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, rows, texts, z_t, dcfg, peer_cfg,
-                                         seed, out_dir)
-    labels += sigmoid(z_t[len(rows):]).tolist()
+        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, dcfg, z_t, peer_cfg, seed, out_dir)
     (work_dir / TARGET_FEATURES).replace(out_dir / TARGET_FEATURES)
     if ensemble is None:
         (work_dir / TARGET_LOGITS).replace(out_dir / TARGET_LOGITS)
     else:  # the students' soft targets are the mix; the BiGRU's own logits are kept beside them
         (work_dir / TARGET_LOGITS).replace(out_dir / BIGRU_LOGITS)
         np.save(out_dir / TARGET_LOGITS, z_t)
+    crops = sigmoid(z_t[n_reviews:])
     with open(out_dir / TARGET_TEXTS, "w", encoding="utf-8") as f:
-        for t, y in zip(texts, labels, strict=True):
+        for j, t in enumerate(distillation_texts(data_dir, dcfg, seed)):
+            y = float(labels[j]) if j < n_reviews else float(crops[j - n_reviews])
             f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
-    agree = float(np.mean((z_t[: len(rows)] >= 0) == (np.array(labels[: len(rows)]) >= 0.5)))
+    agree = float(np.mean((z_t[:n_reviews] >= 0) == (labels >= 0.5)))
     log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
-    return {"reviews": len(rows), "crops": len(texts) - len(rows),
+    return {"reviews": n_reviews, "crops": len(z_t) - n_reviews,
             "teacher_train_agreement": agree, "ensemble": ensemble}
 
 
 ENSEMBLE_JSON, BIGRU_LOGITS = "ensemble.json", "bigru_logits.npy"
 
 
-def _ensemble_logits(data_dir: Path, teacher_dir: Path, rows: list, texts: list[str],
-                     z_t: np.ndarray, dcfg: DistillConfig, peer_cfg: TfidfConfig, seed: int,
-                     out_dir: Path) -> tuple[np.ndarray, dict]:
+def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t: np.ndarray,
+                     peer_cfg: TfidfConfig, seed: int, out_dir: Path) -> tuple[np.ndarray, dict]:
     """The BiGRU teacher's logits mixed with cross-fitted TF-IDF ones (weight chosen on validation);
-    writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix)."""
+    writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix).
+
+    Not streamed yet: the cross-fit holds every distillation text (issue 15)."""
     from pipeline.compress import ensemble as ens
     from pipeline.data import read_jsonl
     from pipeline.report.metrics import compute_metrics, write_json
     from pipeline.report.predictors import load_predictor
 
+    rows = read_jsonl(Path(data_dir) / "train.jsonl")
+    texts = list(distillation_texts(data_dir, dcfg, seed))
     sets = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("val", "test")}
     owner = np.arange(len(texts)) % len(rows)
     fit = ens.crossfit_tfidf([t for t, _ in rows], [int(y) for _, y in rows], texts, owner,

@@ -29,7 +29,7 @@ def offsets_of(lengths: np.ndarray) -> np.ndarray:
     return offsets
 
 
-class _Rows(Sequence[np.ndarray]):
+class Rows(Sequence[np.ndarray]):
     """Rows given by ``offsets`` (row ``i`` is ids ``offsets[i]`` to ``offsets[i + 1]``); a
     subclass says how ids ``a:b`` are read (:meth:`_read`)."""
 
@@ -59,7 +59,7 @@ class _Rows(Sequence[np.ndarray]):
             yield self[i]
 
 
-class Ragged(_Rows):
+class Ragged(Rows):
     """Rows of ids: ``flat[offsets[i]:offsets[i + 1]]`` is row ``i``."""
 
     def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
@@ -101,7 +101,7 @@ class Ragged(_Rows):
         return int(self.flat.nbytes + self.offsets.nbytes)
 
 
-class RaggedFile(_Rows):
+class RaggedFile(Rows):
     """:class:`Ragged` rows read from ``path`` (the flat ids, ``dtype``) with ``os.pread``."""
 
     def __init__(self, path: Path, offsets: np.ndarray, dtype: type) -> None:
@@ -115,20 +115,10 @@ class RaggedFile(_Rows):
     def write(cls, parts: Iterable[Ragged], path: Path) -> RaggedFile:
         """Write the rows of ``parts`` (chunk by chunk) to ``path``; a half-written file never
         takes its name."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        lengths, dtype = [], None
-        with open(tmp, "wb") as f:
-            for part in parts:
-                if dtype is None:
-                    dtype = part.flat.dtype
-                elif part.flat.dtype != dtype:
-                    raise ValueError("every part must have the same id type")
-                f.write(part.flat.tobytes())
-                lengths.append(part.lengths)
-        tmp.replace(path)
-        return cls(path, offsets_of(np.concatenate(lengths or [np.zeros(0, np.int64)])),
-                   dtype or np.int32)
+        writer = RaggedWriter(path)
+        for part in parts:
+            writer.append(part)
+        return writer.close()
 
     def _read(self, a: int, b: int) -> np.ndarray:
         if self._fd is None:
@@ -140,3 +130,29 @@ class RaggedFile(_Rows):
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
+
+
+class RaggedWriter:
+    """Rows appended part by part to ``path`` (through ``path.tmp``, renamed by :meth:`close`,
+    which returns the :class:`RaggedFile`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._f = open(self._tmp, "wb")  # noqa: SIM115 (closed by close)
+        self._lengths: list[np.ndarray] = []
+        self._dtype: np.dtype | None = None
+
+    def append(self, part: Ragged) -> None:
+        if self._dtype is None:
+            self._dtype = part.flat.dtype
+        elif part.flat.dtype != self._dtype:
+            raise ValueError("every part must have the same id type")
+        self._f.write(part.flat.tobytes())
+        self._lengths.append(part.lengths)
+
+    def close(self) -> RaggedFile:
+        self._f.close()
+        self._tmp.replace(self.path)
+        return RaggedFile(self.path, offsets_of(np.concatenate(self._lengths or [np.zeros(0, np.int64)])),
+                          self._dtype or np.int32)
