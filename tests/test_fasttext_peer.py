@@ -102,3 +102,11 @@ def test_run_fasttext_peer_writes_metrics(split_dir, tmp_path) -> None:
     assert m["quantized"]["size_bytes"] < m["bigram"]["size_bytes"] / 5
     assert summary["test_accuracy"] == m["bigram"]["test"]["accuracy"]
     assert not (out / ".train.txt").exists()
+
+
+def test_one_class_training_split_is_refused_and_leaves_no_file(tmp_path) -> None:
+    for split in ("train", "val", "test"):
+        write_jsonl(tmp_path / f"{split}.jsonl", [(f"good review {i}", 1) for i in range(20)])
+    with pytest.raises(ValueError, match="both classes"):
+        fp.run_fasttext_peer(tmp_path, tmp_path / "out", TINY)
+    assert not (tmp_path / "out" / ".train.txt").exists()

@@ -11,6 +11,7 @@ written as a release folder (:mod:`pipeline.device.release`) with the device fig
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -258,14 +259,14 @@ def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
     bytes, minimum arenas, MACs, host ms (the custom step runs in NumPy on the host, so that figure
     is no longer TFLM's).
     """
-    from pipeline.data import read_jsonl
+    from pipeline.data import iter_jsonl
     from pipeline.nn.models import load_model
     from pipeline.nn.train import write_model_info
     from pipeline.text.tokenizer import Tokenizer
 
     tok = Tokenizer.load(student_dir)
     student = load_model(Path(student_dir) / "model.keras")
-    rows = read_jsonl(Path(data_dir) / "train.jsonl")[:calibration_reviews]
+    rows = list(itertools.islice(iter_jsonl(Path(data_dir) / "train.jsonl"), calibration_reviews))
     converted = convert_int8(student, [r for r in tok.ids([t for t, _ in rows]) if r],
                              embedding_bits=embedding_bits)
     out_dir = Path(out_dir)

@@ -33,10 +33,11 @@ input matrix, vocabulary pruned to ``cutoff`` rows, retrained), ``metrics.json``
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -213,17 +214,23 @@ def run_fasttext_peer(
     """Stage: fastText bigram peer (+ quantized ``.ftz``) on the pipeline's split; writes metrics."""
     import fasttext
 
-    from pipeline.data import read_jsonl
+    from pipeline.data import iter_jsonl, read_jsonl
     from pipeline.report.metrics import eval_sets, evaluate_predictor, write_json
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_rows = read_jsonl(data_dir / "train.jsonl")
-    if {y for _, y in train_rows} != {0, 1}:
-        raise ValueError(f"{data_dir}/train.jsonl: labels must contain both classes 0 and 1")
+    seen: set[int] = set()
+
+    def train_rows() -> Iterator[tuple[str, int]]:  # one row in memory at a time
+        for t, y in iter_jsonl(data_dir / "train.jsonl"):
+            seen.add(int(y))  # type: ignore[arg-type]  # the split's rows are labelled
+            yield t, int(y)  # type: ignore[arg-type]
+
     train_file = out_dir / ".train.txt"
-    n = write_train_file(train_file, train_rows)
-    del train_rows
+    n = write_train_file(train_file, train_rows())
+    if seen != {0, 1}:
+        train_file.unlink()
+        raise ValueError(f"{data_dir}/train.jsonl: labels must contain both classes 0 and 1")
     val = read_jsonl(data_dir / "val.jsonl")
     val_lines, y_val = [ft_text(t) for t, _ in val], np.array([int(y) for _, y in val])
     try:
@@ -235,7 +242,7 @@ def run_fasttext_peer(
         def predictor(m):
             return lambda texts: predict_lines(m, [lines[t] for t in texts])
 
-        check = check_probabilities(model, [t for t, _ in sets["test"][:2000]])
+        check = check_probabilities(model, [t for t, _ in itertools.islice(sets["test"], 2000)])
         log.info("fastText peer: P(positive) vs matrix softmax on %d reviews: max |diff| %.2e "
                  "(the wrapper's list predict: %s)", check["reviews"], check["max_abs_diff"],
                  check["wrapper_predict_max_abs_diff"])

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from pipeline.data import iter_reviews, read_jsonl
+from pipeline.data import iter_jsonl, iter_reviews
 from pipeline.progress import Progress
 from pipeline.report.plots import plot_confusion
 from pipeline.report.predictors import load_predictor
@@ -188,39 +188,63 @@ def load_heldout(heldout: Path | None) -> dict[str, list[tuple[str, int]]]:
     return {p.name.split(".")[0]: list(iter_reviews(p)) for p in files}
 
 
-def eval_sets(data_dir: Path, heldout: Path | None = None) -> dict[str, list[tuple[str, int]]]:
-    """The labelled sets every model is scored on: ``test``, ``val``, ``heldout/NAME`` per file."""
-    sets = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("test", "val")}
+class SplitFile(Iterable[tuple[str, int]]):
+    """A split's ``{"text", "label"}`` lines, read again at each iteration (nothing held)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._n: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return ((t, int(y)) for t, y in iter_jsonl(self.path))  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        if self._n is None:
+            self._n = sum(1 for _ in iter_jsonl(self.path))
+        return self._n
+
+
+def eval_sets(data_dir: Path, heldout: Path | None = None) -> dict[str, Any]:
+    """The labelled sets every model is scored on: ``test``, ``val`` (:class:`SplitFile`, read as
+    streams) and ``heldout/NAME`` per file (lists)."""
+    sets: dict[str, Any] = {s: SplitFile(Path(data_dir) / f"{s}.jsonl") for s in ("test", "val")}
     sets.update({f"heldout/{k}": v for k, v in load_heldout(heldout).items()})
     return sets
 
 
 def evaluate_predictor(
-    predict: Callable[[Sequence[str]], np.ndarray], sets: dict[str, list[tuple[str, int]]],
+    predict: Callable[[Sequence[str]], np.ndarray], sets: dict[str, Any],
     reference: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> dict:
-    """Metrics (+ ROC points, host ms per review) on each set of :func:`eval_sets`.
+    """Metrics (+ ROC points, host ms per review) on each set of :func:`eval_sets` (sized
+    iterables of ``(text, label)``), read and predicted ``EVAL_CHUNK`` reviews at a time.
 
     With a ``reference`` predictor (the float model an int8 one came from), each set also gets
     ``agreement`` (share of equal labels at 0.5) and ``max_abs_prob_diff``.
     """
+    from pipeline.text.tokenizer import chunks
+
     out: dict[str, Any] = {"heldout": {}}
     progress = Progress(sum(len(r) for r in sets.values()), "evaluation", "reviews")
     for name, rows in sets.items():
-        texts = [t for t, _ in rows]
-        t0 = time.perf_counter()
-        parts = []
-        for i in range(0, len(texts), EVAL_CHUNK):  # chunks: progress on long sets (TFLM)
-            parts.append(np.asarray(predict(texts[i : i + EVAL_CHUNK])).reshape(-1))
-            progress.update(len(parts[-1]))
-        prob = np.concatenate(parts) if parts else np.asarray(predict(texts))
-        ms = 1000 * (time.perf_counter() - t0) / max(len(rows), 1)
-        y = [int(lab) for _, lab in rows]
+        probs, refs, y = [], [], []
+        seconds = 0.0
+        for part in chunks(rows, EVAL_CHUNK):  # chunks: bounded memory, progress on long sets
+            texts = [t for t, _ in part]
+            y += [int(lab) for _, lab in part]
+            t0 = time.perf_counter()
+            probs.append(np.asarray(predict(texts)).reshape(-1))
+            seconds += time.perf_counter() - t0
+            if reference is not None:
+                refs.append(np.asarray(reference(texts)).reshape(-1))
+            progress.update(len(part))
+        prob = np.concatenate(probs) if probs else np.asarray(predict([]))
+        ms = 1000 * seconds / max(len(y), 1)
         m = compute_metrics(y, prob)
         m["roc"] = roc_points(y, prob)
         m["host_ms_per_review"] = round(ms, 4)
         if reference is not None:
-            ref = np.asarray(reference(texts))
+            ref = np.concatenate(refs) if refs else np.zeros(0)
             m["agreement"] = float(np.mean((prob >= 0.5) == (ref >= 0.5)))
             m["max_abs_prob_diff"] = float(np.max(np.abs(prob - ref)))
         if name.startswith("heldout/"):

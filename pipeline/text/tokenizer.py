@@ -43,6 +43,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -134,9 +135,12 @@ def remove_stopwords(text: str) -> str:
     return " ".join(w for w in text.split(" ") if w not in STOPWORDS)
 
 
-def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+T = TypeVar("T")
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """``items`` in lists of ``size`` (the last one shorter, never empty)."""
-    buf: list[str] = []
+    buf: list[T] = []
     for item in items:
         buf.append(item)
         if len(buf) == size:
