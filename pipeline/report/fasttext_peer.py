@@ -237,10 +237,9 @@ def run_fasttext_peer(
         scores, (epoch, lr, model) = fit_grid(
             train_file, cfg, lambda m: float(np.mean((predict_lines(m, val_lines) >= 0.5) == y_val)))
         sets = eval_sets(data_dir, heldout)
-        lines = {t: ft_text(t) for rows in sets.values() for t, _ in rows}  # normalize once
 
-        def predictor(m):
-            return lambda texts: predict_lines(m, [lines[t] for t in texts])
+        def predictor(m):  # the sets are read chunk by chunk: each chunk normalized when scored
+            return lambda texts: predict_lines(m, [ft_text(t) for t in texts])
 
         check = check_probabilities(model, [t for t, _ in itertools.islice(sets["test"], 2000)])
         log.info("fastText peer: P(positive) vs matrix softmax on %d reviews: max |diff| %.2e "
