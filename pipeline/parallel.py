@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -42,3 +43,14 @@ def run_parallel(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]],
         futures = [pool.submit(fn, *args) for args in calls[1:]]
         first = done(fn(*calls[0]))
         return [first, *(done(f.result()) for f in futures)]
+
+
+@contextmanager
+def side_worker() -> Iterator[ProcessPoolExecutor | None]:
+    """One spawned worker process for calls beside this process's own, reused for many calls
+    (spawned once); ``None`` on a single core (run the calls here)."""
+    if cores() < 2:
+        yield None
+        return
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool

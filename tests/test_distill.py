@@ -141,9 +141,8 @@ def test_align_equals_its_loop_definition_with_gaps_and_empty_tokens() -> None:
 def test_encode_spans_match_ids_and_survive_pickling() -> None:
     import pickle
 
-    from pipeline.compress.afd import encode_spans
     from pipeline.config import TokenizerConfig
-    from pipeline.text.tokenizer import train_tokenizer
+    from pipeline.text.tokenizer import encode_spans, train_tokenizer
 
     texts = [f"review {i}: the {w} was {'great' if i % 2 else 'awful'} and cheap" for i, w in
              enumerate(["case", "cable", "screen", "battery"] * 40)]

@@ -22,3 +22,18 @@ def test_run_parallel_keeps_order_and_uses_workers(monkeypatch) -> None:
         assert {pid for _, pid in out[1:]} - {os.getpid()}  # the rest in workers
     monkeypatch.setattr(par, "cores", lambda: 1)
     assert run_parallel(_where, [(2,), (3,)]) == [(4, os.getpid()), (9, os.getpid())]
+
+
+def test_side_worker_is_one_process_reused(monkeypatch) -> None:
+    import pipeline.parallel as par
+
+    with par.side_worker() as pool:
+        if par.cores() > 1:
+            pids = {pool.submit(_where, k).result()[1] for k in range(4)}
+            assert len(pids) == 1 and os.getpid() not in pids  # spawned once, used four times
+            assert pool.submit(_where, 7).result()[0] == 49
+        else:
+            assert pool is None
+    monkeypatch.setattr(par, "cores", lambda: 1)
+    with par.side_worker() as pool:
+        assert pool is None

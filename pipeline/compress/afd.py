@@ -38,7 +38,7 @@ import tf_keras as keras
 
 import pipeline  # noqa: F401
 from pipeline.compress.ensemble import logit
-from pipeline.parallel import run_parallel
+from pipeline.parallel import side_worker
 from pipeline.progress import Progress
 from pipeline.text.ragged import Ragged, RaggedWriter, Rows, offsets_of
 
@@ -161,17 +161,6 @@ class TeacherFeatures:
                     for k, d in enumerate(dims)])
 
 
-def encode_spans(tok, texts: Sequence[str]) -> tuple[list[list[int]], list[np.ndarray]]:
-    """Truncated ids (as ``tok.ids``) and their ``[n_ids, 2]`` UTF-8 byte spans in the normalized
-    text, from one encoding."""
-    ids, spans = [], []
-    for proto in tok.sp.encode([tok.preprocess(t) for t in texts], return_type="proto"):
-        pieces = tok.truncate(proto.pieces)
-        ids.append([p.id for p in pieces])
-        spans.append(np.array([(p.begin, p.end) for p in pieces], np.int64).reshape(-1, 2))
-    return ids, spans
-
-
 def align(values: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Move per-token ``values [L, n_src]`` on byte spans ``src`` onto spans ``dst`` -> ``[L, n_dst]``.
 
@@ -216,7 +205,7 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
     """
     from pipeline.nn.models import load_model
     from pipeline.nn.train import pad_batch
-    from pipeline.text.tokenizer import Tokenizer, chunks
+    from pipeline.text.tokenizer import Tokenizer, chunks, encode_spans
 
     t_tok = Tokenizer.load(teacher_dir)
     feats = teacher_feature_model(load_model(Path(teacher_dir) / "model.keras"))
@@ -224,10 +213,11 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
     work.mkdir(parents=True, exist_ok=True)
     writers = [RaggedWriter(work / f"{name}.bin") for name in ("t_ids", "t_spans", "s_spans")]
     id_type = Ragged.dtype_for(t_tok.vocab_size)
-    with Progress(None, "teacher targets: tokenizing", "texts") as progress:
-        for part in chunks(texts, chunk):
-            (t_ids, t_spans), (_, s_spans) = run_parallel(encode_spans, [(t_tok, part),
-                                                                        (student_tok, part)])
+    with Progress(None, "teacher targets: tokenizing", "texts") as progress, side_worker() as pool:
+        for part in chunks(texts, chunk):  # the student's tokenizer beside, in one worker process
+            theirs = pool.submit(encode_spans, student_tok, part) if pool else None
+            t_ids, t_spans = encode_spans(t_tok, part)
+            _, s_spans = theirs.result() if theirs else encode_spans(student_tok, part)
             writers[0].append(Ragged.from_rows(t_ids, id_type))
             for w, spans in zip(writers[1:], (t_spans, s_spans), strict=True):
                 w.append(Ragged.from_rows([s.reshape(-1) for s in spans], np.int32))

@@ -240,6 +240,17 @@ class Tokenizer:
         return cls((model_dir / cls.MODEL_FILE).read_bytes(), cfg)
 
 
+def encode_spans(tok, texts: Sequence[str]) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Truncated ids (as ``tok.ids``) and their ``[n_ids, 2]`` UTF-8 byte spans in the normalized
+    text, from one encoding."""
+    ids, spans = [], []
+    for proto in tok.sp.encode([tok.preprocess(t) for t in texts], return_type="proto"):
+        pieces = tok.truncate(proto.pieces)
+        ids.append([p.id for p in pieces])
+        spans.append(np.array([(p.begin, p.end) for p in pieces], np.int64).reshape(-1, 2))
+    return ids, spans
+
+
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
     """Train SentencePiece BPE on (normalized) training texts only, read once as a stream
     (SentencePiece keeps at most ``cfg.max_train_sentences`` of them)."""
