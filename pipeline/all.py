@@ -191,6 +191,9 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
     report_path = report.write_report(out, command=" ".join(["python -m pipeline.all", *sys.argv[1:]]))
     log.info("report: %s", report_path)
+    peak = stages.run_peak_rss_mib()
+    log.info("peak RSS of this run: %.0f MiB (pipeline process), %.0f MiB (largest worker process)",
+             peak["main"], peak["workers"])
     return report_path
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -104,8 +105,15 @@ def _earlier_seconds(clock: Path, work: Path) -> float:
     return done
 
 
+_RUN_PEAK_MIB = 0.0  # this process's peak before the last reset (clear_refs forgets it)
+
+
 def reset_peak_rss() -> bool:
-    """Start a new peak-resident-memory count for this process (Linux ``clear_refs`` 5)."""
+    """Start a new peak-resident-memory count for this process (Linux ``clear_refs`` 5); the peak
+    so far is kept for :func:`run_peak_rss_mib`. The kernel's own high-water mark restarts too, so
+    ``/usr/bin/time``'s maximum resident set size then covers only what follows the last reset."""
+    global _RUN_PEAK_MIB
+    _RUN_PEAK_MIB = max(_RUN_PEAK_MIB, peak_rss_mib() or 0.0)
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -122,6 +130,17 @@ def peak_rss_mib() -> float | None:
     except OSError:
         pass
     return None
+
+
+def workers_peak_rss_mib() -> float:
+    """The largest peak resident memory of this process's finished child processes (the worker
+    processes of ``pipeline/parallel.py``), MiB; 0 before any."""
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+
+def run_peak_rss_mib() -> dict[str, float]:
+    """This process's peak resident memory over its whole life (every stage) and its workers'."""
+    return {"main": max(_RUN_PEAK_MIB, peak_rss_mib() or 0.0), "workers": workers_peak_rss_mib()}
 
 
 def run_stage(
@@ -153,6 +172,7 @@ def run_stage(
     clock.write_text(json.dumps({"seconds": earlier, "open": time.time()}))
     t0 = time.monotonic()
     fresh_peak = reset_peak_rss()
+    workers_before = workers_peak_rss_mib()
     try:
         summary = fn(tmp, work) or {}
     except BaseException:  # Ctrl-C or an error: this attempt's time counts for the next one
@@ -160,6 +180,9 @@ def run_stage(
         raise
     record = {"key": key, "stage": name, "seconds": round(earlier + time.monotonic() - t0, 1),
               "cpu_count": os.cpu_count(), "peak_rss_mib": peak_rss_mib() if fresh_peak else None,
+              # a worker process of this stage outgrew every earlier one: its peak
+              "workers_peak_rss_mib": (workers if (workers := workers_peak_rss_mib()) > workers_before
+                                       else None),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": summary}
     (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=_plain))
     old = root / f".{name}.old"

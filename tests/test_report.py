@@ -98,6 +98,20 @@ def test_run_time_peak_rss_column_when_recorded(run: Path) -> None:
     by = {r[0]: r for r in rows[1:]}
     assert by["teacher"][-1] == "2,346" and by["student"][-1] == "1,200" and by["data"][-1] == "–"
     assert by["**total**"][-1] == "**2,346**"
+    _stage(run, "peer_tfidf", 50.0, peak_rss_mib=900.0, workers_peak_rss_mib=3000.4)
+    section = _section(write_report(run, "x").read_text(), "## Run time")
+    rows = _table(section)
+    assert rows[0][-2:] == ["peak RSS (MiB)", "workers' peak (MiB)"]
+    by = {r[0]: r for r in rows[1:]}
+    assert by["peer_tfidf"][-2:] == ["900", "3,000"] and by["teacher"][-1] == "–"
+    assert by["**total**"][-2:] == ["**2,346**", "**3,000**"]
+    assert "/usr/bin/time" in "\n".join(section)
+
+
+def _allocate(mib: int) -> int:
+    import numpy as np
+
+    return int(np.ones(mib * 2**20 // 8).sum())  # touched
 
 
 def test_stage_records_its_own_peak_rss(tmp_path: Path) -> None:
@@ -116,6 +130,20 @@ def test_stage_records_its_own_peak_rss(tmp_path: Path) -> None:
     if big_peak is None:
         pytest.skip("no /proc/self/clear_refs here: peaks are not recorded")
     assert big_peak - small_peak > 250  # the second stage's count started anew
+    from pipeline.parallel import run_parallel
+    from pipeline.stages import run_peak_rss_mib
+
+    def worker_stage(o: Path, w: Path) -> dict:
+        return {"n": len(run_parallel(_allocate, [(1,), (400,)]))}
+
+    run_stage(tmp_path, "workers", {"n": 1}, worker_stage)
+    rec = json.loads((tmp_path / "workers" / "stage.json").read_text())
+    run = run_peak_rss_mib()
+    assert run["main"] >= big_peak  # the whole run's peak survives the resets
+    from pipeline.parallel import cores
+
+    if cores() > 1:  # the 400 MiB call ran in a worker process
+        assert rec["workers_peak_rss_mib"] > 400 and run["workers"] >= rec["workers_peak_rss_mib"]
 
 
 def test_run_time_cores_unknown_for_old_runs_and_per_stage_when_mixed(run: Path) -> None:

@@ -278,18 +278,26 @@ def _run_time(run_dir: Path, load) -> list[str]:
     cores = {r.get("cpu_count") for r in records.values()}
     per_stage = len(cores) > 1  # stages finished on different machines: a column says which
     peaks = [r["peak_rss_mib"] for r in records.values() if r.get("peak_rss_mib")]
+    workers = [r["workers_peak_rss_mib"] for r in records.values() if r.get("workers_peak_rss_mib")]
+
+    def mib(r: dict, key: str) -> str:
+        return f" {r[key]:,.0f} |" if r.get(key) else " – |"
+
     lines = ["## Run time", "",
              "| stage | seconds | minutes | share |" + (" peak RSS (MiB) |" if peaks else "")
-             + (" cores |" if per_stage else ""),
-             "|---|---:|---:|---:|" + ("---:|" if peaks else "") + ("---:|" if per_stage else "")]
+             + (" workers' peak (MiB) |" if workers else "") + (" cores |" if per_stage else ""),
+             "|---|---:|---:|---:|" + ("---:|" if peaks else "") + ("---:|" if workers else "")
+             + ("---:|" if per_stage else "")]
     for name, r in records.items():
         sec = r["seconds"]
-        peak = f" {r['peak_rss_mib']:,.0f} |" if r.get("peak_rss_mib") else " – |"
         lines.append(f"| {name} | {sec:,.1f} | {sec / 60:.1f} | "
-                     f"{100 * sec / total if total else 0.0:.1f}% |" + (peak if peaks else "") +
-                     (f" {r.get('cpu_count') or 'unknown'} |" if per_stage else ""))
+                     f"{100 * sec / total if total else 0.0:.1f}% |"
+                     + (mib(r, "peak_rss_mib") if peaks else "")
+                     + (mib(r, "workers_peak_rss_mib") if workers else "")
+                     + (f" {r.get('cpu_count') or 'unknown'} |" if per_stage else ""))
     lines.append(f"| **total** | **{total:,.1f}** | **{total / 60:.1f}** | 100% |" +
-                 (f" **{max(peaks):,.0f}** |" if peaks else "") + (" |" if per_stage else ""))
+                 (f" **{max(peaks):,.0f}** |" if peaks else "")
+                 + (f" **{max(workers):,.0f}** |" if workers else "") + (" |" if per_stage else ""))
     if per_stage:
         machine = "cores per stage in the last column (`os.cpu_count()` when the stage finished)"
     elif None in cores:
@@ -302,9 +310,13 @@ def _run_time(run_dir: Path, load) -> list[str]:
               "start-up, imports and the report itself."]
     if peaks:
         lines += ["", "Peak RSS: the most resident memory the pipeline's process held during the "
-                  "stage (its last attempt; Linux `VmHWM`, reset when the stage starts; the worker "
-                  "processes of `pipeline/parallel.py` not included); the total row: the largest. "
-                  "`–`: not recorded (a stage run before the record existed)."]
+                  "stage (its last attempt; Linux `VmHWM`, reset when the stage starts); the total "
+                  "row: the largest. `–`: not recorded (a stage run before the record existed)."
+                  + (" Workers' peak: the largest worker process of `pipeline/parallel.py` in the "
+                     "stage, where it outgrew every earlier stage's (Linux keeps only the largest "
+                     "finished child's; `–`: smaller, or none)." if workers else "")
+                  + " The resets leave `/usr/bin/time`'s maximum resident set size with the last "
+                  "stage's peak only: the run's peak is the total row."]
     if missing := [n for n in RUN_STAGES if n not in records]:
         lines[-1] += f" No `stage.json` in this folder for: {', '.join(missing)}."
     if notes := [f"- `{n}`: {r['note']}" for n, r in records.items() if r.get("note")]:
