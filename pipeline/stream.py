@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.setup_logging()
     cfg = override(preset(args.preset), args.set)
     if cfg.data.max_reviews is not None or cfg.data.balance:
-        ap.error("data.max_reviews and data.balance need the in-memory path (pipeline.data)")
+        ap.error("data.max_reviews and data.balance are done by python -m pipeline.all's data stage, "
+                 "not here")
     scfg = replace(StreamConfig(), three_star=cfg.data.three_star, shards=args.shards,
                    spill_buckets=args.spill_buckets, tokenizer_sample=args.tokenizer_sample,
                    repeat=args.repeat, seed=cfg.data.seed)

@@ -8,7 +8,7 @@ holds at most one spill bucket, the tokenizer's sample and a few open files, wha
 reviews. Same readers (``pipeline.data.iter_reviews``: every format, the 3★ policy, malformed rows
 counted and skipped), same review string, same md5 split rule, same exact-duplicate removal (the
 first label seen wins), same normalization and tokenizer (``pipeline.text.tokenizer``). Not supported
-here: ``data.max_reviews`` and ``data.balance`` (they need the whole set; use the in-memory path).
+here: ``data.max_reviews`` and ``data.balance`` (``pipeline.all``'s data stage does them, also streamed).
 
 Stages, each a pass over files on disk:
 
