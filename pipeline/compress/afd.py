@@ -40,7 +40,7 @@ import pipeline  # noqa: F401
 from pipeline.compress.ensemble import logit
 from pipeline.parallel import side_worker
 from pipeline.progress import Progress
-from pipeline.text.ragged import Ragged, RaggedWriter, Rows, offsets_of
+from pipeline.text.ragged import FileReader, Ragged, RaggedWriter, Rows, offsets_of
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,12 @@ class MapRows(Rows):
     read from ``path`` (the ``[3, T_s]`` blocks one after the other) with ``os.pread``."""
 
     def __init__(self, path: Path, lengths: np.ndarray) -> None:
-        self.path, self.offsets = Path(path), offsets_of(np.asarray(lengths, np.int64))
-        self._fd: int | None = None
+        self.offsets = offsets_of(np.asarray(lengths, np.int64))
+        self._file = FileReader(path)
 
     def _read(self, a: int, b: int) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
         k = len(TEACHER_MAPS)
-        data = os.pread(self._fd, k * (b - a) * 2, k * a * 2)
-        return np.frombuffer(data, np.float16).reshape(k, b - a)
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        return np.frombuffer(self._file.read(k * (b - a) * 2, k * a * 2), np.float16).reshape(k, b - a)
 
 
 class PooledRows:
@@ -73,22 +66,16 @@ class PooledRows:
     ``[len(idx), d]`` for an index array (the numpy array's indexing, without the array)."""
 
     def __init__(self, path: Path, n: int, d: int) -> None:
-        self.path, self.shape = Path(path), (n, d)
-        self._fd: int | None = None
+        self.shape = (n, d)
+        self._file = FileReader(path)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, idx) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
         d = self.shape[1]
-        rows = [os.pread(self._fd, 2 * d, 2 * d * int(i)) for i in np.asarray(idx).reshape(-1)]
+        rows = [self._file.read(2 * d, 2 * d * int(i)) for i in np.asarray(idx).reshape(-1)]
         return np.frombuffer(b"".join(rows), np.float16).reshape(-1, d)
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
 
 
 class FeatureWriter:
@@ -127,6 +114,12 @@ class FeatureWriter:
             os.close(fd)
         self._fds = []
 
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @dataclass
 class TeacherFeatures:
@@ -143,11 +136,10 @@ class TeacherFeatures:
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        writer = FeatureWriter(tmp, np.array([m.shape[1] for m in self.maps], np.int64),
-                               [p.shape[1] for p in self.pooled])
-        for i, m in enumerate(self.maps):
-            writer.put(i, m, [p[i] for p in self.pooled])
-        writer.close()
+        with FeatureWriter(tmp, np.array([m.shape[1] for m in self.maps], np.int64),
+                           [p.shape[1] for p in self.pooled]) as writer:
+            for i, m in enumerate(self.maps):
+                writer.put(i, m, [p[i] for p in self.pooled])
         shutil.rmtree(folder, ignore_errors=True)
         tmp.replace(folder)
 
@@ -225,26 +217,24 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
     t_ids, t_spans, s_spans = (w.close() for w in writers)
     n = len(t_ids)
     dims = [int(o.shape[-1]) for o in (feats.outputs[0], feats.outputs[1], feats.outputs[3])]
-    out = FeatureWriter(folder, s_spans.lengths // 2, dims)
     logits = np.zeros(n, np.float32)
     order = np.argsort(t_ids.lengths, kind="stable")
-    progress = Progress(n, "teacher targets", "reviews")
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        rows = [t_ids[i] for i in idx]
-        e, h, w, p, prob = (np.asarray(a) for a in feats.predict_on_batch(pad_batch(rows)))
-        logits[idx] = logit(prob.reshape(-1))
-        energy = np.stack([np.mean(e**2, -1), np.mean(h**2, -1), w], 1)  # [B, 3, T]
-        for r, i in enumerate(idx):
-            L = len(rows[r])
-            src = t_spans[i].astype(np.int64).reshape(-1, 2)
-            dst = s_spans[i].astype(np.int64).reshape(-1, 2)
-            out.put(i, l2_rows(align(energy[r, :, :L], src, dst)).astype(np.float16),
-                    [e[r, :L].mean(0) if L else np.zeros(dims[0]),
-                     h[r, :L].mean(0) if L else np.zeros(dims[1]), p[r]])
-        progress.update(len(idx))
-    progress.close()
-    out.close()
+    with (FeatureWriter(folder, s_spans.lengths // 2, dims) as out,
+          Progress(n, "teacher targets", "reviews") as progress):
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            rows = [t_ids[i] for i in idx]
+            e, h, w, p, prob = (np.asarray(a) for a in feats.predict_on_batch(pad_batch(rows)))
+            logits[idx] = logit(prob.reshape(-1))
+            energy = np.stack([np.mean(e**2, -1), np.mean(h**2, -1), w], 1)  # [B, 3, T]
+            for r, i in enumerate(idx):
+                L = len(rows[r])
+                src = t_spans[i].astype(np.int64).reshape(-1, 2)
+                dst = s_spans[i].astype(np.int64).reshape(-1, 2)
+                out.put(i, l2_rows(align(energy[r, :, :L], src, dst)).astype(np.float16),
+                        [e[r, :L].mean(0) if L else np.zeros(dims[0]),
+                         h[r, :L].mean(0) if L else np.zeros(dims[1]), p[r]])
+            progress.update(len(idx))
     for f in (t_ids, t_spans, s_spans):
         f.path.unlink()
     return logits

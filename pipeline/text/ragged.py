@@ -29,6 +29,24 @@ def offsets_of(lengths: np.ndarray) -> np.ndarray:
     return offsets
 
 
+class FileReader:
+    """``os.pread`` on ``path``, opened at the first read and closed with the object (no file
+    position: safe to share between readers)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def read(self, size: int, offset: int) -> bytes:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return os.pread(self._fd, size, offset)
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
 class Rows(Sequence[np.ndarray]):
     """Rows given by ``offsets`` (row ``i`` is ids ``offsets[i]`` to ``offsets[i + 1]``); a
     subclass says how ids ``a:b`` are read (:meth:`_read`)."""
@@ -109,7 +127,7 @@ class RaggedFile(Rows):
         self.offsets = offsets.astype(np.int64, copy=False)
         if os.path.getsize(self.path) != self.offsets[-1] * self.dtype.itemsize:
             raise ValueError(f"{self.path}: size does not match its {len(self)} rows")
-        self._fd: int | None = None
+        self._file = FileReader(self.path)
 
     @classmethod
     def write(cls, parts: Iterable[Ragged], path: Path) -> RaggedFile:
@@ -121,15 +139,8 @@ class RaggedFile(Rows):
         return writer.close()
 
     def _read(self, a: int, b: int) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
         size = self.dtype.itemsize
-        data = os.pread(self._fd, (b - a) * size, a * size)
-        return np.frombuffer(data, self.dtype)
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        return np.frombuffer(self._file.read((b - a) * size, a * size), self.dtype)
 
 
 class RaggedWriter:
