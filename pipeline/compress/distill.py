@@ -257,7 +257,6 @@ def iter_target_rows(targets_dir: Path) -> Iterator[tuple[str, float]]:
 
 
 REWIND_WEIGHTS, BRANCH = "rewind.weights.h5", "branch"
-TRAIN_IDS = "train_ids.bin"  # the training texts' ids, on disk (pipeline.text.ragged.RaggedFile)
 
 
 def distill_student(
@@ -274,7 +273,13 @@ def distill_student(
     added: the two students share their first epochs, so AFD costs only the epochs it changes.
     """
     from pipeline.nn.models import build_student
-    from pipeline.nn.train import fit_and_save, labelled_ids, set_determinism, soft_labelled_ids
+    from pipeline.nn.train import (
+        TRAIN_IDS,
+        fit_and_save,
+        labelled_ids,
+        set_determinism,
+        soft_labelled_ids,
+    )
     from pipeline.text.tokenizer import Tokenizer
 
     targets_dir, work_dir, out_dir = Path(targets_dir), Path(work_dir), Path(out_dir)

@@ -509,6 +509,7 @@ def prune_student(
     """
     from pipeline.nn.models import load_model, save_model
     from pipeline.nn.train import (
+        TRAIN_IDS,
         labelled_ids,
         set_determinism,
         soft_labelled_ids,
@@ -524,7 +525,7 @@ def prune_student(
     splits = labelled_ids(data_dir, tok, ("val",) if train_rows is not None else ("train", "val"),
                           work_dir)
     if train_rows is not None:
-        splits["train"] = soft_labelled_ids(tok, train_rows, work_dir / "train_ids.bin")
+        splits["train"] = soft_labelled_ids(tok, train_rows, work_dir / TRAIN_IDS)
     rewind_info: dict = {"epoch": cfg.rewind_epoch}
     if rewind_weights is not None and not isinstance(rewind_weights, str | Path):
         rewind_info["source"] = "given"

@@ -62,14 +62,21 @@ def _as_paths(path: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(p) for p in path]
 
 
-class _Spill:
-    """The reviews in ``buckets`` files of ``work``, partitioned by their order key
-    (``_key(f"{seed}:order:", s)``): bucket ``b`` holds a range of keys below bucket ``b + 1``'s,
-    so every copy of a duplicate shares a bucket, and the buckets read in turn, each sorted, are
-    the reviews in order. Input order is kept within a bucket (the first label seen wins)."""
+class Spill:
+    """Reviews spilled to ``buckets`` files of ``work``, bucket ``bucket_of(s)`` for review
+    ``s``, so every copy of a duplicate shares a bucket; input order is kept within a bucket
+    (the first label seen wins). :meth:`by_order_key`: the buckets read in turn, each sorted,
+    are the reviews in the data stage's order."""
 
-    def __init__(self, work: Path, buckets: int, seed: int) -> None:
-        self.work, self.buckets, self.tag = Path(work), buckets, f"{seed}:order:"
+    def __init__(self, work: Path, buckets: int, bucket_of: Callable[[str], int]) -> None:
+        self.work, self.buckets, self.bucket_of = Path(work), buckets, bucket_of
+
+    @classmethod
+    def by_order_key(cls, work: Path, buckets: int, seed: int) -> Spill:
+        """Partitioned by the order key ``_key(f"{seed}:order:", s)``: bucket ``b`` holds a range
+        of keys below bucket ``b + 1``'s."""
+        tag = f"{seed}:order:"
+        return cls(work, buckets, lambda s: (int(_key(tag, s)[:8], 16) * buckets) >> 32)
 
     def _path(self, b: int) -> Path:
         return self.work / f"spill-{b:04d}.jsonl"
@@ -82,8 +89,7 @@ class _Spill:
                  for b in range(self.buckets)]
         try:
             for s, y in rows:
-                b = (int(_key(self.tag, s)[:8], 16) * self.buckets) >> 32
-                files[b].write(json.dumps([s, y], ensure_ascii=False) + "\n")
+                files[self.bucket_of(s)].write(json.dumps([s, y], ensure_ascii=False) + "\n")
                 n += 1
         finally:
             for f in files:
@@ -127,7 +133,7 @@ class _Selection:
     (at most 34 bytes a review in arrays: the review strings stay in the spill)."""
 
     def __init__(self, buckets: Iterable[dict[str, int]], cfg: DataConfig, rows: int) -> None:
-        """``buckets``: :meth:`_Spill.buckets_unique`; ``rows``: the spilled rows (a bound on
+        """``buckets``: :meth:`Spill.buckets_unique`; ``rows``: the spilled rows (a bound on
         the distinct ones, so the arrays are allocated once)."""
         self.seed = cfg.seed
         label, split = np.empty(rows, np.uint8), np.empty(rows, np.uint8)
@@ -189,7 +195,7 @@ def iter_splits(
     """
     paths = _as_paths(path)
     file_stats: list[FileStats] = []
-    spill = _Spill(work, buckets, cfg.seed)
+    spill = Spill.by_order_key(work, buckets, cfg.seed)
     rows_in = spill.write((r.text, int(r.label))  # type: ignore[arg-type]  # labelled input only
                           for r in iter_records(paths, cfg.three_star, file_stats))
     dup: dict[str, int] = {}

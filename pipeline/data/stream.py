@@ -13,7 +13,7 @@ here: ``data.max_reviews`` and ``data.balance`` (``pipeline.all``'s data stage d
 Stages, each a pass over files on disk:
 
 1. **ingest**: stream the input once and append each review to one of ``spill_buckets`` spill files
-   chosen by the md5 of its string (``work/spill-BBB.jsonl``), so every copy of a duplicate lands in
+   chosen by the md5 of its string (``work/spill-BBBB.jsonl``), so every copy of a duplicate lands in
    the same bucket.
 2. **tokenizer**: read the buckets one at a time (dedup inside the bucket), keep a bounded sample of
    ``tokenizer_sample`` training reviews (the ones with the smallest seeded md5 key: the same sample
@@ -55,7 +55,7 @@ from typing import Any
 
 from pipeline import data
 from pipeline.config import StreamConfig
-from pipeline.data.splits import bounded_sample
+from pipeline.data.splits import Spill, bounded_sample
 from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -81,45 +81,18 @@ def iter_input(paths: Sequence[Path], cfg: StreamConfig,
                 yield (s if k == 0 else f"{s} [copy {k}]"), y
 
 
-def spill(rows: Iterable[tuple[str, int]], work: Path, buckets: int) -> int:
-    """Pass 1: append each review to its md5 bucket's file in ``work``; returns the row count."""
-    work.mkdir(parents=True, exist_ok=True)
-    files = [open(work / f"spill-{b:03d}.jsonl", "w", encoding="utf-8") for b in range(buckets)]
-    n = 0
-    try:
-        for s, y in rows:
-            b = int(_md5(s)[:8], 16) % buckets
-            files[b].write(json.dumps([s, y], ensure_ascii=False) + "\n")
-            n += 1
-    finally:
-        for f in files:
-            f.close()
-    return n
+def spill_by_md5(work: Path, buckets: int) -> Spill:
+    """Pass 1's spill: bucket ``int(md5(s)[:8], 16) % buckets``."""
+    return Spill(work, buckets, lambda s: int(_md5(s)[:8], 16) % buckets)
 
 
-def iter_unique(work: Path, buckets: int, counts: dict | None = None) -> Iterator[tuple[str, int, str]]:
-    """``(s, label, split)`` of every distinct review, one bucket in memory at a time.
-
-    A duplicate keeps the first label seen (input order is kept within a bucket), as
-    ``load_splits`` does; ``counts`` gets ``duplicates`` and ``duplicate_label_conflicts``.
-    """
-    dup = conflicts = 0
-    for b in range(buckets):
-        seen: dict[str, int] = {}
-        with open(work / f"spill-{b:03d}.jsonl", encoding="utf-8") as f:
-            for line in f:
-                s, y = json.loads(line)
-                old = seen.get(s)
-                if old is None:
-                    seen[s] = y
-                else:
-                    dup += 1
-                    conflicts += old != y
-        for s, y in seen.items():
+def iter_unique(spill: Spill, counts: dict | None = None) -> Iterator[tuple[str, int, str]]:
+    """``(s, label, split)`` of every distinct review, one bucket in memory at a time
+    (:meth:`Spill.buckets_unique`: a duplicate keeps the first label seen, as the data stage
+    does; ``counts`` gets ``duplicates`` and ``duplicate_label_conflicts``)."""
+    for labels in spill.buckets_unique(counts):
+        for s, y in labels.items():
             yield s, y, data.split_of(s)
-        del seen
-    if counts is not None:
-        counts.update(duplicates=dup, duplicate_label_conflicts=conflicts)
 
 
 def shard_name(i: int, n: int) -> str:
@@ -188,14 +161,15 @@ def build_stream(paths: str | Path | Sequence[str | Path], out: Path, cfg: Strea
     file_stats: list[data.FileStats] = []
 
     t0 = time.monotonic()
-    rows = spill(iter_input(paths, cfg, file_stats), work, cfg.spill_buckets)
+    spill = spill_by_md5(work, cfg.spill_buckets)
+    rows = spill.write(iter_input(paths, cfg, file_stats))
     seconds["ingest"] = time.monotonic() - t0
     log.info("ingest: %d reviews into %d spill buckets (%.0fs, peak RSS %.0f MiB)", rows,
              cfg.spill_buckets, seconds["ingest"], peak_rss_mb())
 
     t0 = time.monotonic()
     dedup: dict = {}
-    sample = bounded_sample((s for s, _, split in iter_unique(work, cfg.spill_buckets, dedup)
+    sample = bounded_sample((s for s, _, split in iter_unique(spill, dedup)
                              if split == "train"), cfg.tokenizer_sample, cfg.seed)
     if not sample:
         raise data.EmptyDatasetError(f"{', '.join(map(str, paths))}: no training review "
@@ -208,7 +182,7 @@ def build_stream(paths: str | Path | Sequence[str | Path], out: Path, cfg: Strea
              tok.vocab_size, seconds["tokenizer"], peak_rss_mb())
 
     t0 = time.monotonic()
-    splits = write_shards(iter_unique(work, cfg.spill_buckets), tok, out, cfg)
+    splits = write_shards(iter_unique(spill), tok, out, cfg)
     seconds["tokenize"] = time.monotonic() - t0
     shutil.rmtree(work, ignore_errors=True)
     unique = sum(c["n"] for c in splits.values())

@@ -24,7 +24,7 @@ import tf_keras as keras
 import pipeline  # noqa: F401
 from pipeline.config import TrainConfig
 from pipeline.progress import Progress
-from pipeline.text.ragged import Ragged, RaggedFile
+from pipeline.text.ragged import Ragged, RaggedFile, Rows
 from pipeline.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def bucketed_batches(
 def row_lengths(ids: Sequence[Sequence[int]]) -> Sequence[int]:
     """Length of each id row; packed rows (:mod:`pipeline.text.ragged`) answer from their offsets
     without reading a row."""
-    return ids.lengths if isinstance(ids, Ragged | RaggedFile) else [len(r) for r in ids]
+    return ids.lengths if isinstance(ids, Rows) else [len(r) for r in ids]
 
 
 def predict_proba(
@@ -305,6 +305,9 @@ def ppmi_embeddings(
     return emb
 
 
+TRAIN_IDS = "train_ids.bin"  # a stage's training ids in its work folder (RaggedFile)
+
+
 def labelled_ids(data_dir: Path, tok, names=("train", "val"), work_dir: Path | None = None) -> dict:
     """``{split: (ids, float32 labels)}`` for the splits ``names`` of ``data_dir``, each file read
     once as a stream; with ``work_dir``, the training split's ids go to ``work_dir/train_ids.bin``
@@ -313,7 +316,7 @@ def labelled_ids(data_dir: Path, tok, names=("train", "val"), work_dir: Path | N
 
     out = {}
     for name in names:
-        path = Path(work_dir) / f"{name}_ids.bin" if work_dir is not None and name == "train" else None
+        path = Path(work_dir) / TRAIN_IDS if work_dir is not None and name == "train" else None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         out[name] = soft_labelled_ids(tok, iter_jsonl(Path(data_dir) / f"{name}.jsonl"), path)
