@@ -29,7 +29,7 @@ from pipeline.compress import distill, prune, qat
 from pipeline.config import Config, override, preset, to_dict
 from pipeline.device import bench, convert, firmware, release
 from pipeline.nn import stage as nn_stage
-from pipeline.report import fasttext_peer, metrics, peers, report
+from pipeline.report import fasttext_peer, hashed_peer, metrics, peers, report
 from pipeline.report.report import RUN_STAGES
 from pipeline.text import tokenizer
 
@@ -79,7 +79,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
             model_dir, data_dir, o, heldout, runtime, reference[0] if reference else None))
 
     data_dir, k_data = run_stage(
-        "data", {"cfg": cfg.data, "files": stages.files_fingerprint(data_path)},
+        "data", {"cfg": cfg.data.split_key(), "files": stages.files_fingerprint(data_path)},
         lambda o, w: data.build_dataset(data_path, o, cfg.data, work_dir=w / "spill"),
     )
     tok_dir, k_tok = run_stage(
@@ -92,10 +92,16 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
-    tfidf_dir, k_tfidf = run_stage(
-        "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
-        lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
-    )
+    if cfg.data.stream:  # the hashed, out-of-core peer: nothing held grows with the reviews
+        tfidf_dir, k_tfidf = run_stage(
+            "peer_tfidf", {"cfg": cfg.hashed_peer, "hashed": True, "data": k_data, "heldout": held},
+            lambda o, w: hashed_peer.run_split_peer(data_dir, o, w, cfg.hashed_peer, heldout),
+        )
+    else:
+        tfidf_dir, k_tfidf = run_stage(
+            "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
+            lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
+        )
     run_stage(
         "peer_fasttext", {"cfg": cfg.fasttext, "data": k_data, "heldout": held},
         lambda o, w: fasttext_peer.run_fasttext_peer(data_dir, o, cfg.fasttext, heldout),
@@ -119,7 +125,9 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
          **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {})},
         lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
-                                             cfg.student_train.seed, peers.chosen(tfidf_dir, cfg.peer)),
+                                             cfg.student_train.seed,
+                                             cfg.hashed_peer if cfg.data.stream
+                                             else peers.chosen(tfidf_dir, cfg.peer)),
     )
     # KD, then KD + AFD continuing the KD run for its last d.afd_epochs epochs (shared start)
     distilled: dict[str, tuple[Path, str]] = {}

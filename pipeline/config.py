@@ -65,6 +65,14 @@ class DataConfig(_Section):
     balance: bool = False  # down-sample the majority class to the minority count, per split
     max_reviews: int | None = None  # keep this many reviews (smallest md5 key) after dedup
     seed: int = 13
+    # every stage in memory that does not grow with the reviews: the TF-IDF peer and the teacher
+    # ensemble's TF-IDF half become the hashed, out-of-core model (``hashed_peer``; README,
+    # "Streaming"). Not part of the data stage's key: the splits do not depend on it.
+    stream: bool = False
+
+    def split_key(self) -> dict[str, Any]:
+        """The fields the splits depend on (all but ``stream``): the data stage's key."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "stream"}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,6 +158,39 @@ def test_second_run_reuses_every_stage(smoke_run: Path, real_slice, caplog) -> N
               "int8_eval", "firmware_export"):
         assert f"[{s}] up to date" in caplog.text
     assert {s: (smoke_run / s / "stage.json").read_text() for s in before} == before
+
+
+def test_stream_switch_redoes_only_the_tfidf_peer_and_the_teacher_targets(
+        smoke_run: Path, real_slice, tmp_path: Path, caplog) -> None:
+    """``--set data.stream=true`` keeps every stage it does not change (the splits do not depend on
+    it) and redoes the TF-IDF peer and the teacher ensemble with the hashed, out-of-core model."""
+    import numpy as np
+
+    from pipeline.compress import distill
+    from pipeline.report import report
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    caplog.set_level("INFO")
+    rc = pipeline_all.main(["--data", str(real_slice["amazon"]), "--heldout",
+                            str(real_slice["heldout"]), "--preset", "smoke", "--out", str(run),
+                            "--set", "data.stream=true", "--until", "teacher_targets"])
+    assert rc == 0
+    for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_fasttext", "student"):
+        assert f"[{s}] up to date" in caplog.text
+    for s in ("peer_tfidf", "teacher_targets"):
+        assert f"[{s}] running" in caplog.text
+    peer = json.loads((run / "peer_tfidf" / "metrics.json").read_text())
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    assert peer["hashed"] and peer["stopwords_kept"]["test"]["n"] == stats["splits"]["test"]["n"]
+    assert set(peer["stopwords_kept"]["heldout"]) == {"uci_amazon_cells", "li2018_amazon_sent"}
+    assert json.loads((run / "teacher_targets" / distill.ENSEMBLE_JSON).read_text())["tfidf"] == "hashed"
+    # the BiGRU's own logits do not depend on the peer; the mixed ones do
+    same = [np.load(d / "teacher_targets" / distill.BIGRU_LOGITS) for d in (smoke_run, run)]
+    np.testing.assert_array_equal(*same)
+    assert np.load(run / "teacher_targets" / distill.TARGET_LOGITS).shape == same[0].shape
+    text = report.write_report(run, "test").read_text()
+    assert peer["name"] in text and "Stopword removal" not in text
 
 
 def _run(args: list[str], log: Path) -> subprocess.Popen:

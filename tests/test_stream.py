@@ -201,3 +201,30 @@ def test_fasttext_peer_trains_from_a_file_written_chunk_by_chunk(built, tmp_path
     assert metrics["test"]["n"] == stats["splits"]["test"]["n"]
     assert acc["val"] > 0.7 and acc["test"] > 0.7, acc
     assert not (tmp_path / ".train.txt").exists()
+
+
+def test_count_cache_holds_the_vectorizer_counts_and_shuffles_every_row_once(tmp_path) -> None:
+    """The hashed peer of ``data.stream`` hashes each review once; later passes read the counts."""
+    from conftest import polar_rows
+
+    from pipeline.config import HashedTfidfConfig
+    from pipeline.report.hashed_peer import CountCache, HashedTfidfLR
+
+    rows = polar_rows(300, seed=5)
+    model = HashedTfidfLR(HashedTfidfConfig(hash_bits=12, epochs=4, chunk=32, alpha=1e-4))
+    cache = CountCache.write(iter(rows), model.vectorizer, tmp_path / "c", 32)
+    whole = model.vectorizer.transform([t for t, _ in rows]).tocsr()
+    got = [cache.chunk(i) for i in range(len(cache.starts) - 1)]
+    assert len(cache) == 300 and len(got) == 10  # 9 chunks of 32, one of 12
+    for x, y, idx in got:
+        assert (x != whole[idx]).nnz == 0
+        np.testing.assert_array_equal(y, [rows[i][1] for i in idx])
+    np.testing.assert_array_equal(cache.df, np.bincount(whole.indices, minlength=2 ** 12))
+    epoch = [np.concatenate([idx for _, _, idx in cache.shuffled(13, e)]) for e in (1, 1, 2)]
+    assert sorted(epoch[0]) == list(range(300))
+    np.testing.assert_array_equal(epoch[0], epoch[1])
+    assert not np.array_equal(epoch[0], epoch[2])  # seeded per epoch
+    model.fit_cache(cache)
+    test = polar_rows(100, seed=6)
+    p = model.predict_proba([t for t, _ in test])
+    assert np.mean((p >= 0.5) == (np.array([y for _, y in test]) == 1)) > 0.95

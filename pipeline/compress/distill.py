@@ -34,7 +34,13 @@ from pipeline.compress.afd import (
     teacher_features,
 )
 from pipeline.compress.ensemble import sigmoid
-from pipeline.config import DistillConfig, StudentConfig, TfidfConfig, TrainConfig
+from pipeline.config import (
+    DistillConfig,
+    HashedTfidfConfig,
+    StudentConfig,
+    TfidfConfig,
+    TrainConfig,
+)
 from pipeline.nn.models import logits_model
 from pipeline.nn.train import StepFactory, TrainStep
 
@@ -160,7 +166,7 @@ def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int) -> Iterat
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
                     work_dir: Path, dcfg: DistillConfig, seed: int = 13,
-                    peer_cfg: TfidfConfig = TfidfConfig()) -> dict:  # noqa: B008 (frozen)
+                    peer_cfg: TfidfConfig | HashedTfidfConfig = TfidfConfig()) -> dict:  # noqa: B008
     """Stage: what the students learn from: the training reviews plus ``dcfg.augment`` crops of each,
     the teacher's logits on all of them (``dcfg.ensemble="tfidf"``: mixed with a cross-fitted
     TF-IDF + LR, :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
@@ -191,7 +197,8 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
     out_dir = Path(out_dir)
     ensemble = None
     if dcfg.ensemble == "tfidf":
-        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, dcfg, z_t, peer_cfg, seed, out_dir)
+        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, dcfg, z_t, peer_cfg, seed, out_dir,
+                                         work_dir)
     (work_dir / TARGET_FEATURES).replace(out_dir / TARGET_FEATURES)
     if ensemble is None:
         (work_dir / TARGET_LOGITS).replace(out_dir / TARGET_LOGITS)
@@ -213,31 +220,51 @@ ENSEMBLE_JSON, BIGRU_LOGITS = "ensemble.json", "bigru_logits.npy"
 
 
 def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t: np.ndarray,
-                     peer_cfg: TfidfConfig, seed: int, out_dir: Path) -> tuple[np.ndarray, dict]:
+                     peer_cfg: TfidfConfig | HashedTfidfConfig, seed: int, out_dir: Path,
+                     work_dir: Path) -> tuple[np.ndarray, dict]:
     """The BiGRU teacher's logits mixed with cross-fitted TF-IDF ones (weight chosen on validation);
     writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix).
 
-    Not streamed yet: the cross-fit holds every distillation text (issue 15)."""
-    from pipeline.compress import ensemble as ens
-    from pipeline.data import read_jsonl
-    from pipeline.report.metrics import compute_metrics, write_json
-    from pipeline.report.predictors import load_predictor
+    ``peer_cfg`` a :class:`HashedTfidfConfig` (``data.stream``): the hashed cross-fit, every text
+    read as a stream (:func:`ensemble.crossfit_hashed`); else the in-memory one, which holds every
+    distillation text."""
+    from itertools import islice
 
-    rows = read_jsonl(Path(data_dir) / "train.jsonl")
-    texts = list(distillation_texts(data_dir, dcfg, seed))
-    sets = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("val", "test")}
-    owner = np.arange(len(texts)) % len(rows)
-    fit = ens.crossfit_tfidf([t for t, _ in rows], [int(y) for _, y in rows], texts, owner,
-                             {s: [t for t, _ in r] for s, r in sets.items()}, peer_cfg,
-                             dcfg.ensemble_folds, seed)
+    from pipeline.compress import ensemble as ens
+    from pipeline.data import iter_jsonl, read_jsonl
+    from pipeline.report.metrics import EVAL_CHUNK, compute_metrics, write_json
+    from pipeline.report.predictors import load_predictor
+    from pipeline.text.tokenizer import chunks
+
     teacher = load_predictor(teacher_dir, "keras")
-    z_sets = {s: ens.logit(teacher([t for t, _ in r])) for s, r in sets.items()}
-    y = {s: np.array([int(v) for _, v in r]) for s, r in sets.items()}
+    split = {s: Path(data_dir) / f"{s}.jsonl" for s in ("train", "val", "test")}
+    if isinstance(peer_cfg, HashedTfidfConfig):
+        n = len(z_t) // (1 + dcfg.augment)
+        fit = ens.crossfit_hashed(
+            ((t, int(y)) for t, y in iter_jsonl(split["train"])),
+            islice(distillation_texts(data_dir, dcfg, seed), n, None),
+            {s: (t for t, _ in iter_jsonl(split[s])) for s in ("val", "test")},
+            peer_cfg, Path(work_dir) / "crossfit", dcfg.ensemble_folds, seed)
+        z_sets = {s: np.concatenate([ens.logit(teacher([t for t, _ in part])) for part in
+                                     chunks(iter_jsonl(split[s]), EVAL_CHUNK)] or [np.zeros(0)])
+                  for s in ("val", "test")}
+        y = {s: np.array([int(v) for _, v in iter_jsonl(split[s])]) for s in ("val", "test")}
+    else:
+        rows = read_jsonl(split["train"])
+        texts = list(distillation_texts(data_dir, dcfg, seed))
+        sets = {s: read_jsonl(split[s]) for s in ("val", "test")}
+        owner = np.arange(len(texts)) % len(rows)
+        fit = ens.crossfit_tfidf([t for t, _ in rows], [int(y) for _, y in rows], texts, owner,
+                                 {s: [t for t, _ in r] for s, r in sets.items()}, peer_cfg,
+                                 dcfg.ensemble_folds, seed)
+        z_sets = {s: ens.logit(teacher([t for t, _ in r])) for s, r in sets.items()}
+        y = {s: np.array([int(v) for _, v in r]) for s, r in sets.items()}
     w, scores = ens.choose_weight(z_sets["val"], fit.sets["val"], y["val"])
     log.info("distill: teacher ensemble weight of TF-IDF %.2f (validation accuracy by weight %s)",
              w, scores)
-    report = {"weight": w, "folds": dcfg.ensemble_folds, "val_accuracy_by_weight": scores}
-    for s in sets:
+    report = {"weight": w, "folds": dcfg.ensemble_folds, "val_accuracy_by_weight": scores,
+              "tfidf": "hashed" if isinstance(peer_cfg, HashedTfidfConfig) else "vocabulary"}
+    for s in ("val", "test"):
         for name, z in (("teacher", z_sets[s]), ("tfidf_crossfit", fit.sets[s]),
                         ("ensemble", ens.mix(z_sets[s], fit.sets[s], w))):
             report.setdefault(s, {})[name] = compute_metrics(y[s], ens.sigmoid(z))

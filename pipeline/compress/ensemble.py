@@ -5,17 +5,20 @@ their mixed logit ``z = (1 - w) * z_bigru + w * z_tfidf`` is a better teacher th
 model memorises its training reviews, so a training review and its crops get the logit of a model
 fitted on the *other* folds (cross-fitting); validation and test reviews get the mean of the fold
 models. The weight ``w`` is the one with the best validation accuracy (ties: the smaller ``w``).
+With ``pipeline.all --set data.stream=true`` the TF-IDF half is the hashed peer's model
+(:func:`crossfit_hashed`), fitted and applied in bounded memory.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import TfidfConfig
+from pipeline.config import HashedTfidfConfig, TfidfConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,68 @@ def crossfit_tfidf(
         for name in sets:
             mean[name] += z_sets[name] / folds
     return CrossFit(out, mean)
+
+
+def crossfit_hashed(
+    train: Iterable[tuple[str, int]], crops: Iterable[str], sets: dict[str, Iterable[str]],
+    cfg: HashedTfidfConfig, work_dir: Path, folds: int = 2, seed: int = 13,
+) -> CrossFit:
+    """:func:`crossfit_tfidf` in bounded memory, with the hashed peer's model
+    (:mod:`pipeline.report.hashed_peer`).
+
+    The training texts are the ``train`` reviews in order, then ``crops``; crop ``j`` derives from
+    review ``j % n``, as in :func:`pipeline.compress.distill.distillation_texts`. The reviews are
+    hashed once into a :class:`~pipeline.report.hashed_peer.CountCache` in ``work_dir``; each SGD
+    pass over it feeds every fold's model the rows outside its fold. The folds are those of
+    :func:`crossfit_tfidf`; the idf is the whole training split's (it sees no labels).
+    """
+    from pipeline.progress import Progress
+    from pipeline.report.hashed_peer import CountCache, HashedTfidfLR
+    from pipeline.text.tokenizer import chunks
+
+    if folds < 2:
+        raise ValueError(f"ensemble folds must be >= 2, got {folds}")
+    models = [HashedTfidfLR(cfg) for _ in range(folds)]
+    with Progress(None, "TF-IDF cross-fit: hashing the training split", "reviews") as progress:
+        cache = CountCache.write(train, models[0].vectorizer, Path(work_dir) / "counts", cfg.chunk,
+                                 progress)
+    n = len(cache)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    for m in models:
+        m.idf = cache.idf()
+    first = models[0]
+    with Progress(n * cfg.epochs, f"TF-IDF cross-fit: SGD, {folds} folds", "reviews") as progress:
+        for epoch in range(1, cfg.epochs + 1):
+            for counts, y, idx in cache.shuffled(cfg.seed, epoch):
+                x = first.tfidf(counts)
+                for k, m in enumerate(models):
+                    keep = fold[idx] != k
+                    if keep.any():
+                        m.clf.partial_fit(x[keep], y[keep], classes=[0, 1])
+                progress.update(len(y))
+
+    def own(x, owners: np.ndarray) -> np.ndarray:  # each row scored by the model without its review
+        z = np.zeros(x.shape[0], np.float64)
+        for k, m in enumerate(models):
+            rows = np.flatnonzero(fold[owners] == k)
+            if rows.size:
+                z[rows] = m.decision_function(x[rows])
+        return z
+
+    def mean(texts: list[str]) -> np.ndarray:
+        x = first.features(texts)
+        return np.mean([m.decision_function(x) for m in models], axis=0)
+
+    out = [own(first.tfidf(counts), idx) for counts, _, idx in cache.in_order()]
+    done = n
+    with Progress(None, "TF-IDF cross-fit: crops", "texts") as progress:
+        for part in chunks(crops, cfg.chunk):
+            out.append(own(first.features(part), np.arange(done, done + len(part)) % n))
+            done += len(part)
+            progress.update(len(part))
+    z_sets = {name: np.concatenate([mean(p) for p in chunks(t, cfg.chunk)] or [np.zeros(0)])
+              for name, t in sets.items()}
+    return CrossFit(np.concatenate(out), z_sets)
 
 
 def _fold_logits(reviews: list[str], labels: list[int], cfg: TfidfConfig, texts: list[str],

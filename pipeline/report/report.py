@@ -28,6 +28,11 @@ _MODEL_STAGE = {"teacher_eval": "teacher", "student_eval": "student", "student_k
                 "int8_eval": "int8"}
 
 
+def tfidf_name(peer: dict) -> str:
+    """The TF-IDF peer's row name: its own (the hashed peer's) or the in-memory one's, with C."""
+    return peer.get("name") or f"TF-IDF 1-2gram + LR (C={peer['C']:g})"
+
+
 def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) -> list[str]:
     """The Baseline / Distilled / Pruned / Quantized table and the pruning rounds."""
     lines: list[str] = []
@@ -70,8 +75,9 @@ def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) ->
                      f"{_human_bytes(d['flash_bytes'])} flash (model files)", "int8_eval"))
     if peer:
         kept = peer["stopwords_kept"]
-        rows.append(("Peer", f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
-                     _human_bytes(kept["size_bytes"]) + " (pickle)", ""))
+        rows.append(("Peer", tfidf_name(peer), kept,
+                     _human_bytes(kept["size_bytes"]) + (" (float32 weights)" if peer.get("hashed")
+                                                         else " (pickle)"), ""))
     if ft := load("peer_fasttext/metrics.json"):
         for key, name, kind in (("bigram", "fastText bigram", ".bin"),
                                 ("quantized", "fastText bigram, quantized", ".ftz")):
@@ -182,7 +188,9 @@ def _teacher_signal(ens: dict | None) -> list[str]:
              f"{ens['weight']:g}, the weight with the best validation accuracy "
              f"({', '.join(f'w={k}: {100 * v:.2f}%' for k, v in ens['val_accuracy_by_weight'].items())})."
              f" Each TF-IDF + LR logit comes from one of {ens['folds']} models fitted without the "
-             "review (training reviews and their crops) or their mean (validation, test).", "",
+             "review (training reviews and their crops) or their mean (validation, test)"
+             + (": the hashed, out-of-core model (`data.stream`)." if ens.get("tfidf") == "hashed"
+                else "."), "",
              "| teacher signal | val accuracy | test accuracy | test balanced acc. | test F1 | "
              "test ROC-AUC |", "|---|---:|---:|---:|---:|---:|"]
     for key, name in (("teacher", "BiGRU teacher"), ("tfidf_crossfit", "TF-IDF + LR, cross-fitted"),
@@ -347,7 +355,7 @@ def write_report(run_dir: Path, command: str) -> Path:
                                      "params": m["model"].get("params")}))
     if peer:
         kept = peer["stopwords_kept"]
-        models.append((f"TF-IDF 1-2gram + LR (C={peer['C']:g})", kept,
+        models.append((tfidf_name(peer), kept,
                        {"size": kept["size_bytes"], "params": kept["features"]}))
     if ft:
         for key, label in (("bigram", "fastText bigram"), ("quantized", "fastText bigram, .ftz")):
@@ -444,7 +452,7 @@ def write_report(run_dir: Path, command: str) -> Path:
     if agree := load("bench/agreement.json"):
         lines += _agreement_table(agree)
     lines += _heldout_tables([(n, m) for n, m, _ in models])
-    if peer:
+    if peer and "stopwords_removed" in peer:  # the hashed peer (data.stream) does not measure it
         a, b = peer["stopwords_kept"]["test"], peer["stopwords_removed"]["test"]
         lines += ["## Stopword removal (measured once, with the TF-IDF peer)", "",
                   "Same split, same normalization, same C; negations are never removed.", "",

@@ -275,7 +275,7 @@ def run_sweep(out: Path, cfg, grid: Grid, data_path: Path | None = None,
         raise ValueError("give exactly one of data_path (raw reviews) and data_dir (a split)")
     if data_path is not None:
         data_dir, k_data = stages.run_stage(
-            out, "data", {"cfg": cfg.data, "files": stages.files_fingerprint(data_path)},
+            out, "data", {"cfg": cfg.data.split_key(), "files": stages.files_fingerprint(data_path)},
             lambda o, w: data.build_dataset(data_path, o, cfg.data, work_dir=w / "spill"))
     else:
         k_data = stages.fingerprint({"split": stages.files_fingerprint(data_dir)})
