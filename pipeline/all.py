@@ -92,16 +92,13 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
-    if cfg.data.stream:  # the hashed, out-of-core peer: nothing held grows with the reviews
-        tfidf_dir, k_tfidf = run_stage(
-            "peer_tfidf", {"cfg": cfg.hashed_peer, "hashed": True, "data": k_data, "heldout": held},
-            lambda o, w: hashed_peer.run_split_peer(data_dir, o, w, cfg.hashed_peer, heldout),
-        )
+    if cfg.data.stream:  # the hashed, out-of-core peer: nothing it holds grows with the reviews
+        peer_key, peer_fn = {"cfg": cfg.hashed_peer, "hashed": True}, lambda o, w: (
+            hashed_peer.run_split_peer(data_dir, o, w, cfg.hashed_peer, heldout))
     else:
-        tfidf_dir, k_tfidf = run_stage(
-            "peer_tfidf", {"cfg": cfg.peer, "data": k_data, "heldout": held},
-            lambda o, w: peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout),
-        )
+        peer_key, peer_fn = {"cfg": cfg.peer}, lambda o, w: (
+            peers.run_tfidf_peer(data_dir, o, cfg.peer, heldout))
+    tfidf_dir, k_tfidf = run_stage("peer_tfidf", {**peer_key, "data": k_data, "heldout": held}, peer_fn)
     run_stage(
         "peer_fasttext", {"cfg": cfg.fasttext, "data": k_data, "heldout": held},
         lambda o, w: fasttext_peer.run_fasttext_peer(data_dir, o, cfg.fasttext, heldout),
