@@ -233,7 +233,7 @@ def iter_splits(
             "negatives": kept - sel.positives,
         },
         "splits": split_stats,
-        "config": asdict(cfg),
+        "config": cfg.split_key(),  # what the splits depend on (not data.stream)
     }
     log.info("dataset: unique=%d duplicates=%d capped=%d train=%d val=%d test=%d", sel.unique,
              dup["duplicates"], sel.capped, *(split_stats[k]["n"] for k in SPLITS))
