@@ -241,14 +241,16 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
     if isinstance(peer_cfg, HashedTfidfConfig):
         n = len(z_t) // (1 + dcfg.augment)
         fit = ens.crossfit_hashed(
-            ((t, int(y)) for t, y in iter_jsonl(split["train"])),
-            islice(distillation_texts(data_dir, dcfg, seed), n, None),
+            iter_jsonl(split["train"]), islice(distillation_texts(data_dir, dcfg, seed), n, None),
             {s: (t for t, _ in iter_jsonl(split[s])) for s in ("val", "test")},
             peer_cfg, Path(work_dir) / "crossfit", dcfg.ensemble_folds, seed)
-        z_sets = {s: np.concatenate([ens.logit(teacher([t for t, _ in part])) for part in
-                                     chunks(iter_jsonl(split[s]), EVAL_CHUNK)] or [np.zeros(0)])
-                  for s in ("val", "test")}
-        y = {s: np.array([int(v) for _, v in iter_jsonl(split[s])]) for s in ("val", "test")}
+        z_sets, y = {}, {}
+        for s in ("val", "test"):  # the teacher's logits and the labels in one streamed pass
+            z_parts, y_parts = [np.zeros(0)], [np.zeros(0, np.int64)]
+            for part in chunks(iter_jsonl(split[s]), EVAL_CHUNK):
+                z_parts.append(ens.logit(teacher([t for t, _ in part])))
+                y_parts.append(np.array([int(v) for _, v in part], np.int64))
+            z_sets[s], y[s] = np.concatenate(z_parts), np.concatenate(y_parts)
     else:
         rows = read_jsonl(split["train"])
         texts = list(distillation_texts(data_dir, dcfg, seed))

@@ -81,7 +81,7 @@ def crossfit_hashed(
     :func:`crossfit_tfidf`; the idf is the whole training split's (it sees no labels).
     """
     from pipeline.progress import Progress
-    from pipeline.report.hashed_peer import CountCache, HashedTfidfLR
+    from pipeline.report.hashed_peer import CountCache, HashedTfidfLR, fit_models
     from pipeline.text.tokenizer import chunks
 
     if folds < 2:
@@ -92,18 +92,9 @@ def crossfit_hashed(
                                  progress)
     n = len(cache)
     fold = np.random.default_rng(seed).permutation(n) % folds
-    for m in models:
-        m.idf = cache.idf()
     first = models[0]
     with Progress(n * cfg.epochs, f"TF-IDF cross-fit: SGD, {folds} folds", "reviews") as progress:
-        for epoch in range(1, cfg.epochs + 1):
-            for counts, y, idx in cache.shuffled(cfg.seed, epoch):
-                x = first.tfidf(counts)
-                for k, m in enumerate(models):
-                    keep = fold[idx] != k
-                    if keep.any():
-                        m.clf.partial_fit(x[keep], y[keep], classes=[0, 1])
-                progress.update(len(y))
+        fit_models(models, cache, lambda k, idx: fold[idx] != k, progress)
 
     def own(x, owners: np.ndarray) -> np.ndarray:  # each row scored by the model without its review
         z = np.zeros(x.shape[0], np.float64)

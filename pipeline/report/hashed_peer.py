@@ -23,8 +23,7 @@ the counts back for every SGD pass.
 from __future__ import annotations
 
 import logging
-import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +88,8 @@ class HashedTfidfLR:
         return self
 
     def fit_cache(self, cache: CountCache, progress: Progress | None = None) -> HashedTfidfLR:
-        """:meth:`fit` from hashed counts on disk: ``idf`` from the cache's document frequencies,
-        then ``epochs`` SGD passes, each over the chunks and their rows in a seeded order."""
-        self.idf = cache.idf()
-        for epoch in range(1, self.cfg.epochs + 1):
-            for counts, y, _ in cache.shuffled(self.cfg.seed, epoch):
-                self.clf.partial_fit(self.tfidf(counts), y, classes=[0, 1])
-                if progress is not None:
-                    progress.update(len(y))
+        """:meth:`fit` from hashed counts on disk (:func:`fit_models` with this model alone)."""
+        fit_models([self], cache, progress=progress)
         return self
 
     def decision_function(self, x: sparse.csr_matrix) -> np.ndarray:
@@ -173,6 +166,27 @@ class CountCache:
             yield x[p], y[p], idx[p]
 
 
+def fit_models(models: Sequence[HashedTfidfLR], cache: CountCache,
+               keep: Callable[[int, np.ndarray], np.ndarray] | None = None,
+               progress: Progress | None = None) -> None:
+    """Fit ``models`` (one configuration) from ``cache`` together: ``idf`` from its document
+    frequencies, then ``epochs`` SGD passes over the chunks and their rows in a seeded order. Each
+    chunk's TF-IDF is computed once; model ``k`` steps on the rows ``keep(k, row_indices)`` selects
+    (every row without ``keep``: the cross-fit's folds use it)."""
+    cfg = models[0].cfg
+    for m in models:
+        m.idf = cache.idf()
+    for epoch in range(1, cfg.epochs + 1):
+        for counts, y, idx in cache.shuffled(cfg.seed, epoch):
+            x = models[0].tfidf(counts)
+            for k, m in enumerate(models):
+                rows = keep(k, idx) if keep is not None else slice(None)
+                if keep is None or rows.any():
+                    m.clf.partial_fit(x[rows], y[rows], classes=[0, 1])
+            if progress is not None:
+                progress.update(len(y))
+
+
 def run_split_peer(data_dir: Path, out_dir: Path, work_dir: Path, cfg: HashedTfidfConfig,
                    heldout: Path | None = None) -> dict[str, Any]:
     """Stage ``peer_tfidf`` of ``pipeline.all --set data.stream=true``: the hashed peer fitted on
@@ -185,8 +199,8 @@ def run_split_peer(data_dir: Path, out_dir: Path, work_dir: Path, cfg: HashedTfi
     model = HashedTfidfLR(cfg)
     train = Path(data_dir) / "train.jsonl"
     with Progress(None, "hashed TF-IDF peer: hashing the training split", "reviews") as progress:
-        cache = CountCache.write(((t, int(y)) for t, y in iter_jsonl(train)), model.vectorizer,
-                                 Path(work_dir) / "counts", cfg.chunk, progress)
+        cache = CountCache.write(iter_jsonl(train), model.vectorizer, Path(work_dir) / "counts",
+                                 cfg.chunk, progress)
     log.info("hashed TF-IDF peer: %d training reviews, %d SGD passes (alpha %g)", len(cache),
              cfg.epochs, cfg.alpha)
     with Progress(len(cache) * cfg.epochs, "hashed TF-IDF peer: SGD", "reviews") as progress:
@@ -199,7 +213,6 @@ def run_split_peer(data_dir: Path, out_dir: Path, work_dir: Path, cfg: HashedTfi
                        f"(alpha={cfg.alpha:g})",
                "stopwords_kept": metrics}
     write_json(Path(out_dir) / "metrics.json", results)
-    shutil.rmtree(Path(work_dir) / "counts", ignore_errors=True)
     test = metrics["test"]
     return {"alpha": cfg.alpha, "test_accuracy": test["accuracy"], "test_roc_auc": test["roc_auc"]}
 
