@@ -194,10 +194,11 @@ class QuantConfig(_Section):
     """The device's integer formats (``pipeline.device.gru``) and the QAT stage's PTQ vs QAT table.
 
     ``embedding_bits`` is the release's embedding table: 4 (per-row 4-bit codes rescaled to int8 by
-    the operator, V*E/2 + V bytes) or 8 (int8, V*E bytes); QAT fake-quantizes the table at it.
+    the operator, V*E/2 + V bytes), 2 (per-row 2-bit codes, V*E/4 + V bytes) or 8 (int8, V*E
+    bytes); QAT fake-quantizes the table at it.
     """
 
-    embedding_bits: Literal[4, 8] = 4
+    embedding_bits: Literal[2, 4, 8] = 4
     compare_reviews: int = 2000  # validation reviews of the device-path PTQ vs QAT table (0: none)
     # QAT's recurrence: "keras" (Keras' GRU; states rounded on output only) or "spec" (SpecGRUCell:
     # the SIG / TANH tables and the state rounding inside the recurrence simulated too). On the

@@ -51,12 +51,14 @@ def synthetic_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
 _RELEASE: dict[str, Path] = {}
 
 
-def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, prune_rows: bool = False) -> Path:
+def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, prune_rows: bool = False,
+                     embedding_bits: int = 8) -> Path:
     """An int8 release folder like runs/*/int8 (tokenizer seq_len 16, vocab ~300, 8 units).
 
-    ``prune_rows``: every third embedding row zeroed first, so the release has an ``id_map``.
+    ``prune_rows``: every third embedding row zeroed first, so the release has an ``id_map``;
+    ``embedding_bits``: the step's table (8, 4 or 2).
     """
-    key = "pruned" if prune_rows else "dir"
+    key = ("pruned" if prune_rows else "dir", embedding_bits)
     if key in _RELEASE:
         return _RELEASE[key]
     import tf_keras as keras
@@ -82,7 +84,7 @@ def tiny_release_dir(tmp_path_factory: pytest.TempPathFactory, prune_rows: bool 
         table = student.get_layer("embedding").get_weights()[0]
         table[::3] = 0.0
         student.get_layer("embedding").set_weights([table])
-    converted = convert_int8(student, ids[:120], max_steps=500)
+    converted = convert_int8(student, ids[:120], max_steps=500, embedding_bits=embedding_bits)
     assert (converted["meta"]["id_map"] is not None) == prune_rows
     out = tmp_path_factory.mktemp("release")
     write_release(out, converted)

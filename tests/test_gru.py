@@ -26,13 +26,14 @@ _SHIM = r"""
 #include "gru_step.h"
 void run_batch(int32_t E, int32_t U, int32_t shift, const int8_t *emb, const int8_t *wx,
                const int8_t *wh, const int32_t *gates, const uint8_t *sig, const int8_t *tanh,
-               const void *mult, int32_t mult16, int32_t n, const int32_t *tok, const int8_t *h,
-               int8_t *out)
+               const void *mult, int32_t mult16, int32_t bits, int32_t n, const int32_t *tok,
+               const int8_t *h, int8_t *out)
 {
     gru_model_t m;
     int32_t i;
     gru_model_init(&m, E, U, shift, emb, wx, wh, gates, sig, tanh);
     if (mult && mult16) gru_model_set_emb4_v2(&m, (const uint8_t *)emb, (const int16_t *)mult);
+    else if (mult && bits == 2) gru_model_set_emb2(&m, (const uint8_t *)emb, (const uint8_t *)mult);
     else if (mult) gru_model_set_emb4(&m, (const uint8_t *)emb, (const uint8_t *)mult);
     for (i = 0; i < n; i++) {
         const int8_t *hi = h + i * 2 * U;
@@ -63,7 +64,7 @@ def _c_step(lib: ctypes.CDLL, p: gru.GruParams, ru: int, tok: np.ndarray, h: np.
     lib.run_batch(ctypes.c_int32(p.embed_dim), ctypes.c_int32(p.units), ctypes.c_int32(p.shift),
                   *ptr[:6], None if mult is None else mult.ctypes.data_as(ctypes.c_void_p),
                   ctypes.c_int32(mult is not None and mult.dtype == np.int16),
-                  ctypes.c_int32(len(tok)), *ptr[6:])
+                  ctypes.c_int32(p.embedding_bits), ctypes.c_int32(len(tok)), *ptr[6:])
     return out
 
 
@@ -96,9 +97,11 @@ def _random_steps(p: gru.GruParams, n: int, seed: int) -> tuple[np.ndarray, np.n
 ])
 def test_c_kernel_is_the_spec_bit_for_bit(tmp_path, E, U, ru, flags, bits) -> None:
     lib = _build(tmp_path, flags)
-    # large weights: saturated gates and tables; for 4 bits any multiplier the spec allows (the
-    # extremes of e), of v3 (uint8) and of v2 (int16)
-    cases = [(0, 0.5, None), (1, 2.0, None)] + ([(1, 2.0, np.uint8), (2, 2.0, np.int16)] if bits == 4 else [])
+    # large weights: saturated gates and tables; for 4 (2) bits any multiplier the spec allows (the
+    # extremes of e), of v3 (uint8) and of v2 (int16, 4 bits only)
+    big = 1.8 if bits == 2 else 2.0  # 2 bits: a coarser s_e, the gate multipliers' limit sooner
+    packed = {4: [(1, big, np.uint8), (2, big, np.int16)], 2: [(1, big, np.uint8)]}
+    cases = [(0, 0.5, None), (1, big, None)] + packed.get(bits, [])
     for seed, w_std, mult_type in cases:
         p = random_params(E, U, seed=seed, w_std=w_std, bits=bits)
         if mult_type is not None:
@@ -195,6 +198,57 @@ def test_4bit_embedding_spec() -> None:
     assert np.abs(diff).mean() < 8
 
 
+def test_2bit_embedding_spec() -> None:
+    """Crumb order, the code's levels, the row rescale's rounding and range, the conversion's steps."""
+    q = np.array([[-3, -1, 1, 3, 3, 1, -1, -3]])
+    packed = gru.pack_crumbs(q)
+    assert packed.tolist() == [[0b11100100, 0b00011011]] and gru.crumbs(packed).tolist() == q.tolist()
+    with pytest.raises(ValueError, match="-3, -1, 1 or 3"):
+        gru.pack_crumbs(np.array([[0, 1, 1, 1]]))
+    p = random_params(8, 4, V=4, bits=2)
+    assert p.embedding_bits == 2 and p.emb.shape == (4, 2) and gru.spec_version(p) == 3
+    p.emb = np.repeat(packed, 4, axis=0)
+    p.emb_mult = np.array([8, 16, 255, 0], np.uint8)
+    gru.check(p)
+    e = gru.embedding_rows(p, np.arange(4))
+    assert e[0].tolist() == [-3, -1, 1, 3, 3, 1, -1, -3]  # (q*8 + 4) >> 3
+    assert e[1].tolist() == [-6, -2, 2, 6, 6, 2, -2, -6]
+    p.emb_mult = np.array([8, 3, 255, 0], np.uint8)
+    e = gru.embedding_rows(p, np.arange(4))
+    assert e[1].tolist() == [-1, 0, 0, 1, 1, 0, 0, -1]  # (q*3 + 4) >> 3: floor shift
+    assert e[2].tolist() == [-96, -32, 32, 96, 96, 32, -32, -96] and e[3].tolist() == [0] * 8
+    p.emb_mult = p.emb_mult.astype(np.int16)
+    with pytest.raises(ValueError, match="uint8 row multipliers only"):
+        gru.check(p)
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 0.3, (200, 16)) * rng.uniform(0.02, 1.0, (200, 1))
+    table[7] = 0.0
+    emb2, mult, s_e = gru.quantize_embedding2(table)
+    assert emb2.shape == (200, 4) and mult.dtype == np.uint8 and mult.max() == 251  # 94 / 3 * 8
+    p.emb, p.emb_mult, p.wx = emb2, mult, np.zeros((2, 3, 16), np.int8)
+    real = gru.embedding_rows(p, np.arange(200)) * s_e
+    assert (real[7] == 0).all()
+    # each value is the midpoint of its step D_v (or the outer level), up to the multiplier's
+    # rounding (|q| <= 3 times half a step of 2^-ES) and one int8 rounding (s_e / 2)
+    d = np.sqrt(np.mean(table ** 2, axis=1, keepdims=True))
+    ideal = (np.clip(np.floor(table / np.where(d > 0, d, 1)), -2, 1) + 0.5) * d
+    assert (np.abs(real - ideal) <= s_e * (3 * 0.5 / 2 ** gru.EMB2_SHIFT + 0.5) + 1e-9).all()
+    err = np.sqrt(np.mean((real - table) ** 2) / np.mean(table ** 2))
+    print(f"2-bit table: relative RMS error {err:.3f}")
+    assert err < 0.45  # four levels of a Gaussian: about 0.34
+    with pytest.raises(ValueError, match="divisible by 4"):
+        gru.quantize_embedding2(table[:, :6])
+    # a width not divisible by 4 (a pruned student) is padded with zero dimensions that the RMS
+    # leaves out: the real dimensions are quantized as without padding
+    p6 = random_params(6, 5, V=40, bits=2)
+    assert p6.embed_dim == 8 and (p6.wx[:, :, 6:] == 0).all()  # (2-bit codes have no 0 level:
+    # the padded dimensions hold +-D_v / 2, which their zero Wx columns ignore)
+    t6 = np.random.default_rng(1).normal(0, 1, (40, 6))
+    codes = gru.crumbs(gru.quantize_embedding2(np.pad(t6, ((0, 0), (0, 2))), width=6)[0])
+    d6 = np.sqrt(np.mean(t6 ** 2, axis=1, keepdims=True))
+    np.testing.assert_array_equal(codes[:, :6], np.clip(2 * np.floor(t6 / d6) + 1, -3, 3))
+
+
 def test_spec_follows_the_float_gru() -> None:
     """The int8 spec tracks the float Keras GRU cell it was quantized from."""
     E, U = 16, 12
@@ -238,7 +292,7 @@ def test_step_flatbuffer_round_trips(bits) -> None:
     back = gru.read_step_flatbuffer(blob)
     for k in ("emb", "wx", "wh", "bx", "bh", "mx", "mh", "sig", "tanh", "emb_mult"):
         np.testing.assert_array_equal(getattr(back, k), getattr(p, k), err_msg=k)
-    assert back.embedding_bits == bits and back.emb.dtype == (np.uint8 if bits == 4 else np.int8)
+    assert back.embedding_bits == bits and back.emb.dtype == (np.uint8 if bits != 8 else np.int8)
     assert (back.shift, back.emb_scale, back.emb_zero_point) == (p.shift, p.emb_scale,
                                                                   p.emb_zero_point)
     assert flatbuf.op_set(blob) == [gru.OP_NAME] and flatbuf.is_custom(blob, gru.OP_NAME)

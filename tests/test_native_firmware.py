@@ -147,6 +147,25 @@ def test_firmware_equals_tflm_interpreter_on_test_reviews(native_release: N.Buil
         assert long_bad.size == 0, f"{k}: {long_bad.size} of {int(long.sum())} long reviews differ"
 
 
+@pytest.mark.parametrize("bits", [4, 2])
+def test_packed_embedding_release_equals_tflm_interpreter(tmp_path_factory, bits: int) -> None:
+    """A release with a 4-bit or 2-bit step table (the C unpacking in gru_step.c) answers in the
+    native firmware exactly as ``--runtime tflm`` (the NumPy spec of the custom operator)."""
+    from test_firmware import synthetic_reviews, tiny_release_dir
+
+    from pipeline.report.predictors import load_predictor
+
+    release = tiny_release_dir(tmp_path_factory, embedding_bits=bits)
+    quant = json.loads((release / "quant.json").read_text())
+    assert quant["step"]["custom_op"]["embedding_bits"] == bits
+    texts = [t for t, _ in synthetic_reviews(60, seed=9)] + ["great", "awful, broke"]
+    ref = np.asarray(load_predictor(release, "tflm")(texts), np.float32).reshape(-1)
+    for k in N.KERNELS:
+        pred = N.predict(release, texts, "native", k)
+        np.testing.assert_array_equal(pred.p, ref, err_msg=k)
+    assert len(set(ref.tolist())) > 5  # the answers differ between reviews
+
+
 def test_firmware_console_prints_what_the_sim_prints(tmp_path_factory) -> None:
     """FirmwareDevice (the executable) against the ctypes twin on the tiny release."""
     from test_firmware import synthetic_reviews, tiny_release_dir

@@ -259,7 +259,7 @@ def test_batched_spec_loop_equals_one_review_at_a_time(trained) -> None:
 
 
 def test_qat_fake_quantization_follows_the_spec(trained) -> None:
-    """The QAT embedding is the table the conversion stores (4 and 8 bits); states sit on 1/128."""
+    """The QAT embedding is the table the conversion stores (2, 4 and 8 bits); states sit on 1/128."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -273,6 +273,11 @@ def test_qat_fake_quantization_follows_the_spec(trained) -> None:
                        bh=None, mx=None, mh=None, shift=0, sig=None, tanh=None)
     want = gru.embedding_rows(p4, np.arange(len(table))) * s_e
     np.testing.assert_allclose(fake_embedding(tf.constant(table), 4).numpy(), want, atol=1e-6)
+    emb2, mult2, s_2 = gru.quantize_embedding2(table)
+    p2 = gru.GruParams(emb=emb2, emb_mult=mult2, wx=np.zeros((2, 3, table.shape[1]), np.int8), wh=None,
+                       bx=None, bh=None, mx=None, mh=None, shift=0, sig=None, tanh=None)
+    want = gru.embedding_rows(p2, np.arange(len(table))) * s_2
+    np.testing.assert_allclose(fake_embedding(tf.constant(table), 2).numpy(), want, atol=1e-6)
     q8, s8, zp8 = gru.quantize_embedding(table)
     np.testing.assert_allclose(fake_embedding(tf.constant(table), 8).numpy(),
                                (q8.astype(np.float64) - zp8) * s8, atol=1e-6)

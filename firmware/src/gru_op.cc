@@ -2,9 +2,9 @@
  * TFLM registration of the custom operator TINYSENT_BIGRU (see gru_op.h). The tensors, their
  * packing and custom_options are specified in pipeline/device/gru.py (SPEC v3):
  *   inputs  0 tokens int32 [1,2], 1 h_fwd int8 [1,U], 2 h_bwd int8 [1,U],
- *           3 emb (EB 8: int8 [rows,E]; EB 4: uint8 [rows,E/2]), 4 wx int8 [2,NB,E,3*RU],
- *           5 wh int8 [2,NB,U,3*RU], 6 gates int32 [2,4,3*NB*RU], 7 sig uint8 [256], 8 tanh int8 [256],
- *           EB 4 only: 9 mult uint8 [rows] (spec v2: int16)
+ *           3 emb (EB 8: int8 [rows,E]; EB 4: uint8 [rows,E/2]; EB 2: uint8 [rows,E/4]),
+ *           4 wx int8 [2,NB,E,3*RU], 5 wh int8 [2,NB,U,3*RU], 6 gates int32 [2,4,3*NB*RU],
+ *           7 sig uint8 [256], 8 tanh int8 [256], EB 4 and 2: 9 mult uint8 [rows] (spec v2: int16)
  *   outputs 0 h_fwd int8 [1,U], 1 h_bwd int8 [1,U]
  *   custom_options: 6 little-endian int32 (spec version 3, E, U, RU, S, EB); version 2 the same;
  *   version 1: the first 5 (EB = 8)
@@ -77,10 +77,14 @@ TfLiteStatus Prepare(TfLiteContext *context, TfLiteNode *node)
     TF_LITE_ENSURE_MSG(context, data->version >= 1 && data->version <= GRU_SPEC_VERSION,
                        "TINYSENT_BIGRU: custom_options missing or of another spec version");
     const int32_t eb = data->emb_bits;
-    TF_LITE_ENSURE_MSG(context, eb == 8 || (eb == 4 && data->embed_dim % 2 == 0 &&
+    TF_LITE_ENSURE_MSG(context, eb == 8 || ((eb == 4 || eb == 2) &&
+                                            data->embed_dim % (8 / eb) == 0 &&
                                             data->embed_dim <= GRU_MAX_E),
-                       "TINYSENT_BIGRU: embedding bits not 8 or 4 (4: E even, E <= GRU_MAX_E)");
-    const int num_inputs = eb == 4 ? kMaxInputs : kTanh + 1;
+                       "TINYSENT_BIGRU: embedding bits not 8, 4 or 2 (4: E even, 2: E a multiple "
+                       "of 4, E <= GRU_MAX_E)");
+    TF_LITE_ENSURE_MSG(context, eb != 2 || data->version == GRU_SPEC_VERSION,
+                       "TINYSENT_BIGRU: a 2-bit embedding needs spec v3");
+    const int num_inputs = eb != 8 ? kMaxInputs : kTanh + 1;
     TF_LITE_ENSURE_MSG(context, data->ru == GRU_RU, "TINYSENT_BIGRU: packed for another GRU_RU");
     TF_LITE_ENSURE(context, data->shift >= 0 && data->shift <= 31);
     TF_LITE_ENSURE(context, data->embed_dim > 0 && data->units > 0);
@@ -98,15 +102,15 @@ TfLiteStatus Prepare(TfLiteContext *context, TfLiteNode *node)
     bool ok = has_shape(t[kTokens], kTfLiteInt32, 2, d_tokens) &&
               has_shape(t[kHFwd], kTfLiteInt8, 2, d_state) &&
               has_shape(t[kHBwd], kTfLiteInt8, 2, d_state) &&
-              t[kEmb] != nullptr && t[kEmb]->type == (eb == 4 ? kTfLiteUInt8 : kTfLiteInt8) &&
-              t[kEmb]->dims->size == 2 && t[kEmb]->dims->data[1] == (eb == 4 ? E / 2 : E) &&
+              t[kEmb] != nullptr && t[kEmb]->type == (eb != 8 ? kTfLiteUInt8 : kTfLiteInt8) &&
+              t[kEmb]->dims->size == 2 && t[kEmb]->dims->data[1] == E * eb / 8 &&
               t[kEmb]->dims->data[0] > 0 &&
               has_shape(t[kWx], kTfLiteInt8, 4, d_wx) && has_shape(t[kWh], kTfLiteInt8, 4, d_wh) &&
               has_shape(t[kGates], kTfLiteInt32, 3, d_gates) &&
               has_shape(t[kSig], kTfLiteUInt8, 1, d_lut) && has_shape(t[kTanh], kTfLiteInt8, 1, d_lut) &&
               has_shape(t[kMaxInputs + kOutFwd], kTfLiteInt8, 2, d_state) &&
               has_shape(t[kMaxInputs + kOutBwd], kTfLiteInt8, 2, d_state);
-    if (ok && eb == 4) {
+    if (ok && eb != 8) {
         const int32_t d_mult[] = {t[kEmb]->dims->data[0]};
         ok = has_shape(t[kMult], data->version == 2 ? kTfLiteInt16 : kTfLiteUInt8, 1, d_mult);
     }
@@ -122,6 +126,8 @@ TfLiteStatus Prepare(TfLiteContext *context, TfLiteNode *node)
             gru_model_set_emb4_v2(&data->model, t[kEmb]->data.uint8, t[kMult]->data.i16);
         else if (eb == 4)
             gru_model_set_emb4(&data->model, t[kEmb]->data.uint8, t[kMult]->data.uint8);
+        else if (eb == 2)
+            gru_model_set_emb2(&data->model, t[kEmb]->data.uint8, t[kMult]->data.uint8);
     }
     for (int i = 0; i < kMaxInputs + kNumOutputs; i++)
         if (t[i] != nullptr) mc->DeallocateTempTfLiteTensor(t[i]);

@@ -179,10 +179,38 @@ void gru_model_set_emb4_v2(gru_model_t *m, const uint8_t *emb4, const int16_t *e
     m->emb_mult8 = 0;
 }
 
+void gru_model_set_emb2(gru_model_t *m, const uint8_t *emb2, const uint8_t *emb_mult)
+{
+    m->emb_bits = 2;
+    m->emb4 = emb2;
+    m->emb_mult = 0;
+    m->emb_mult8 = emb_mult;
+}
+
+/* 2-bit: e = ((2n - 3) * M + 2^(ES-1)) >> ES = (n * 2M + base) >> ES, base = 2^(ES-1) - 3 * M;
+ * within [-96, 96] for M < 2^8 with ES = 3, so no clamp */
+static void gru_emb_row2(const gru_model_t *m, int32_t row, int8_t *out)
+{
+    const int32_t quarter = m->E >> 2, mult = (int32_t)m->emb_mult8[row], m2 = 2 * mult;
+    const int32_t base = ((int32_t)1 << (GRU_EMB2_SHIFT - 1)) - 3 * mult;
+    const uint8_t *b = m->emb4 + row * quarter, *end = b + quarter;
+    for (; b < end; b++, out += 4) {
+        const int32_t v = *b;
+        out[0] = (int8_t)(((v & 3) * m2 + base) >> GRU_EMB2_SHIFT);
+        out[1] = (int8_t)((((v >> 2) & 3) * m2 + base) >> GRU_EMB2_SHIFT);
+        out[2] = (int8_t)((((v >> 4) & 3) * m2 + base) >> GRU_EMB2_SHIFT);
+        out[3] = (int8_t)(((v >> 6) * m2 + base) >> GRU_EMB2_SHIFT);
+    }
+}
+
 /* e = ((n - 8) * M + 2^(ES-1)) >> ES = (n * M + base) >> ES, base = 2^(ES-1) - 8 * M; within
  * [-128, 112] for M < 2^8 with ES = 4 and M < 2^14 with ES = 10, so no clamp */
 void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out)
 {
+    if (m->emb_bits == 2) {
+        gru_emb_row2(m, row, out);
+        return;
+    }
     const int32_t half = m->E >> 1, es = m->emb_mult8 != 0 ? GRU_EMB_SHIFT : GRU_EMB_SHIFT_V2;
     const int32_t mult = m->emb_mult8 != 0 ? (int32_t)m->emb_mult8[row] : (int32_t)m->emb_mult[row];
     const int32_t base = ((int32_t)1 << (es - 1)) - 8 * mult;
@@ -197,7 +225,7 @@ void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out)
 void gru_step(const gru_model_t *m, const int32_t tok[2], const int8_t *h_fwd_in,
               const int8_t *h_bwd_in, int8_t *h_fwd_out, int8_t *h_bwd_out)
 {
-    if (m->emb_bits == 4) {
+    if (m->emb_bits != 8) {
         int8_t e[GRU_MAX_E];
         gru_emb_row(m, tok[0], e);
         gru_step_dir(m, 0, e, h_fwd_in, h_fwd_out);

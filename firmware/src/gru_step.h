@@ -17,6 +17,7 @@ extern "C" {
 #define GRU_SPEC_VERSION 3
 #define GRU_EMB_SHIFT 4             /* ES of the 4-bit embedding's uint8 row multipliers (v3) */
 #define GRU_EMB_SHIFT_V2 10         /* ES of v2's int16 row multipliers */
+#define GRU_EMB2_SHIFT 3            /* ES of the 2-bit embedding's uint8 row multipliers */
 #define GRU_EMB_MULT_LIMIT_V2 16384 /* v2: 0 <= M < 2^14 (no clamp needed; v3: any uint8) */
 #ifndef GRU_MAX_E
 #define GRU_MAX_E 256 /* largest embedding width of a 4-bit table (a stack row buffer) */
@@ -37,12 +38,14 @@ typedef struct {
 
 typedef struct {
     int32_t E, U, shift;  /* shift = S of the spec (0..31) */
-    int32_t emb_bits;     /* 8: emb; 4: emb4 + emb_mult (gru_model_set_emb4) */
+    int32_t emb_bits;     /* 8: emb; 4: emb4 + emb_mult (gru_model_set_emb4); 2: emb4 holds the
+                           * 2-bit table (gru_model_set_emb2) */
     const int8_t *emb;    /* [rows][E], raw int8 (the zero point is folded into bx) */
-    const uint8_t *emb4;  /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high */
+    const uint8_t *emb4;  /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high;
+                           * 2-bit: [rows][E/4], element 4i+j in bits 2j, 2j+1 of byte i */
     const uint8_t *emb_mult8; /* [rows] (v3, ES = GRU_EMB_SHIFT) or */
     const int16_t *emb_mult;  /* [rows] (v2, ES = GRU_EMB_SHIFT_V2): code n -> e = ((n - 8) * M +
-                               * 2^(ES-1)) >> ES */
+                               * 2^(ES-1)) >> ES; 2-bit: ((2n - 3) * M + 2^(ES-1)) >> ES */
     const uint8_t *sig;   /* [256] sigmoid table */
     const int8_t *tanh;   /* [256] tanh table */
     gru_dir_t dir[2];     /* forward, backward */
@@ -63,7 +66,11 @@ void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const uint8_t *emb_
  * Prepare), ES = GRU_EMB_SHIFT_V2. */
 void gru_model_set_emb4_v2(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult);
 
-/* The spec's int8 embedding row of table row `row` (4-bit table): out[0..E). */
+/* Switches m to a 2-bit embedding table (E a multiple of 4, E <= GRU_MAX_E): packed rows
+ * emb2 [rows][E/4] and one uint8 multiplier per row (ES = GRU_EMB2_SHIFT). */
+void gru_model_set_emb2(gru_model_t *m, const uint8_t *emb2, const uint8_t *emb_mult);
+
+/* The spec's int8 embedding row of table row `row` (4-bit or 2-bit table): out[0..E). */
 void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out);
 
 /* One token step of both directions: tok[0], tok[1] are the forward and backward embedding rows

@@ -23,7 +23,7 @@
 #define SENT_TABLE_ROWS 8000
 #define SENT_STEP_CUSTOM_OP "TINYSENT_BIGRU" /* the step model is this one custom operator */
 #define SENT_GRU_SPEC_VERSION 3 /* gru_op.cc runs 1 to GRU_SPEC_VERSION */
-#define SENT_GRU_EMBEDDING_BITS 4 /* 8: int8, 4: packed 4-bit */
+#define SENT_GRU_EMBEDDING_BITS 4 /* 8: int8, 4 or 2: packed */
 #define SENT_GRU_PACK_RU 2 /* must equal gru_step.h GRU_RU */
 #define SENT_STEP_ARENA_ESTIMATED 1 /* 1: the step arena is an estimate, not host-measured */
 

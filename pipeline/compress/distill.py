@@ -197,8 +197,8 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
     out_dir = Path(out_dir)
     ensemble = None
     if dcfg.ensemble == "tfidf":
-        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, dcfg, z_t, peer_cfg, seed, out_dir,
-                                         work_dir)
+        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, dcfg, z_t, n_reviews, peer_cfg, seed,
+                                         out_dir, work_dir)
     (work_dir / TARGET_FEATURES).replace(out_dir / TARGET_FEATURES)
     if ensemble is None:
         (work_dir / TARGET_LOGITS).replace(out_dir / TARGET_LOGITS)
@@ -220,10 +220,11 @@ ENSEMBLE_JSON, BIGRU_LOGITS = "ensemble.json", "bigru_logits.npy"
 
 
 def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t: np.ndarray,
-                     peer_cfg: TfidfConfig | HashedTfidfConfig, seed: int, out_dir: Path,
+                     n_reviews: int, peer_cfg: TfidfConfig | HashedTfidfConfig, seed: int, out_dir: Path,
                      work_dir: Path) -> tuple[np.ndarray, dict]:
     """The BiGRU teacher's logits mixed with cross-fitted TF-IDF ones (weight chosen on validation);
     writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix).
+    ``z_t``: the BiGRU's logits of the ``n_reviews`` training reviews, then of their crops.
 
     ``peer_cfg`` a :class:`HashedTfidfConfig` (``data.stream``): the hashed cross-fit, every text
     read as a stream (:func:`ensemble.crossfit_hashed`); else the in-memory one, which holds every
@@ -239,9 +240,9 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
     teacher = load_predictor(teacher_dir, "keras")
     split = {s: Path(data_dir) / f"{s}.jsonl" for s in ("train", "val", "test")}
     if isinstance(peer_cfg, HashedTfidfConfig):
-        n = len(z_t) // (1 + dcfg.augment)
         fit = ens.crossfit_hashed(
-            iter_jsonl(split["train"]), islice(distillation_texts(data_dir, dcfg, seed), n, None),
+            iter_jsonl(split["train"]),
+            islice(distillation_texts(data_dir, dcfg, seed), n_reviews, None),
             {s: (t for t, _ in iter_jsonl(split[s])) for s in ("val", "test")},
             peer_cfg, Path(work_dir) / "crossfit", dcfg.ensemble_folds, seed)
         z_sets, y = {}, {}

@@ -2,8 +2,8 @@
 
 The fake quantization follows the ``TINYSENT_BIGRU`` SPEC (``pipeline/device/gru.py``) where it
 matters: the embedding table exactly as the conversion stores it at the release's
-``embedding_bits`` (4: per-row 4-bit codes rescaled to one int8 scale; 8: per-tensor asymmetric int8)
-by a straight-through estimator (:class:`QuantEmbedding`); the GRU's kernels and recurrent kernels
+``embedding_bits`` (4 / 2: per-row 4-bit / 2-bit codes rescaled to one int8 scale; 8: per-tensor
+asymmetric int8) by a straight-through estimator (:class:`QuantEmbedding`); the GRU's kernels and recurrent kernels
 per-row symmetric int8 (tfmot ``LastValueQuantizer``, per axis over the 3U output rows); the
 per-timestep states at the spec's fixed scale 1/128 (``FixedQuantizer`` over [-1, 127/128]); the
 output layer 8-bit like the head. tfmot's ``quantize_model`` rejects ``Bidirectional(GRU)``, so the
@@ -29,6 +29,8 @@ import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from pipeline.device.gru import (
+    EMB2_INT8_MAX,
+    EMB2_SHIFT,
     EMB4_INT8_MAX,
     EMB_MULT_LIMIT,
     EMB_SHIFT,
@@ -48,8 +50,17 @@ def fake_embedding(w: tf.Tensor, bits: int) -> tf.Tensor:
 
     4: ``r_v = max|row| / 7``, ``q = clip(round(w / r_v), -7, 7)``, ``s_e = max|w| / 111``,
     ``M_v = round(r_v / s_e * 2^ES)``, ``e = floor((q * M_v + 2^(ES-1)) / 2^ES)``, real ``s_e * e``;
+    2: ``D_v = RMS(row_v)``, ``q = clip(2 * floor(w / D_v) + 1, -3, 3)``, ``s_e = 1.5 * max D_v / 94``,
+    ``M_v = round(D_v / 2 / s_e * 2^3)``, ``e = floor((q * M_v + 2^2) / 2^3)``, real ``s_e * e``;
     8: per-tensor asymmetric int8 over the table's range (including 0).
     """
+    if bits == 2:
+        d = tf.sqrt(tf.reduce_mean(tf.square(w), axis=1, keepdims=True))  # 0: an all-zero row, M 0
+        q = tf.clip_by_value(2.0 * tf.floor(w / tf.where(d > 0, d, 1.0)) + 1.0, -3.0, 3.0)
+        s_e = 1.5 * tf.reduce_max(d) / EMB2_INT8_MAX
+        s_e = tf.where(s_e > 0, s_e, 1.0)
+        m = tf.minimum(tf.round(d / 2.0 / s_e * 2.0 ** EMB2_SHIFT), EMB_MULT_LIMIT - 1.0)
+        return tf.floor((q * m + 2.0 ** (EMB2_SHIFT - 1)) / 2.0 ** EMB2_SHIFT) * s_e
     if bits == 4:
         a = tf.abs(w)
         s_e = tf.reduce_max(a) / EMB4_INT8_MAX
@@ -63,7 +74,7 @@ def fake_embedding(w: tf.Tensor, bits: int) -> tf.Tensor:
         scale = tf.where(hi > lo, (hi - lo) / 255.0, 1.0)
         zp = tf.clip_by_value(tf.round(-128.0 - lo / scale), -128.0, 127.0)
         return (tf.clip_by_value(tf.round(w / scale) + zp, -128.0, 127.0) - zp) * scale
-    raise ValueError(f"embedding bits must be 4 or 8, not {bits}")
+    raise ValueError(f"embedding bits must be 2, 4 or 8, not {bits}")
 
 
 class QuantEmbedding(TokenEmbedding):

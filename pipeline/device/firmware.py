@@ -393,7 +393,7 @@ def _custom_step_defines(meta: dict) -> list[tuple[str, str | None]]:
         return []
     return [("SENT_STEP_CUSTOM_OP", f'"{op["name"]}" /* the step model is this one custom operator */'),
             ("SENT_GRU_SPEC_VERSION", f'{op["spec_version"]} /* gru_op.cc runs 1 to GRU_SPEC_VERSION */'),
-            ("SENT_GRU_EMBEDDING_BITS", f'{op.get("embedding_bits", 8)} /* 8: int8, 4: packed 4-bit */'),
+            ("SENT_GRU_EMBEDDING_BITS", f'{op.get("embedding_bits", 8)} /* 8: int8, 4 or 2: packed */'),
             ("SENT_GRU_PACK_RU", f'{op["pack_ru"]} /* must equal gru_step.h GRU_RU */'),
             ("SENT_STEP_ARENA_ESTIMATED", f'{int(not meta["step"].get("arena_measured", True))} '
                                           "/* 1: the step arena is an estimate, not host-measured */")]

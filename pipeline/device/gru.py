@@ -6,7 +6,7 @@ All arithmetic is exact integer. ``a >> n`` is the floor shift ``floor(a / 2^n)`
 ``clamp(v, lo, hi)``; row ``j = g*U + u`` for gate ``g`` in {0: z, 1: r, 2: h} and unit ``u``.
 
 Constants of a model:
-  ``E``, ``U``; the embedding table in one of two widths ``EB`` (embedding bits):
+  ``E``, ``U``; the embedding table in one of three widths ``EB`` (embedding bits):
     EB = 8: ``emb`` int8 ``[V][E]`` (real = ``s_e * (q - zp_e)``; the zero point is folded into bx)
     EB = 4: ``E`` even; ``emb4`` uint8 ``[V][E/2]``, two 4-bit codes per byte (element ``2i`` in the
             low nibble of byte ``i``, ``2i+1`` in the high nibble; code ``n`` means ``q = n - 8``),
@@ -14,6 +14,9 @@ Constants of a model:
             (real = ``s_e * e``, zp_e = 0). Version 2 is version 3 with ``mult`` int16
             (0 <= M_v < 2^14) and ``ES = 10`` (8 KB more for 8,000 rows, the same answers
             within one int8 step of ``e``: ``|7 * dM| / 2^ES`` <= 0.22)
+    EB = 2: ``E`` a multiple of 4; ``emb2`` uint8 ``[V][E/4]``, four 2-bit codes per byte (element
+            ``4i + j`` in bits ``2j, 2j+1`` of byte ``i``; code ``n`` means ``q = 2n - 3``, one of
+            -3, -1, 1, 3: the midpoints of four equal steps), ``mult`` uint8 ``[V]``, ``ES = 3``
   ``S``: one requantization shift, integer 0..31; ``R_S = 2^(S-1)`` for S >= 1, ``R_0 = 0``
   ``F = 9``: gate pre-activations are int32 in Q9 (real = q / 512)
   ``SIG[256]`` uint8: ``SIG[i] = clamp(floor(256 * sigmoid((i - 128) / 16) + 0.5), 0, 255)`` (z, r = q/256)
@@ -26,6 +29,8 @@ the int8 embedding rows ``e_d``, ``k < E``:
   EB = 8: ``e_d[k] = emb[t_d][k]`` (raw int8)
   EB = 4: ``n = (emb4[t_d][k >> 1] >> (4 * (k & 1))) & 15``
           ``e_d[k] = ((n - 8) * M_{t_d} + 2^(ES-1)) >> ES``  (in [-128, 112] for every M)
+  EB = 2: ``n = (emb2[t_d][k >> 2] >> (2 * (k & 3))) & 3``
+          ``e_d[k] = ((2n - 3) * M_{t_d} + 2^(ES-1)) >> ES``  (in [-96, 96] for every M)
 
   RQ(a, M) = ((a * M) >> 32) + R_S) >> S              # = floor(a*M / 2^(32+S) + 1/2) for S >= 1
   for each direction d and row j (all from the OLD h_d):
@@ -46,8 +51,13 @@ per-tensor asymmetric over the whole table (a per-row scale in the projections w
 on the token); EB = 4: per-row symmetric 4 bits, ``r_v = max|row_v| / 7``, ``q = clip(round(row / r_v),
 -7, 7)``, rescaled to one int8 scale ``s_e = max|table| / 111`` (zp_e = 0) by ``M_v = round(r_v / s_e *
 2^ES)`` (<= 254 < 2^8); an odd ``E`` (a pruned student) gets one zero dimension (and zero Wx
-column). Weights per-row symmetric, ``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases
-stay below 2^24); ``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``;
+column). EB = 2: per-row steps ``D_v = RMS(row_v)`` (the step that minimises the squared error of
+four equal levels for Gaussian-like rows), ``q = clip(2 * floor(row / D_v) + 1, -3, 3)`` (real
+``q * D_v / 2``), ``s_e = max_v(3 * D_v / 2) / 94``, ``M_v = round(D_v / 2 / s_e * 2^ES)`` (<= 251);
+an all-zero row gets ``M_v = 0``; ``E`` is padded to a multiple of 4 with zero dimensions (not
+counted in the RMS). Weights per-row
+symmetric, ``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases stay below 2^24);
+``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``;
 ``bh = round(b_rec / (sw_h/128))``; ``Mx = round(s_e*sw_x * 2^F * 2^(32+S))``,
 ``Mh = round(sw_h/128 * 2^F * 2^(32+S))``, ``S`` = the largest value <= 31 with every M < 2^31
 (so every real multiplier ``s_in * sw * 2^F`` must be below 1/2: ``max|Wx| * s_e < 1/8``,
@@ -56,16 +66,17 @@ stay below 2^24); ``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``;
 The operator in a ``.tflite`` file (:func:`build_step_flatbuffer`; ``firmware/src/gru_op.cc``):
   inputs  0 ``tokens`` int32 [1, 2], 1 ``h_fwd`` int8 [1, U], 2 ``h_bwd`` int8 [1, U] (scale 1/128,
           zero point 0), then constants 3 ``emb`` (EB = 8: int8 [V, E]; EB = 4: ``emb4`` uint8
-          [V, E/2]), 4 ``wx`` int8 [2, NB, E, 3*RU], 5 ``wh`` int8 [2, NB, U, 3*RU], 6 ``gates`` int32
-          [2, 4, 3*NB*RU], 7 ``sig`` uint8 [256], 8 ``tanh`` int8 [256], and for EB = 4 only
-          9 ``mult`` int16 [V];
+          [V, E/2]; EB = 2: ``emb2`` uint8 [V, E/4]), 4 ``wx`` int8 [2, NB, E, 3*RU], 5 ``wh`` int8
+          [2, NB, U, 3*RU], 6 ``gates`` int32 [2, 4, 3*NB*RU], 7 ``sig`` uint8 [256], 8 ``tanh`` int8
+          [256], and for EB = 4 and 2 9 ``mult`` uint8 [V] (spec v2: int16);
   outputs 0 ``h_fwd``, 1 ``h_bwd`` int8 [1, U] (scale 1/128, zero point 0).
 Packing (``RU`` units per block, ``NB = ceil(U / RU)`` blocks, units past U are zero padding):
 ``wx[d][b][k][3*i + g] = Wx_d[g*U + b*RU + i][k]`` (likewise ``wh`` with k < U) and
 ``gates[d][n][3*u + g]`` for n = 0: bx, 1: bh, 2: Mx, 3: Mh. ``custom_options``: 6 little-endian
 int32 ``(spec version 3, E, U, RU, S, EB)`` (:data:`OPTIONS_FORMAT`, raw bytes, not a FlexBuffer;
 version 2 the same); version 1 (5 int32, no EB) is read as EB = 8: the arithmetic of v1 is v3's with
-EB = 8. Flash of the table: EB = 8: ``V*E`` bytes; EB = 4: ``V*E/2 + V`` (v2: ``+ 2*V``).
+EB = 8. Flash of the table: EB = 8: ``V*E`` bytes; EB = 4: ``V*E/2 + V`` (v2: ``+ 2*V``); EB = 2:
+``V*E/4 + V``.
 """
 
 from __future__ import annotations
@@ -90,7 +101,9 @@ EMB_SHIFT_V2, EMB_MULT_LIMIT_V2 = 10, 1 << 14  # spec v2: int16 multipliers
 EMB_MULT_FORMATS = {np.dtype(np.uint8): (3, EMB_SHIFT, EMB_MULT_LIMIT),
                     np.dtype(np.int16): (2, EMB_SHIFT_V2, EMB_MULT_LIMIT_V2)}
 EMB4_INT8_MAX = 111  # s_e = max|table| / 111: 7 * M_v / 2^ES stays below 112
-EMBEDDING_BITS = (8, 4)
+EMB2_SHIFT = 3  # ES of the 2-bit embedding's uint8 row multipliers
+EMB2_INT8_MAX = 94  # s_e = max level / 94: M_v <= 94 / 3 * 2^ES = 251 < 2^8
+EMBEDDING_BITS = (8, 4, 2)
 STATE_SCALE = 1.0 / 128
 BIAS_LIMIT = 1 << 24
 CONST_NAMES = ("emb", "wx", "wh", "gates", "sig", "tanh")
@@ -112,7 +125,7 @@ def tanh_table() -> np.ndarray:
 class GruParams:
     """The spec's constants in plain (Keras gate-major) layout; index 0 of each array is fwd, 1 bwd."""
 
-    emb: np.ndarray  # EB = 8: int8 [V, E]; EB = 4: uint8 [V, E/2] (two int4 per byte)
+    emb: np.ndarray  # EB = 8: int8 [V, E]; EB = 4: uint8 [V, E/2] (two int4 per byte); 2: [V, E/4]
     wx: np.ndarray  # int8 [2, 3U, E]
     wh: np.ndarray  # int8 [2, 3U, U]
     bx: np.ndarray  # int32 [2, 3U]
@@ -124,7 +137,7 @@ class GruParams:
     tanh: np.ndarray  # int8 [256]
     emb_scale: float = 1.0  # s_e, zp_e: documentation only (folded into bx)
     emb_zero_point: int = 0
-    emb_mult: np.ndarray | None = None  # EB = 4: uint8 [V] row multipliers (v2: int16); EB = 8: None
+    emb_mult: np.ndarray | None = None  # EB = 4, 2: uint8 [V] row multipliers (v2: int16); 8: None
 
     @property
     def units(self) -> int:
@@ -136,7 +149,9 @@ class GruParams:
 
     @property
     def embedding_bits(self) -> int:
-        return 8 if self.emb_mult is None else 4
+        if self.emb_mult is None:
+            return 8
+        return 4 if 2 * self.emb.shape[1] == self.embed_dim else 2
 
     @property
     def rows(self) -> int:
@@ -179,13 +194,34 @@ def pack_nibbles(q: np.ndarray) -> np.ndarray:
     return (n[..., 0::2] | (n[..., 1::2] << 4)).astype(np.uint8)
 
 
+def crumbs(packed: np.ndarray) -> np.ndarray:
+    """The values ``q = 2n - 3`` of the 2-bit codes of packed rows ``uint8 [..., E/4]`` -> int64
+    ``[..., E]`` (element ``4i + j`` in bits ``2j, 2j+1`` of byte ``i``)."""
+    b = packed.astype(np.int64)
+    n = np.stack([(b >> (2 * j)) & 3 for j in range(4)], axis=-1)
+    return 2 * n.reshape(*b.shape[:-1], 4 * b.shape[-1]) - 3
+
+
+def pack_crumbs(q: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`crumbs`: values ``[..., E]`` (E a multiple of 4, in -3, -1, 1, 3) -> uint8
+    ``[..., E/4]``."""
+    q = np.asarray(q, np.int64)
+    if not np.isin(q, (-3, -1, 1, 3)).all():
+        raise ValueError("2-bit values must be -3, -1, 1 or 3")
+    n = (q + 3) >> 1
+    return (n[..., 0::4] | (n[..., 1::4] << 2) | (n[..., 2::4] << 4) | (n[..., 3::4] << 6)).astype(np.uint8)
+
+
 def embedding_rows(p: GruParams, rows: np.ndarray) -> np.ndarray:
     """The spec's int8 embedding rows ``e`` (int64 ``[..., E]``) of token rows ``rows``."""
     if p.emb_mult is None:
         return p.emb[rows].astype(np.int64)
     m = p.emb_mult.astype(np.int64)[rows][..., None]
+    if p.embedding_bits == 2:
+        return (crumbs(p.emb[rows]) * m + (1 << (EMB2_SHIFT - 1))) >> EMB2_SHIFT
     es = EMB_MULT_FORMATS[p.emb_mult.dtype][1]
-    return (nibbles(p.emb[rows]) * m + (1 << (es - 1))) >> es
+    q = nibbles(p.emb[rows])
+    return (q * m + (1 << (es - 1))) >> es
 
 
 def step(p: GruParams, tokens: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -258,6 +294,27 @@ def quantize_embedding4(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     return pack_nibbles(q), np.minimum(mult, EMB_MULT_LIMIT - 1).astype(np.uint8), scale
 
 
+def emb2_steps(table: np.ndarray, width: int | None = None) -> np.ndarray:
+    """EB = 2's per-row step ``D_v = RMS(row_v)`` over the first ``width`` (default: all) columns, the
+    rest being padding zeros, float64 ``[V]`` (0 for an all-zero row: its multiplier is 0)."""
+    table = np.asarray(table, np.float64)
+    return np.sqrt(np.sum(np.square(table), axis=1) / (width or table.shape[1]))
+
+
+def quantize_embedding2(table: np.ndarray, width: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-row 2 bits (four equal steps of ``D_v``, midpoints) rescaled to one int8 scale:
+    ``(emb2 uint8 [V, E/4], mult uint8 [V], s_e)``; ``width``: :func:`emb2_steps`."""
+    table = np.asarray(table, np.float64)
+    if table.shape[1] % 4:
+        raise ValueError(f"a 2-bit embedding needs a width divisible by 4, not {table.shape[1]}")
+    d = emb2_steps(table, width)
+    q = np.clip(2 * np.floor(table / np.where(d > 0, d, 1.0)[:, None]) + 1, -3, 3)
+    scale = float(np.float32(1.5 * d.max() / EMB2_INT8_MAX)) or 1.0
+    mult = np.round(d / 2 / scale * 2.0 ** EMB2_SHIFT)
+    return pack_crumbs(q), np.minimum(mult, EMB_MULT_LIMIT - 1).astype(np.uint8), scale
+
+
 def _per_row(w: np.ndarray, b: np.ndarray, s_in: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric int8 of ``w [rows, K]`` with the bias kept below 2^24: ``(q, scales)``."""
     scale = np.maximum(np.abs(w).max(axis=1) / 127.0, np.abs(b) / (s_in * BIAS_LIMIT))
@@ -267,18 +324,21 @@ def _per_row(w: np.ndarray, b: np.ndarray, s_in: float) -> tuple[np.ndarray, np.
 
 def quantize(table: np.ndarray, cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
              embedding_bits: int = 8) -> GruParams:
-    """Spec constants from float weights: the embedding ``table [V, E]`` (``embedding_bits`` 8 or 4)
+    """Spec constants from float weights: the embedding ``table [V, E]`` (``embedding_bits`` 8, 4, 2)
     and, per direction, a Keras ``GRUCell(reset_after=True)``'s ``(kernel [E, 3U], recurrent_kernel
     [U, 3U], bias [2, 3U])``."""
     mult = None
     if embedding_bits == 8:
         emb, s_e, zp_e = quantize_embedding(np.asarray(table, np.float64))
-    elif embedding_bits == 4:
+    elif embedding_bits in (4, 2):
         table = np.asarray(table, np.float64)
-        if table.shape[1] % 2:  # one zero dimension: it adds nothing to any projection
-            table = np.pad(table, ((0, 0), (0, 1)))
-            cells = [(np.pad(np.asarray(k, np.float64), ((0, 1), (0, 0))), r, b) for k, r, b in cells]
-        (emb, mult, s_e), zp_e = quantize_embedding4(table), 0
+        width, pad = table.shape[1], -table.shape[1] % (8 // embedding_bits)
+        if pad:  # zero dimensions: they add nothing to any projection
+            table = np.pad(table, ((0, 0), (0, pad)))
+            cells = [(np.pad(np.asarray(k, np.float64), ((0, pad), (0, 0))), r, b) for k, r, b in cells]
+        emb, mult, s_e = (quantize_embedding4(table) if embedding_bits == 4
+                          else quantize_embedding2(table, width))
+        zp_e = 0
     else:
         raise ValueError(f"embedding_bits must be one of {EMBEDDING_BITS}, not {embedding_bits}")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("wx", "wh", "bx", "bh", "rx", "rh")}
@@ -309,14 +369,16 @@ def check(p: GruParams) -> None:
     U, E = p.units, p.embed_dim
     shapes = {"wx": (2, 3 * U, E), "wh": (2, 3 * U, U), "bx": (2, 3 * U), "bh": (2, 3 * U),
               "mx": (2, 3 * U), "mh": (2, 3 * U), "sig": (256,), "tanh": (256,),
-              "emb": (p.rows, E if p.emb_mult is None else E // 2)}
+              "emb": (p.rows, E * p.embedding_bits // 8)}
     if p.emb_mult is not None:
         shapes["emb_mult"] = (p.rows,)
         fmt = EMB_MULT_FORMATS.get(p.emb_mult.dtype)
-        if E % 2 or p.emb.dtype != np.uint8 or fmt is None or (p.emb_mult < 0).any() or (
-                p.emb_mult >= fmt[2]).any():
-            raise ValueError("4-bit embedding: E odd, emb not uint8 or mult neither uint8 nor int16 "
-                             "in [0, 2^14) (spec v2)")
+        if E % (8 // p.embedding_bits) or p.emb.dtype != np.uint8 or fmt is None or (
+                p.emb_mult < 0).any() or (p.emb_mult >= fmt[2]).any():
+            raise ValueError("4-bit (2-bit) embedding: E not even (a multiple of 4), emb not uint8 or "
+                             "mult neither uint8 nor int16 in [0, 2^14) (spec v2)")
+        if p.embedding_bits == 2 and fmt[0] != GRU_SPEC_VERSION:
+            raise ValueError("2-bit embedding: uint8 row multipliers only (spec v3)")
     for k, shape in shapes.items():
         if getattr(p, k).shape != shape:
             raise ValueError(f"{k}: shape {getattr(p, k).shape}, expected {shape}")
@@ -381,8 +443,8 @@ def options(p: GruParams, ru: int = PACK_RU) -> bytes:
 
 
 def const_names(embedding_bits: int) -> tuple[str, ...]:
-    """The operator's constant inputs (3...) in order: :data:`CONST_NAMES`, plus ``mult`` for EB = 4."""
-    return CONST_NAMES + (("mult",) if embedding_bits == 4 else ())
+    """The operator's constant inputs (3...) in order: :data:`CONST_NAMES`, plus ``mult`` for EB = 4, 2."""
+    return CONST_NAMES + (("mult",) if embedding_bits != 8 else ())
 
 
 # ----------------------------------------------------------------------------- the .tflite file
@@ -402,8 +464,9 @@ def build_step_flatbuffer(p: GruParams, ru: int = PACK_RU) -> bytes:
              "gates": tt.INT32, "sig": tt.UINT8, "tanh": tt.INT8,
              "mult": tt.INT16 if spec_version(p) == 2 else tt.UINT8}
     emb_q = (p.emb_scale, p.emb_zero_point)
-    consts_idx = [fb.add_constant(m, sg, f"gru_{'emb4' if k == 'emb' and p.emb_mult is not None else k}"
-                                  .encode(), consts[k], types[k], quant=emb_q if k == "emb" else None)
+    names = {"emb": "emb" if p.emb_mult is None else f"emb{p.embedding_bits}"}
+    consts_idx = [fb.add_constant(m, sg, f"gru_{names.get(k, k)}".encode(), consts[k], types[k],
+                                  quant=emb_q if k == "emb" else None)
                   for k in const_names(p.embedding_bits)]
     outs = [fb.add_tensor(m, sg, b"h_fwd_next", [1, U], tt.INT8, quant=state),
             fb.add_tensor(m, sg, b"h_bwd_next", [1, U], tt.INT8, quant=state)]

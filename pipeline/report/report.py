@@ -415,6 +415,8 @@ def write_report(run_dir: Path, command: str) -> Path:
                   "— `teacher_eval/confusion.png`; ROC curves: `roc.png`.", ""]
     if int8:
         d = int8["model"]["device"]
+        quant = load("int8/quant.json") or {}
+        bits = quant.get("step", {}).get("custom_op", {}).get("embedding_bits")
         fw = (load("firmware_export/stage.json") or {}).get("summary", {})
         tables = fw.get("tokenizer_tables")
         flash = (f"{d['flash_bytes']:,} B" + (f" + {fw['id_map']:,} B id map" if fw.get("id_map")
@@ -434,7 +436,8 @@ def write_report(run_dir: Path, command: str) -> Path:
                   f"{int8['test'].get('max_abs_prob_diff', float('nan')):.3f}).", "",
                   "The int8 rows run the release token by token (`pipeline/device/loop.py`): a "
                   "step model that is one fused custom operator (`TINYSENT_BIGRU`: both GRU "
-                  "directions, 4-bit embedding rows; run here by its NumPy specification, "
+                  f"directions, {bits or 'int8'}{'-bit' if bits else ''} embedding rows; run here "
+                  "by its NumPy specification, "
                   "`pipeline/device/gru.py`, on the device by `firmware/src/gru_step.c`) and the "
                   "head's `.tflite` bytes in the TensorFlow Lite Micro interpreter; a release of "
                   "builtin operators runs both in TFLM. Host ms: best "
