@@ -175,7 +175,10 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     qat_dir, k_qat = run_stage(
         "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
                      "tokens": cfg.release_tokens, "quant": cfg.quant, "n": cfg.calibration_reviews,
-                     "conversion": convert.CONVERSION_VERSION},
+                     "conversion": convert.CONVERSION_VERSION,
+                     # output v2: model.keras holds the device's embedding table, the float one
+                     # beside it (convert.LATENT_TABLE)
+                     "output": 2},
         lambda o, w: qat.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
                                      cfg.release_tokens, cfg.quant.embedding_bits, compare,
                                      cfg.calibration_reviews, cfg.quant.qat_cell == "spec"),

@@ -105,6 +105,39 @@ def test_predict_cli_matches_report(smoke_run: Path, capsys) -> None:
         assert got[k] == pytest.approx(want[k], abs=1e-9), k
 
 
+def _check_qat_output(run: Path) -> None:
+    """Kept QAT weights: ``qat/model.keras`` holds the table as the device stores it (the float
+    model QAT trained), the float table lies beside it, and the release's step table holds that
+    float table's codes; else neither."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.compress.qat import fake_embedding
+    from pipeline.device import gru
+    from pipeline.device.convert import LATENT_TABLE
+    from pipeline.nn.models import load_model
+
+    summary = json.loads((run / "qat" / "stage.json").read_text())["summary"]
+    latent = run / "qat" / LATENT_TABLE
+    assert latent.exists() == (summary["kept"] == "qat")
+    if not latent.exists():
+        return
+    bits = summary["embedding_bits"]
+    float_table = np.load(latent)
+    device_table = fake_embedding(tf.constant(float_table), bits).numpy()
+    saved = load_model(run / "qat" / "model.keras").get_layer("embedding").get_weights()[0]
+    np.testing.assert_array_equal(saved, device_table)
+    assert not np.array_equal(saved, float_table)
+    quant = json.loads((run / "int8" / "quant.json").read_text())
+    rows = np.arange(len(float_table))
+    if quant.get("id_map") is not None:
+        rows = np.asarray(quant["id_map"])
+    p = gru.read_step_flatbuffer((run / "int8" / "step.tflite").read_bytes())
+    step_table = gru.embedding_rows(p, rows)[:, :float_table.shape[1]] * p.emb_scale
+    np.testing.assert_allclose(step_table, device_table, atol=1e-5 * np.abs(device_table).max())
+    assert summary["saved_with_device_table"]["val_accuracy"] > 0.5
+
+
 def test_int8_student_runs_in_tflm_and_predict_matches_report(smoke_run: Path, capsys) -> None:
     int8 = json.loads((smoke_run / "int8_eval" / "metrics.json").read_text())
     student = json.loads((smoke_run / "qat_eval" / "metrics.json").read_text())
@@ -124,6 +157,7 @@ def test_int8_student_runs_in_tflm_and_predict_matches_report(smoke_run: Path, c
         qat = load_model(smoke_run / "qat" / "model.keras")
         for name, var in prunable_weights(qat).items():
             assert not np.any(var.numpy()[masks[name] == 0]), name
+    _check_qat_output(smoke_run)
     assert "On the device" in (smoke_run / "report.md").read_text()
     rc = predict.main([str(smoke_run / "int8"), str(smoke_run / "data" / "test.jsonl"),
                        "--runtime", "tflm", "--json"])

@@ -3,14 +3,15 @@
 The fake quantization follows the ``TINYSENT_BIGRU`` SPEC (``pipeline/device/gru.py``) where it
 matters: the embedding table exactly as the conversion stores it at the release's
 ``embedding_bits`` (4 / 2: per-row 4-bit / 2-bit codes rescaled to one int8 scale; 8: per-tensor
-asymmetric int8) by a straight-through estimator (:class:`QuantEmbedding`); the GRU's kernels and recurrent kernels
-per-row symmetric int8 (tfmot ``LastValueQuantizer``, per axis over the 3U output rows); the
+asymmetric int8) by a straight-through estimator (:class:`QuantEmbedding`); the GRU's kernels and
+recurrent kernels per-row symmetric int8 (tfmot ``LastValueQuantizer``, per axis over the 3U output rows); the
 per-timestep states at the spec's fixed scale 1/128 (``FixedQuantizer`` over [-1, 127/128]); the
 output layer 8-bit like the head. tfmot's ``quantize_model`` rejects ``Bidirectional(GRU)``, so the
 model is built by hand with ``QuantizeWrapperV2``. Not simulated: the int8 rounding of the state fed
 back inside the recurrence (Keras' fused GRU loop), the Q9 gate pre-activations and the tables.
-The stage fine-tunes it and writes the trained float weights back into the plain student, which
-:mod:`pipeline.device.convert` converts.
+The stage fine-tunes it and writes the trained weights back into the plain student: the float
+model QAT trained (its embedding table as the device stores it), the int8 release's reference, with
+the float table beside it, which :mod:`pipeline.device.convert` quantizes.
 """
 
 from __future__ import annotations
@@ -282,8 +283,11 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
 
     Fine-tunes :func:`build_qat_model` (fake quantization as the device rounds, the embedding at
     ``embedding_bits``) with :func:`pipeline.nn.train.fit` (``make_step``: e.g. the distillation
-    step; default: labels only), then writes the trained float weights back into the plain student
-    architecture, which :func:`quantize_student` converts. ``compare(start, tuned, splits,
+    step; default: labels only), then writes the trained weights back into the plain student
+    architecture: when the fine-tuned weights are kept, ``model.keras`` holds the embedding table as
+    the device stores it (the model QAT trained; ``summary["saved_with_device_table"]``: its
+    validation loss and accuracy) and ``LATENT_TABLE`` the float table, which
+    :func:`quantize_student` converts. ``compare(start, tuned, splits,
     calibration_ids, embedding_bits)`` (``pipeline.device.convert.compare_precisions``) scores the
     float start, PTQ at 8 bits and at ``embedding_bits`` and QAT through the device path:
     ``summary["precision"]``. Kept (``summary["kept"]``): the fine-tuned weights only if their
@@ -295,6 +299,7 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     after every step. ``seq_len`` (the release length) replaces the tokenizer's: fine-tuning,
     validation and everything downstream then see that many tokens per review.
     """
+    from pipeline.device.convert import LATENT_TABLE
     from pipeline.nn.models import load_model, save_model
     from pipeline.nn.train import (
         bce,
@@ -348,12 +353,26 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
         tuned = student
     out_dir = Path(out_dir)
     tok.save(out_dir)
+    saved = None
+    if kept == "qat":
+        # The float model QAT trained looks its embedding up as the device stores it (the fake
+        # quantization above): that is the model saved, and the int8 release's float reference.
+        # The conversion quantizes the table QAT kept in float (saved beside it), so that it
+        # makes exactly the codes QAT simulated.
+        table = tuned.get_layer("embedding").get_weights()[0]
+        np.save(out_dir / LATENT_TABLE, table)
+        tuned.get_layer("embedding").set_weights(
+            [fake_embedding(tf.constant(table), embedding_bits).numpy()])
+        p2 = predict_proba(tuned, x_val)
+        saved = {"val_loss": bce(y_val, p2),
+                 "val_accuracy": float(np.mean((p2 >= 0.5) == (y_val >= 0.5)))}
     save_model(tuned, out_dir / "model.keras")
     summary = {"best_epoch": state["best_epoch"], "seq_len": tok.cfg.seq_len, "kept": kept,
                "val_loss_before": loss_before, "val_loss_after": bce(y_val, p1),
                "val_accuracy_before": before,
                "val_accuracy_after": after, "params": int(tuned.count_params()),
-               "embedding_bits": embedding_bits, "kept_by": criterion, "precision": precision}
+               "embedding_bits": embedding_bits, "kept_by": criterion, "precision": precision,
+               "saved_with_device_table": saved}
     if masks_file.exists():
         shutil.copyfile(masks_file, out_dir / "masks.npz")
     write_model_info(out_dir, {"keras": "model.keras"}, kind="student-qat", files=["model.keras"],

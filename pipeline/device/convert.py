@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 CONVERSION_VERSION = 4  # bump when convert_int8 makes different bytes from the same student
 # (2: LUTs, 3: the TINYSENT_BIGRU custom-operator step, 4: its spec v2, ``embedding_bits``)
 STEP_FORMATS = ("custom", "builtin")
+# A QAT output folder's float embedding table (pipeline.compress.qat): its model.keras holds the
+# table as the device stores it, and quantize_student converts this one
+LATENT_TABLE = "latent_embedding.npy"
 # The custom step's arena is not measured here (the TFLM Python interpreter cannot load the custom
 # operator): its only non-constant tensors are the 2 tokens and 4 states, plus TFLM's per-tensor
 # bookkeeping (11 tensors) and the operator's ~100 B of OpData. The native 32-bit figure comes from
@@ -266,6 +269,9 @@ def quantize_student(student_dir: Path, data_dir: Path, out_dir: Path,
 
     tok = Tokenizer.load(student_dir)
     student = load_model(Path(student_dir) / "model.keras")
+    latent = Path(student_dir) / LATENT_TABLE
+    if latent.exists():  # a QAT output: quantize the float table QAT kept (exactly its codes)
+        student.get_layer("embedding").set_weights([np.load(latent)])
     rows = list(itertools.islice(iter_jsonl(Path(data_dir) / "train.jsonl"), calibration_reviews))
     converted = convert_int8(student, [r for r in tok.ids([t for t, _ in rows]) if r],
                              embedding_bits=embedding_bits)

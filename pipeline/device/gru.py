@@ -51,12 +51,12 @@ per-tensor asymmetric over the whole table (a per-row scale in the projections w
 on the token); EB = 4: per-row symmetric 4 bits, ``r_v = max|row_v| / 7``, ``q = clip(round(row / r_v),
 -7, 7)``, rescaled to one int8 scale ``s_e = max|table| / 111`` (zp_e = 0) by ``M_v = round(r_v / s_e *
 2^ES)`` (<= 254 < 2^8); an odd ``E`` (a pruned student) gets one zero dimension (and zero Wx
-column). EB = 2: per-row steps ``D_v = RMS(row_v)`` (the step that minimises the squared error of
-four equal levels for Gaussian-like rows), ``q = clip(2 * floor(row / D_v) + 1, -3, 3)`` (real
-``q * D_v / 2``), ``s_e = max_v(3 * D_v / 2) / 94``, ``M_v = round(D_v / 2 / s_e * 2^ES)`` (<= 251);
-an all-zero row gets ``M_v = 0``; ``E`` is padded to a multiple of 4 with zero dimensions (not
-counted in the RMS). Weights per-row
-symmetric, ``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases stay below 2^24);
+column). EB = 2: per-row steps ``D_v = RMS(row_v)`` (for Gaussian rows within 1% of the step of
+four equal levels with the least squared error), ``q = clip(2 * floor(row / D_v) + 1, -3, 3)``
+(real ``q * D_v / 2``), ``s_e = max_v(3 * D_v / 2) / 94``, ``M_v = round(D_v / 2 / s_e * 2^ES)``
+(<= 251); an all-zero row gets ``M_v = 0``; ``E`` is padded to a multiple of 4 with dimensions
+that are not counted in the RMS and whose Wx columns are zero. Weights per-row symmetric,
+``sw = max(max|W_row| / 127, |b| / (s_in * 2^24))`` (so biases stay below 2^24);
 ``bx = round(b_in / (s_e*sw_x)) - zp_e * sum_k Wx[j][k]``;
 ``bh = round(b_rec / (sw_h/128))``; ``Mx = round(s_e*sw_x * 2^F * 2^(32+S))``,
 ``Mh = round(sw_h/128 * 2^F * 2^(32+S))``, ``S`` = the largest value <= 31 with every M < 2^31
