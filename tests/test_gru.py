@@ -78,6 +78,14 @@ def random_params(E: int, U: int, V: int = 300, seed: int = 0, w_std: float = 0.
     return gru.quantize(table, cells, embedding_bits=bits)
 
 
+def _uneven_table() -> np.ndarray:
+    """200 x 16 float rows of very unequal norm; row 7 all zero."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 0.3, (200, 16)) * rng.uniform(0.02, 1.0, (200, 1))
+    table[7] = 0.0
+    return table
+
+
 def _random_steps(p: gru.GruParams, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     tok = rng.integers(0, len(p.emb), (n, 2))
@@ -170,9 +178,7 @@ def test_4bit_embedding_spec() -> None:
     p.emb_mult = np.array([16, 8, 255, 0], np.int32)
     with pytest.raises(ValueError, match="uint8"):
         gru.check(p)
-    rng = np.random.default_rng(0)
-    table = rng.normal(0, 0.3, (200, 16)) * rng.uniform(0.02, 1.0, (200, 1))
-    table[7] = 0.0
+    table = _uneven_table()
     emb4, mult, s_e = gru.quantize_embedding4(table)
     assert emb4.shape == (200, 8) and mult.dtype == np.uint8 and mult.max() == 254  # 111 / 7 * 16
     p4 = gru.GruParams(emb=emb4, wx=np.zeros((2, 3, 16), np.int8), wh=np.zeros((2, 3, 1), np.int8),
@@ -220,9 +226,7 @@ def test_2bit_embedding_spec() -> None:
     p.emb_mult = p.emb_mult.astype(np.int16)
     with pytest.raises(ValueError, match="uint8 row multipliers only"):
         gru.check(p)
-    rng = np.random.default_rng(0)
-    table = rng.normal(0, 0.3, (200, 16)) * rng.uniform(0.02, 1.0, (200, 1))
-    table[7] = 0.0
+    table = _uneven_table()
     emb2, mult, s_e = gru.quantize_embedding2(table)
     assert emb2.shape == (200, 4) and mult.dtype == np.uint8 and mult.max() == 251  # 94 / 3 * 8
     p.emb, p.emb_mult, p.wx = emb2, mult, np.zeros((2, 3, 16), np.int8)

@@ -220,8 +220,7 @@ def embedding_rows(p: GruParams, rows: np.ndarray) -> np.ndarray:
     if p.embedding_bits == 2:
         return (crumbs(p.emb[rows]) * m + (1 << (EMB2_SHIFT - 1))) >> EMB2_SHIFT
     es = EMB_MULT_FORMATS[p.emb_mult.dtype][1]
-    q = nibbles(p.emb[rows])
-    return (q * m + (1 << (es - 1))) >> es
+    return (nibbles(p.emb[rows]) * m + (1 << (es - 1))) >> es
 
 
 def step(p: GruParams, tokens: np.ndarray, h: np.ndarray) -> np.ndarray:
