@@ -33,8 +33,7 @@ void run_batch(int32_t E, int32_t U, int32_t shift, const int8_t *emb, const int
     int32_t i;
     gru_model_init(&m, E, U, shift, emb, wx, wh, gates, sig, tanh);
     if (mult && mult16) gru_model_set_emb4_v2(&m, (const uint8_t *)emb, (const int16_t *)mult);
-    else if (mult && bits == 2) gru_model_set_emb2(&m, (const uint8_t *)emb, (const uint8_t *)mult);
-    else if (mult) gru_model_set_emb4(&m, (const uint8_t *)emb, (const uint8_t *)mult);
+    else if (mult) gru_model_set_packed(&m, bits, (const uint8_t *)emb, (const uint8_t *)mult);
     for (i = 0; i < n; i++) {
         const int8_t *hi = h + i * 2 * U;
         int8_t *ho = out + i * 2 * U;

@@ -124,10 +124,8 @@ TfLiteStatus Prepare(TfLiteContext *context, TfLiteNode *node)
                        t[kTanh]->data.int8);
         if (eb == 4 && data->version == 2)
             gru_model_set_emb4_v2(&data->model, t[kEmb]->data.uint8, t[kMult]->data.i16);
-        else if (eb == 4)
-            gru_model_set_emb4(&data->model, t[kEmb]->data.uint8, t[kMult]->data.uint8);
-        else if (eb == 2)
-            gru_model_set_emb2(&data->model, t[kEmb]->data.uint8, t[kMult]->data.uint8);
+        else if (eb != 8)
+            gru_model_set_packed(&data->model, eb, t[kEmb]->data.uint8, t[kMult]->data.uint8);
     }
     for (int i = 0; i < kMaxInputs + kNumOutputs; i++)
         if (t[i] != nullptr) mc->DeallocateTempTfLiteTensor(t[i]);

@@ -145,7 +145,7 @@ void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const i
     m->E = E;
     m->U = U;
     m->emb_bits = 8;
-    m->emb4 = 0;
+    m->emb_packed = 0;
     m->emb_mult = 0;
     m->emb_mult8 = 0;
     m->shift = shift;
@@ -163,10 +163,11 @@ void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const i
     }
 }
 
-void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const uint8_t *emb_mult)
+void gru_model_set_packed(gru_model_t *m, int32_t bits, const uint8_t *packed,
+                          const uint8_t *emb_mult)
 {
-    m->emb_bits = 4;
-    m->emb4 = emb4;
+    m->emb_bits = bits;
+    m->emb_packed = packed;
     m->emb_mult = 0;
     m->emb_mult8 = emb_mult;
 }
@@ -174,17 +175,9 @@ void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const uint8_t *emb_
 void gru_model_set_emb4_v2(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult)
 {
     m->emb_bits = 4;
-    m->emb4 = emb4;
+    m->emb_packed = emb4;
     m->emb_mult = emb_mult;
     m->emb_mult8 = 0;
-}
-
-void gru_model_set_emb2(gru_model_t *m, const uint8_t *emb2, const uint8_t *emb_mult)
-{
-    m->emb_bits = 2;
-    m->emb4 = emb2;
-    m->emb_mult = 0;
-    m->emb_mult8 = emb_mult;
 }
 
 /* 2-bit: e = ((2n - 3) * M + 2^(ES-1)) >> ES = (n * 2M + base) >> ES, base = 2^(ES-1) - 3 * M;
@@ -193,7 +186,7 @@ static void gru_emb_row2(const gru_model_t *m, int32_t row, int8_t *out)
 {
     const int32_t quarter = m->E >> 2, mult = (int32_t)m->emb_mult8[row], m2 = 2 * mult;
     const int32_t base = ((int32_t)1 << (GRU_EMB2_SHIFT - 1)) - 3 * mult;
-    const uint8_t *b = m->emb4 + row * quarter, *end = b + quarter;
+    const uint8_t *b = m->emb_packed + row * quarter, *end = b + quarter;
     for (; b < end; b++, out += 4) {
         const int32_t v = *b;
         out[0] = (int8_t)(((v & 3) * m2 + base) >> GRU_EMB2_SHIFT);
@@ -214,7 +207,7 @@ void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out)
     const int32_t half = m->E >> 1, es = m->emb_mult8 != 0 ? GRU_EMB_SHIFT : GRU_EMB_SHIFT_V2;
     const int32_t mult = m->emb_mult8 != 0 ? (int32_t)m->emb_mult8[row] : (int32_t)m->emb_mult[row];
     const int32_t base = ((int32_t)1 << (es - 1)) - 8 * mult;
-    const uint8_t *b = m->emb4 + row * half, *end = b + half;
+    const uint8_t *b = m->emb_packed + row * half, *end = b + half;
     for (; b < end; b++, out += 2) {
         const int32_t v = *b;
         out[0] = (int8_t)(((v & 15) * mult + base) >> es);

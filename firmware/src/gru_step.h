@@ -38,10 +38,10 @@ typedef struct {
 
 typedef struct {
     int32_t E, U, shift;  /* shift = S of the spec (0..31) */
-    int32_t emb_bits;     /* 8: emb; 4: emb4 + emb_mult (gru_model_set_emb4); 2: emb4 holds the
-                           * 2-bit table (gru_model_set_emb2) */
+    int32_t emb_bits;     /* 8: emb; 4 or 2: emb_packed + a multiplier per row (gru_model_set_packed,
+                           * gru_model_set_emb4_v2) */
     const int8_t *emb;    /* [rows][E], raw int8 (the zero point is folded into bx) */
-    const uint8_t *emb4;  /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high;
+    const uint8_t *emb_packed; /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high;
                            * 2-bit: [rows][E/4], element 4i+j in bits 2j, 2j+1 of byte i */
     const uint8_t *emb_mult8; /* [rows] (v3, ES = GRU_EMB_SHIFT) or */
     const int16_t *emb_mult;  /* [rows] (v2, ES = GRU_EMB_SHIFT_V2): code n -> e = ((n - 8) * M +
@@ -58,17 +58,16 @@ void gru_model_init(gru_model_t *m, int32_t E, int32_t U, int32_t shift, const i
                     const int8_t *wx, const int8_t *wh, const int32_t *gates, const uint8_t *sig,
                     const int8_t *tanh);
 
-/* Switches m to a 4-bit embedding table (E even, E <= GRU_MAX_E): packed rows emb4 [rows][E/2] and
- * one uint8 multiplier per row (v3, ES = GRU_EMB_SHIFT); gru_model_init's emb is then unused. */
-void gru_model_set_emb4(gru_model_t *m, const uint8_t *emb4, const uint8_t *emb_mult);
+/* Switches m to a packed embedding table of `bits` 4 or 2 (the caller checks which): rows of E/2
+ * bytes (4-bit, E even) or E/4 (2-bit, E a multiple of 4), E <= GRU_MAX_E, and one uint8 multiplier
+ * per row (v3; ES = GRU_EMB_SHIFT at 4 bits, GRU_EMB2_SHIFT at 2); gru_model_init's emb is then
+ * unused. */
+void gru_model_set_packed(gru_model_t *m, int32_t bits, const uint8_t *packed,
+                          const uint8_t *emb_mult);
 
-/* The same for a v2 table: int16 multipliers, 0 <= M < 2^14 (checked by the caller: gru_op.cc
- * Prepare), ES = GRU_EMB_SHIFT_V2. */
+/* A v2 4-bit table: int16 multipliers, 0 <= M < 2^14 (checked by the caller: gru_op.cc Prepare),
+ * ES = GRU_EMB_SHIFT_V2. */
 void gru_model_set_emb4_v2(gru_model_t *m, const uint8_t *emb4, const int16_t *emb_mult);
-
-/* Switches m to a 2-bit embedding table (E a multiple of 4, E <= GRU_MAX_E): packed rows
- * emb2 [rows][E/4] and one uint8 multiplier per row (ES = GRU_EMB2_SHIFT). */
-void gru_model_set_emb2(gru_model_t *m, const uint8_t *emb2, const uint8_t *emb_mult);
 
 /* The spec's int8 embedding row of table row `row` (4-bit or 2-bit table): out[0..E). */
 void gru_emb_row(const gru_model_t *m, int32_t row, int8_t *out);

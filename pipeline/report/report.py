@@ -207,7 +207,8 @@ REPORT_ROWS = (  # (evaluation stage, row name), in pipeline order
     ("student_kd_eval", "Distilled: student + KD (float32)"),
     ("student_afd_eval", "Distilled: student + KD + AFD (float32)"),
     ("prune_eval", "Pruned: Lottery Ticket of the distilled student (float32)"),
-    ("qat_eval", "QAT stage output at the release length (float32; see kept)"),
+    ("qat_eval", "QAT stage output at the release length: the int8 model's float reference "
+                 "(float32; the device's embedding table when QAT is kept)"),
     ("int8_eval", "Quantized: full int8 step loop (TFLM)"),
 )
 
