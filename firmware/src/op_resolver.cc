@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 64e47218732ff59fc35d3cbf3d07c11b55c3bb21726b40b9e53d4ccb2e16da5e)
- *     models/release/head.tflite (sha256 81f26cf532d09bc03758dc6881ba4f95278c9cac4697cb30585d800dba69cf6f)
+ *     models/release/step.tflite (sha256 f13e12feafa19a49e911bb62506a6668db21c189bffcf2fd745fc51933ac9ac9)
+ *     models/release/head.tflite (sha256 c005962e625c6e3ef5b083eecf8340afcbc6d0725ead1edb0de3bfeeb9a78d26)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */

@@ -1,7 +1,7 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export tokenizer models/release --out firmware/src
  * from models/release/tokenizer.model (sha256 f62ef38577db136c7c19fcc12643c476af9e40b620f29372b44e36074c2bfec6)
- *  and models/release/tokenizer.json (sha256 ddf5b9fe3a03ab7e18e5ba4e51ea194b8c1f1a31f760cc9a4751a2de6b75a63f).
+ *  and models/release/tokenizer.json (sha256 99df47661dfca127cce01378eeb55141a55383e32741d3ae324307e6771e8da1).
  * Written by: python -m pipeline.export firmware models/release --out firmware
  * vocab 8000, normalization v1, stopwords 0, seq_len 512, truncate head. Layout: tokenizer_tables.h.
  */
