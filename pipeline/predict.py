@@ -15,7 +15,8 @@ The model is English-only.
 
 A model directory holds ``model.json`` (which runtimes it supports and their files), the tokenizer
 (``tokenizer.model``, ``tokenizer.json``) and the model files themselves. Which ``--runtime`` a
-folder needs: see the runtimes list below (:data:`RUNTIME_HELP`).
+folder needs: see the runtimes list below (:data:`RUNTIME_HELP`); without ``--runtime``, keras
+where the folder has a Keras model, else tflm (:func:`~pipeline.report.predictors.default_runtime`).
 """
 
 from __future__ import annotations
@@ -31,15 +32,23 @@ from pathlib import Path
 from pipeline import data
 from pipeline.config import THREE_STAR_POLICIES
 from pipeline.data.inputs import read_input
-from pipeline.report.predictors import RUNTIMES, ModelDirError, Verdict, check_model_dir, load_judge
+from pipeline.report.predictors import (
+    RUNTIMES,
+    ModelDirError,
+    Verdict,
+    check_model_dir,
+    default_runtime,
+    load_judge,
+)
 
 METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
 
 RUNTIME_HELP = {  # --help lists every runtime of pipeline.report.predictors.RUNTIMES, in this order
     "keras": "a float Keras model folder (model.keras: runs/full/teacher, runs/full/qat, ...); "
-             "TensorFlow. The default.",
+             "TensorFlow. The default for such a folder.",
     "tflm": "an int8 release folder (models/release: step.tflite + head.tflite, what --release "
-            "writes) in the TFLM Python interpreter: the independent cross-check; no TensorFlow.",
+            "writes) in the TFLM Python interpreter: the independent cross-check; no TensorFlow. "
+            "The default for such a folder.",
     "firmware": "an int8 release folder through the firmware's own C tokenizer, step loop and "
                 "TFLM, built natively against the pinned TFLM sources on first use (cmake, g++).",
     "tflite": "an int8 release folder through tf.lite (TensorFlow); not bit-exact with TFLM.",
@@ -55,8 +64,9 @@ def _epilog() -> str:
     return "\n".join(lines + [
         "",
         "A release folder (models/release: int8 step.tflite + head.tflite) needs --runtime tflm or",
-        "firmware (tflite reads it too); a Keras model folder (model.keras) needs keras, the default.",
-        "The folder's model.json lists what it offers.",
+        "firmware (tflite reads it too); a Keras model folder (model.keras) needs keras. Without",
+        "--runtime: keras where the folder has a Keras model, else tflm. The folder's model.json",
+        "lists what it offers.",
     ])
 
 
@@ -70,10 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("input", type=Path, metavar="INPUT",
                     help="review file or folder (searched recursively): a format of the data "
                          "module, or JSON lines with 'text' and an optional 'label'")
-    ap.add_argument("--runtime", choices=RUNTIMES, default="keras",
-                    help="how to run the model: keras for a Keras model folder (default); tflm or "
-                         "firmware for an int8 release folder such as models/release (tflite "
-                         "also reads one); see 'runtimes' below")
+    ap.add_argument("--runtime", choices=RUNTIMES,
+                    help="how to run the model: keras for a Keras model folder; tflm or firmware "
+                         "for an int8 release folder such as models/release (tflite also reads "
+                         "one). Default: keras where the folder has a Keras model, else tflm; see "
+                         "'runtimes' below")
     ap.add_argument("--split", choices=data.SPLITS,
                     help="keep only the reviews of this split (md5 rule, see README)")
     ap.add_argument("--json", action="store_true",
@@ -92,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     stats: list[data.FileStats] = []
     try:
-        check_model_dir(args.model_dir, args.runtime)  # before reading INPUT
+        runtime = args.runtime or default_runtime(args.model_dir)
+        check_model_dir(args.model_dir, runtime)  # before reading INPUT
         records = read_input(args.input, args.split, args.three_star, stats)
-        judge = load_judge(args.model_dir, args.runtime)
+        judge = load_judge(args.model_dir, runtime)
     except (data.DataError, ModelDirError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

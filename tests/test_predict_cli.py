@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import console, predict
-from pipeline.report.predictors import RUNTIMES, ModelDirError, check_model_dir
+from pipeline.report.predictors import RUNTIMES, ModelDirError, check_model_dir, default_runtime
 from pipeline.text.tokenizer import NO_WORDS, ONLY_UNKNOWN, Tokenizer, no_verdict_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +37,9 @@ def unlabeled(path: Path, *lines: str) -> Path:
 def test_json_lines_carry_line_numbers_past_a_malformed_row(tmp_path: Path) -> None:
     f = unlabeled(tmp_path / "new.jsonl", json.dumps({"text": BAD}), '{"text": broken',
                   "", json.dumps({"text": GOOD}))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.predict", str(RELEASE), str(f), "--json",
-                           "--runtime", "tflm"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    # the command as a user types it: no --runtime (a release folder runs in tflm by default)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.predict", str(RELEASE), str(f), "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert [r["line"] for r in rows] == [1, 4]
@@ -143,6 +143,17 @@ def test_wrong_model_dir_reported_before_input(tmp_path: Path, capsys) -> None:
     rc = predict.main([str(RELEASE), str(tmp_path / "no_input.jsonl"), "--runtime", "keras"])
     err = capsys.readouterr().err
     assert rc == 2 and "no 'keras' model" in err and "no_input" not in err
+
+
+def test_default_runtime_follows_the_folder(tmp_path: Path) -> None:
+    assert default_runtime(RELEASE) == "tflm"
+    keras_dir = tmp_path / "teacher"
+    keras_dir.mkdir()
+    (keras_dir / "model.json").write_text(json.dumps({"runtimes": {"keras": "model.keras"}}))
+    assert default_runtime(keras_dir) == "keras"
+    assert default_runtime(tmp_path / "nowhere") == "keras"  # check_model_dir then says why
+    with pytest.raises(ModelDirError, match="not a model directory"):
+        check_model_dir(tmp_path / "nowhere", default_runtime(tmp_path / "nowhere"))
 
 
 def test_every_argument_has_help() -> None:

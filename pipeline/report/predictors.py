@@ -45,6 +45,20 @@ class Verdict:
         return "positive" if self.p_positive >= threshold else "negative"
 
 
+def default_runtime(model_dir: Path) -> str:
+    """The runtime ``pipeline.predict`` uses without ``--runtime``: ``keras`` where the folder has a
+    Keras model, else ``tflm`` (an int8 release folder), else the first it offers; ``keras`` when
+    ``model.json`` cannot be read (:func:`check_model_dir` then says why)."""
+    try:
+        offered = list(json.loads((Path(model_dir) / MODEL_INFO).read_text())["runtimes"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return "keras"
+    for runtime in ("keras", FIRMWARE_FROM):
+        if runtime in offered:
+            return runtime
+    return str(offered[0]) if offered else "keras"
+
+
 def check_model_dir(model_dir: Path, runtime: str = "keras") -> dict:
     """``model.json`` of ``model_dir``; :class:`ModelDirError` when it is no model directory, lacks
     the tokenizer or has no model for ``runtime``. Cheap: loads no model."""
