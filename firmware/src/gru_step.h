@@ -38,11 +38,12 @@ typedef struct {
 
 typedef struct {
     int32_t E, U, shift;  /* shift = S of the spec (0..31) */
-    int32_t emb_bits;     /* 8: emb; 4 or 2: emb_packed + a multiplier per row (gru_model_set_packed,
-                           * gru_model_set_emb4_v2) */
+    int32_t emb_bits;     /* 8: emb; 4 or 2: emb_packed + a multiplier per row
+                           * (gru_model_set_packed, gru_model_set_emb4_v2) */
     const int8_t *emb;    /* [rows][E], raw int8 (the zero point is folded into bx) */
-    const uint8_t *emb_packed; /* [rows][E/2]: element 2i in the low nibble of byte i, 2i+1 in the high;
-                           * 2-bit: [rows][E/4], element 4i+j in bits 2j, 2j+1 of byte i */
+    const uint8_t *emb_packed; /* 4-bit: [rows][E/2], element 2i in the low nibble of byte i, 2i+1
+                                * in the high; 2-bit: [rows][E/4], element 4i+j in bits 2j, 2j+1
+                                * of byte i */
     const uint8_t *emb_mult8; /* [rows] (v3, ES = GRU_EMB_SHIFT) or */
     const int16_t *emb_mult;  /* [rows] (v2, ES = GRU_EMB_SHIFT_V2): code n -> e = ((n - 8) * M +
                                * 2^(ES-1)) >> ES; 2-bit: ((2n - 3) * M + 2^(ES-1)) >> ES */

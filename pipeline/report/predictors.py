@@ -53,7 +53,7 @@ def default_runtime(model_dir: Path) -> str:
         offered = list(json.loads((Path(model_dir) / MODEL_INFO).read_text())["runtimes"])
     except (ValueError, KeyError, TypeError, OSError):
         return "keras"
-    for runtime in ("keras", FIRMWARE_FROM):
+    for runtime in ("keras", "tflm"):
         if runtime in offered:
             return runtime
     return str(offered[0]) if offered else "keras"
