@@ -45,25 +45,10 @@ class Verdict:
         return "positive" if self.p_positive >= threshold else "negative"
 
 
-def default_runtime(model_dir: Path) -> str:
-    """The runtime ``pipeline.predict`` uses without ``--runtime``: ``keras`` where the folder has a
-    Keras model, else ``tflm`` (an int8 release folder), else the first it offers; ``keras`` when
-    ``model.json`` cannot be read (:func:`check_model_dir` then says why)."""
-    try:
-        offered = list(json.loads((Path(model_dir) / MODEL_INFO).read_text())["runtimes"])
-    except (ValueError, KeyError, TypeError, OSError):
-        return "keras"
-    for runtime in ("keras", "tflm"):
-        if runtime in offered:
-            return runtime
-    return str(offered[0]) if offered else "keras"
-
-
-def check_model_dir(model_dir: Path, runtime: str = "keras") -> dict:
-    """``model.json`` of ``model_dir``; :class:`ModelDirError` when it is no model directory, lacks
-    the tokenizer or has no model for ``runtime``. Cheap: loads no model."""
-    model_dir = Path(model_dir)
-    info_path = model_dir / MODEL_INFO
+def _model_info(model_dir: Path) -> tuple[dict, dict[str, str]]:
+    """``model.json`` of ``model_dir`` and the runtimes it offers (``firmware`` wherever
+    ``FIRMWARE_FROM`` is); :class:`ModelDirError` when it is missing or unreadable."""
+    info_path = Path(model_dir) / MODEL_INFO
     if not info_path.is_file():
         raise ModelDirError(
             f"{model_dir} is not a model directory (no {MODEL_INFO}); point at a stage output "
@@ -76,6 +61,28 @@ def check_model_dir(model_dir: Path, runtime: str = "keras") -> dict:
         raise ModelDirError(f"{info_path}: unreadable ({e}); re-copy the model directory") from e
     if FIRMWARE_FROM in offered:
         offered.setdefault("firmware", offered[FIRMWARE_FROM])
+    return info, offered
+
+
+def default_runtime(model_dir: Path) -> str:
+    """The runtime ``pipeline.predict`` uses without ``--runtime``: ``keras`` where the folder has a
+    Keras model, else ``tflm`` (an int8 release folder), else the first it offers; ``keras`` when
+    ``model.json`` cannot be read (:func:`check_model_dir` then says why)."""
+    try:
+        offered = _model_info(model_dir)[1]
+    except ModelDirError:
+        return "keras"
+    for runtime in ("keras", "tflm"):
+        if runtime in offered:
+            return runtime
+    return next(iter(offered), "keras")
+
+
+def check_model_dir(model_dir: Path, runtime: str = "keras") -> dict:
+    """``model.json`` of ``model_dir``; :class:`ModelDirError` when it is no model directory, lacks
+    the tokenizer or has no model for ``runtime``. Cheap: loads no model."""
+    model_dir = Path(model_dir)
+    info, offered = _model_info(model_dir)
     if runtime not in offered:
         raise ModelDirError(
             f"{model_dir} has no {runtime!r} model; it offers: {', '.join(offered)} (--runtime)"
