@@ -315,13 +315,12 @@ def _elf_sections(data: bytes) -> tuple[str, list[dict]]:
     return ("64" if is64 else "32") + end, secs
 
 
-def _elf_symbols(data: bytes, with_value: bool = False) -> list[tuple]:
-    """Defined function/object symbols of an ELF file: (name, size, section index[, value])."""
+def _elf_symtab(data: bytes) -> Iterable[tuple[str, int, int, int, int]]:
+    """Every symbol-table entry of an ELF file, in order: (name, info, section index, value, size)."""
     import struct
 
     kind, secs = _elf_sections(data)
     end = kind[2]
-    out = []
     for sec in secs:
         if sec["type"] != _SHT_SYMTAB:
             continue
@@ -329,41 +328,29 @@ def _elf_symbols(data: bytes, with_value: bool = False) -> list[tuple]:
         for i in range(sec["size"] // sec["entsize"]):
             o = sec["offset"] + i * sec["entsize"]
             if kind.startswith("64"):
-                name, info, other, shndx, value, size = struct.unpack_from(end + "IBBHQQ", data, o)
+                name, info, _, shndx, value, size = struct.unpack_from(end + "IBBHQQ", data, o)
             else:
-                name, value, size, info, other, shndx = struct.unpack_from(end + "IIIBBH", data, o)
-            if shndx == 0 or shndx >= 0xFF00 or info & 0xF not in (1, 2):  # OBJECT / FUNC only
-                continue
+                name, value, size, info, _, shndx = struct.unpack_from(end + "IIIBBH", data, o)
             so = strs["offset"] + name
-            name_s = data[so:data.index(b"\0", so)].decode(errors="replace")
-            out.append((name_s, size, shndx, value) if with_value else (name_s, size, shndx))
-    return out
+            yield data[so:data.index(b"\0", so)].decode(errors="replace"), info, shndx, value, size
+
+
+def _elf_symbols(data: bytes, with_value: bool = False) -> list[tuple]:
+    """Defined function/object symbols of an ELF file: (name, size, section index[, value])."""
+    return [(name, size, shndx, value) if with_value else (name, size, shndx)
+            for name, info, shndx, value, size in _elf_symtab(data)
+            if 0 < shndx < 0xFF00 and info & 0xF in (1, 2)]  # OBJECT / FUNC only
 
 
 def _elf_functions(data: bytes) -> list[tuple[int, int, str, str]]:
     """Function symbols of an executable: (address, size, name, source file of local ones)."""
-    import struct
-
-    kind, secs = _elf_sections(data)
-    end = kind[2]
     out = []
-    for sec in secs:
-        if sec["type"] != _SHT_SYMTAB:
-            continue
-        strs = secs[sec["link"]]
-        current_file = ""
-        for i in range(sec["size"] // sec["entsize"]):
-            o = sec["offset"] + i * sec["entsize"]
-            if kind.startswith("64"):
-                name, info, other, shndx, value, size = struct.unpack_from(end + "IBBHQQ", data, o)
-            else:
-                name, value, size, info, other, shndx = struct.unpack_from(end + "IIIBBH", data, o)
-            so = strs["offset"] + name
-            text = data[so:data.index(b"\0", so)].decode(errors="replace")
-            if info & 0xF == 4:  # STT_FILE: the local symbols that follow are this file's
-                current_file = text
-            elif info & 0xF == 2 and size:
-                out.append((value & ~1, size, text, current_file if info >> 4 == 0 else ""))
+    current_file = ""
+    for name, info, _, value, size in _elf_symtab(data):
+        if info & 0xF == 4:  # STT_FILE: the local symbols that follow are this file's
+            current_file = name
+        elif info & 0xF == 2 and size:
+            out.append((value & ~1, size, name, current_file if info >> 4 == 0 else ""))
     return sorted(out)
 
 
