@@ -2,7 +2,7 @@
  * The firmware on this machine (or on riscv32 under QEMU): the console, step loop and tokenizer of
  * firmware/src with tflm_model.cc on the real TensorFlow Lite Micro (+ esp-nn) sources; main.c's
  * UART loop replaced by stdin/stdout. Built by firmware/host/CMakeLists.txt; driven by
- * pipeline/native.py.
+ * pipeline/device/native.py.
  *
  *   sent_host console [--echo] [--crlf]   stdin bytes -> console_feed -> stdout, what the board
  *                                          prints (banner and prompts included); `quit`/`exit`

@@ -13,7 +13,7 @@
  *
  * The model itself is behind sent_model_t (two callbacks), so that the loop builds on the host:
  * firmware/src/tflm_model.cc implements them with TensorFlow Lite Micro on the device, and the
- * host twin (pipeline/console.py) with the TFLM Python interpreter.
+ * host twin (pipeline/device/console.py) with the TFLM Python interpreter.
  *
  * Worst cases: stack of sent_run is 4 * SENT_UNITS + 8 * SENT_UNITS bytes plus a few words
  * (384 B for 32 units); T <= SENT_MAX_TOKENS steps; int32 sums cannot overflow for

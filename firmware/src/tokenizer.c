@@ -1,4 +1,4 @@
-/* Portable C99 tokenizer: see tokenizer.h for the contract, pipeline/tokenizer.py for the spec. */
+/* Portable C99 tokenizer: see tokenizer.h for the contract, pipeline/text/tokenizer.py for the spec. */
 #include "tokenizer.h"
 
 #include <string.h>
@@ -102,6 +102,24 @@ static const tok_norm_rule_t *find_rule(uint32_t cp)
     return NULL;
 }
 
+/* What normalization writes for one decoding unit u[0:k) of code point cp (INVALID if
+ * ill-formed): as Python, an ill-formed unit is U+FFFD, then the rules apply; a code point
+ * without a rule is kept as it is. Sets *rep and returns its length in bytes. */
+static size_t unit_output(const unsigned char *u, size_t k, uint32_t cp, const char **rep)
+{
+    const tok_norm_rule_t *r = find_rule(cp == INVALID ? 0xFFFDu : cp);
+    if (r != NULL) {
+        *rep = r->out;
+        return r->len;
+    }
+    if (cp == INVALID) {
+        *rep = "\xEF\xBF\xBD";
+        return 3;
+    }
+    *rep = (const char *)u;
+    return k;
+}
+
 /* ------------------------------------------------------------------ normalization */
 
 /* Decode + normalize in[0:len] into out. Whole units are read while they end at or before
@@ -117,23 +135,12 @@ static size_t normalize_into(const char *in, size_t len, size_t in_limit, char *
     while (pos < len) {
         uint32_t cp;
         size_t k = decode_unit(s + pos, len - pos, &cp);
-        const tok_norm_rule_t *r;
         const char *rep;
         size_t rl, i, need = 0;
         bool pend = pending, started = o > 0;
 
         if (k > in_limit - pos) break;
-        r = find_rule(cp == INVALID ? 0xFFFDu : cp); /* as Python: U+FFFD, then the rules */
-        if (r != NULL) {
-            rep = r->out;
-            rl = r->len;
-        } else if (cp == INVALID) {
-            rep = "\xEF\xBF\xBD";
-            rl = 3;
-        } else {
-            rep = in + pos;
-            rl = k;
-        }
+        rl = unit_output(s + pos, k, cp, &rep);
         /* exact output cost of this unit, so that nothing is written past cap */
         for (i = 0; i < rl; i++) {
             if (rep[i] == ' ') {
@@ -592,19 +599,8 @@ static void stream_text(tok_stream_t *s, const char *p, size_t n)
  * separators collapsed and stripped by the word logic (a word is open or not). */
 static void stream_unit(tok_stream_t *s, const unsigned char *u, size_t k, uint32_t cp)
 {
-    const tok_norm_rule_t *r = find_rule(cp == INVALID ? 0xFFFDu : cp);
     const char *rep;
-    size_t rl, i = 0;
-    if (r != NULL) {
-        rep = r->out;
-        rl = r->len;
-    } else if (cp == INVALID) {
-        rep = "\xEF\xBF\xBD";
-        rl = 3;
-    } else {
-        rep = (const char *)u;
-        rl = k;
-    }
+    size_t i = 0, rl = unit_output(u, k, cp, &rep);
     while (i < rl) {
         if (rep[i] == ' ') {
             if (s->in_word) stream_end_word(s);

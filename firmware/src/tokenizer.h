@@ -1,5 +1,5 @@
 /*
- * Portable C99 port of pipeline/tokenizer.py: UTF-8 decoding, normalization spec v1, optional
+ * Portable C99 port of pipeline/text/tokenizer.py: UTF-8 decoding, normalization spec v1, optional
  * stopword removal and SentencePiece BPE encoding. For every input it gives exactly the ids of
  *
  *     Tokenizer.encode(bytes.decode("utf-8", "replace"))
