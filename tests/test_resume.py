@@ -93,7 +93,7 @@ def test_interrupted_equals_uninterrupted(tmp_path: Path, kind: str) -> None:
     assert _same(whole, resumed)
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600.0) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, f"training exited early ({proc.returncode})"
@@ -109,7 +109,7 @@ def test_sigint_and_sigkill_during_checkpoint_then_resume(tmp_path: Path) -> Non
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     _wait_for(work / "epoch-1.done", proc)
     proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
+    err = proc.communicate(timeout=600)[1]
     assert proc.returncode != 0 and "KeyboardInterrupt" in err and not out.exists()
     # 2. resume; SIGKILL while epoch 2's checkpoint is being written (the hook pauses inside it)
     proc = subprocess.Popen(cmd, env={**env, CKPT_PAUSE_ENV: "2"}, stderr=subprocess.DEVNULL)
