@@ -3,7 +3,9 @@ checkpoint is written) and resumed ends with the same weights, bit for bit, as o
 
 Also runnable as a script (the subprocess side of the kill test):
 ``python tests/test_resume.py WORK_DIR OUT.npz`` trains the tiny model in ``WORK_DIR`` and saves its
-final weights to ``OUT.npz``; it touches ``WORK_DIR/epoch-N.done`` after each epoch.
+final weights to ``OUT.npz``; it touches ``WORK_DIR/epoch-N.done`` after each epoch. With
+``$TINYSENT_TEST_HOLD=1`` it touches ``epoch-2.held`` in epoch 2's first batch and waits there for a
+signal, so the test interrupts epoch 2 however fast it would otherwise run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ TEACHER = replace(TINY, dropout=0.3, embed_dropout=0.2)
 CFG = TrainConfig(batch_size=32, max_epochs=2, patience=2, learning_rate=1e-2, seed=3, ema=0.5,
                   token_dropout=0.1, lr_schedule="cosine")
 STUDENT = StudentConfig(embed_dim=8, units=8, dropout=0.3, embed_dropout=0.2)
+HOLD_ENV = "TINYSENT_TEST_HOLD"  # script mode: wait for a signal in epoch 2's first batch
 
 
 def _task(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
@@ -48,9 +51,11 @@ def _task(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
     return xs, np.array(ys, np.float32)
 
 
-def _train(work: Path, kind: str = "fit", stop_after: int | None = None) -> list[np.ndarray]:
+def _train(work: Path, kind: str = "fit", stop_after: int | None = None,
+           hold: bool = False) -> list[np.ndarray]:
     """Train ``kind`` (fit: the teacher with Keras' step; kd / afd: the student with KD [+ AFD])
-    in ``work``; ``stop_after``: raise KeyboardInterrupt after that epoch. Returns the weights."""
+    in ``work``; ``stop_after``: raise KeyboardInterrupt after that epoch; ``hold`` (fit): wait in
+    epoch 2's first batch, after touching ``epoch-2.held``, until a signal. Returns the weights."""
     from pipeline.compress.distill import kd_step
 
     set_determinism(CFG.seed)
@@ -58,6 +63,16 @@ def _train(work: Path, kind: str = "fit", stop_after: int | None = None) -> list
     step = None
     if kind == "fit":
         model = build_teacher(30, TEACHER)
+        if hold:
+            train_on_batch = model.train_on_batch
+
+            def held(*args, **kwargs):
+                if (work / "epoch-1.done").exists() and not (work / "epoch-2.held").exists():
+                    (work / "epoch-2.held").touch()
+                    time.sleep(600)  # a SIGINT ends it with KeyboardInterrupt
+                return train_on_batch(*args, **kwargs)
+
+            model.train_on_batch = held
     else:
         model = build_student(30, STUDENT)
         teacher_z = np.where(y > 0.5, 2.0, -2.0).astype(np.float32)
@@ -105,9 +120,10 @@ def test_sigint_and_sigkill_during_checkpoint_then_resume(tmp_path: Path) -> Non
     work, out = tmp_path / "w", tmp_path / "final.npz"
     cmd = [sys.executable, __file__, str(work), str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # 1. SIGINT once epoch 1 is checkpointed: a clean KeyboardInterrupt somewhere in epoch 2
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    _wait_for(work / "epoch-1.done", proc)
+    # 1. SIGINT once epoch 1 is checkpointed: a clean KeyboardInterrupt in epoch 2 (held in its
+    #    first batch: a tiny epoch could otherwise end before the signal arrives)
+    proc = subprocess.Popen(cmd, env={**env, HOLD_ENV: "1"}, stderr=subprocess.PIPE, text=True)
+    _wait_for(work / "epoch-2.held", proc)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=600)[1]
     assert proc.returncode != 0 and "KeyboardInterrupt" in err and not out.exists()
@@ -126,5 +142,5 @@ def test_sigint_and_sigkill_during_checkpoint_then_resume(tmp_path: Path) -> Non
 
 if __name__ == "__main__":
     work_dir, out_file = Path(sys.argv[1]), Path(sys.argv[2])
-    weights = _train(work_dir)
+    weights = _train(work_dir, hold=os.environ.get(HOLD_ENV) == "1")
     np.savez(out_file, **{f"w{i}": w for i, w in enumerate(weights)})
