@@ -69,7 +69,11 @@ def _train(work: Path, kind: str = "fit", stop_after: int | None = None,
             def held(*args, **kwargs):
                 if (work / "epoch-1.done").exists() and not (work / "epoch-2.held").exists():
                     (work / "epoch-2.held").touch()
-                    time.sleep(600)  # a SIGINT ends it with KeyboardInterrupt
+                    # short sleeps: SIGINT may land on one of TensorFlow's threads, which would
+                    # not wake one long sleep of this (main) thread; Python raises the
+                    # KeyboardInterrupt here when the current one ends
+                    for _ in range(6000):
+                        time.sleep(0.1)
                 return train_on_batch(*args, **kwargs)
 
             model.train_on_batch = held
@@ -121,7 +125,7 @@ def test_sigint_and_sigkill_during_checkpoint_then_resume(tmp_path: Path) -> Non
     cmd = [sys.executable, __file__, str(work), str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # 1. SIGINT once epoch 1 is checkpointed: a clean KeyboardInterrupt in epoch 2 (held in its
-    #    first batch: a tiny epoch could otherwise end before the signal arrives)
+    #    first batch, so that a tiny epoch cannot end before the signal arrives)
     proc = subprocess.Popen(cmd, env={**env, HOLD_ENV: "1"}, stderr=subprocess.PIPE, text=True)
     _wait_for(work / "epoch-2.held", proc)
     proc.send_signal(signal.SIGINT)
