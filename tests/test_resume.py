@@ -145,6 +145,9 @@ def test_sigint_and_sigkill_during_checkpoint_then_resume(tmp_path: Path) -> Non
 
 
 if __name__ == "__main__":
+    # a runner started in the background ignores SIGINT and passes that on to this child: take
+    # Python's KeyboardInterrupt handler back, as a run started from a terminal has it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     work_dir, out_file = Path(sys.argv[1]), Path(sys.argv[2])
     weights = _train(work_dir, hold=os.environ.get(HOLD_ENV) == "1")
     np.savez(out_file, **{f"w{i}": w for i, w in enumerate(weights)})
