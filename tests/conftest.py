@@ -92,10 +92,11 @@ def trained(real_slice) -> dict:
             "p_float": predict_proba(student, eval_ids)}
 
 
-# The longest modules, longest first (each 2 to 13 minutes of a serial run on a 2-core machine;
-# `--durations` in CI's log). With `-n 2 --dist loadfile --no-loadscope-reorder` (README) xdist
-# hands out whole modules in collection order, so starting with these keeps both workers busy to
-# the end instead of leaving the smoke run's module for last. Only the order of modules changes.
+# The longest modules, longest first (by the tests of each in the `--durations` list of a serial
+# CI run on a 2-core machine: the smoke run's module alone took over 13 minutes). With
+# `-n 2 --dist loadfile --no-loadscope-reorder` (README) xdist hands out whole modules in
+# collection order, so starting with these keeps both workers busy to the end instead of leaving
+# the smoke run's module for last. Only the order of modules changes.
 LONGEST_FIRST = ("test_pipeline.py", "test_resume.py", "test_train.py", "test_native_firmware.py",
                  "test_console.py", "test_prune.py", "test_quantize.py", "test_distill.py",
                  "test_distribute.py", "test_gru.py")
