@@ -21,7 +21,7 @@ as does the end of stdin (Ctrl-D). Ctrl-C typed in a terminal drops the line bei
 prompts again, as the board does on Ctrl-C (when stdin is not a terminal, Ctrl-C stops the
 program).
 
-The builds are cached under ``build/console/<hash>/`` (sources, model files and flags).
+The builds are cached under ``build/console/<hash>/`` (sources, model folder and files, flags).
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def prepare_sources(model_dir: Path, out_root: Path) -> dict:
 def _build_key(model_dir: Path, flags: list[str], extra: list[Path]) -> str:
     h = hashlib.sha256()
     parts = [compiler().encode(), " ".join(flags).encode(),
+             str(Path(model_dir).resolve()).encode(),  # the generated sources name the folder
              *[(Path(model_dir) / f).read_bytes() for f in MODEL_FILES],
              *[(SRC / s).read_bytes() for s in PORTABLE_SOURCES],
              *[p.read_bytes() for p in extra],
