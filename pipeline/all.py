@@ -158,10 +158,13 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     pruned_dir, k_pruned = run_stage(
         "student_pruned",
         {"student": k_kd, "prune": cfg.prune, "train": cfg.distill_train, "distill": d,
-         "targets": k_targets},
+         "targets": k_targets,
+         # the flash bytes a round saves are counted at the release's embedding table (since v2)
+         "embedding_bits": cfg.quant.embedding_bits, "flash": 2},
         lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.distill_train,
                                          make_step=teacher_step(),
-                                         train_rows=distill.iter_target_rows(targets_dir)),
+                                         train_rows=distill.iter_target_rows(targets_dir),
+                                         embedding_bits=cfg.quant.embedding_bits),
     )
     evaluation("prune_eval", pruned_dir, k_pruned)
     # QAT starts from the Lottery ticket unless the dense distilled student is better on validation.

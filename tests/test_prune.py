@@ -346,6 +346,29 @@ def test_flash_accounting_equals_the_int8_arrays() -> None:
     assert flash_report(_student())["saved"] == 0.0 and flash_report(model)["saved"] >= 0.45
 
 
+@pytest.mark.parametrize("bits", [4, 2])
+def test_flash_accounting_counts_the_packed_table_the_device_stores(bits: int) -> None:
+    """At a 4- or 2-bit release table, flash_bytes counts the packed codes and row multipliers that
+    ``gru.quantize`` writes, instead of int8 rows; a ticket for that table meets its target there."""
+    from pipeline.device import gru
+    from pipeline.device.step import compact_rows
+
+    model, _ = _pruned_tiny()
+    for m in (_student(), shrink(model)):
+        rows, _ = compact_rows(m.get_layer("embedding").get_weights()[0])
+        bigru = m.get_layer("bigru")
+        cells = [layer.cell.get_weights() for layer in (bigru.forward_layer, bigru.backward_layer)]
+        p = gru.quantize(rows, cells, embedding_bits=bits)
+        packed = p.emb.nbytes + p.emb_mult.nbytes
+        assert flash_report(m)["bytes"] - flash_report(m, bits)["bytes"] == rows.size - packed  # int8: 1 B
+    model = _student()
+    _gaussian(model)
+    keep, _ = group_keep(model, 0.3, embedding_bits=bits)
+    c = keep.counts()
+    dense = flash_bytes(VOCAB, 0, TINY.embed_dim, TINY.units, bits)
+    assert flash_bytes(VOCAB, c["dropped_rows"], c["dims"], c["units"], bits) <= 0.7 * dense
+
+
 
 # --------------------------------------------------------------------------------------------------
 # One run of the stage, shared by the tests below: a tiny tokenizer and data folder, a student trained

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.report import plots
 from pipeline.report.metrics import compute_metrics, fmt_cell, roc_points
-from pipeline.report.report import HELDOUT_METRICS, REPORT_ROWS, RUN_STAGES, write_report
+from pipeline.report.report import HELDOUT_METRICS, REPORT_ROWS, RUN_STAGES, publish_report, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 Y = [0, 0, 1, 1, 0, 1, 1, 0]
@@ -216,13 +216,19 @@ def test_roc_legend_sits_outside_the_axes(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_publish_keeps_every_stage_json_for_the_run_time_table(run: Path, tmp_path: Path) -> None:
-    from pipeline.report.report import publish_report
-
     (run / "data" / "train.jsonl").write_text('{"text": "x", "label": 1}\n')
     write_report(run, "x")
     names = {p.relative_to(tmp_path / "pub").as_posix() for p in publish_report(run, tmp_path / "pub")}
     assert {"data/stage.json", "teacher/stage.json", "report.md", "roc.png"} <= names
     assert "data/train.jsonl" not in names
+
+
+def test_publish_keeps_the_bench_files_the_report_is_written_from(run: Path, tmp_path: Path) -> None:
+    (run / "bench").mkdir()
+    for name in ("bench.json", "before.json", "agreement.json", "bench.md"):
+        (run / "bench" / name).write_text("{}")
+    names = {p.relative_to(tmp_path / "pub").as_posix() for p in publish_report(run, tmp_path / "pub")}
+    assert {"bench/bench.json", "bench/before.json", "bench/agreement.json", "bench/bench.md"} <= names
 
 
 def _bench(step: float, ops: dict[str, float]) -> dict:

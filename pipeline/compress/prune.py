@@ -291,8 +291,8 @@ def _evaluate(model: keras.Model, val: tuple) -> dict:
     return {"val_loss": loss, "val_accuracy": float(np.mean((p >= 0.5) == (y >= 0.5)))}
 
 
-def round_report(model: keras.Model, masks: Masks | None, val: tuple) -> dict:
-    """One row of the per-round table (``masks=None``: the dense model)."""
+def round_report(model: keras.Model, masks: Masks | None, val: tuple, embedding_bits: int = 8) -> dict:
+    """One row of the per-round table (``masks=None``: the dense model; flash at ``embedding_bits``)."""
     layers = layer_sparsity(model)
     total = sum(v["total"] for v in layers.values())
     pruned = sum(int(masks[n].size - masks[n].sum()) for n in layers) if masks else 0
@@ -306,7 +306,7 @@ def round_report(model: keras.Model, masks: Masks | None, val: tuple) -> dict:
                                "no_output_units": len(s[d]["no_output_units"])}
                            for d in ("forward", "backward")}
     return {"sparsity": pruned / max(total, 1), "layers": layers, **_evaluate(model, val),
-            "size": size_report(model), "flash": flash_report(model), "structure": brief}
+            "size": size_report(model), "flash": flash_report(model, embedding_bits), "structure": brief}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,6 +380,7 @@ def lottery_ticket(
     rewind_weights: Sequence[np.ndarray] | None = None,
     make_step: StepFactory | None = None,
     on_epoch_end: Callable[[int, int], None] | None = None,
+    embedding_bits: int = 8,
 ) -> dict:
     """Iterative magnitude pruning with late rewinding; ``model`` ends with the last round's weights.
 
@@ -390,7 +391,8 @@ def lottery_ticket(
     (structured: groups to that share of flash bytes saved; unstructured: weights to that sparsity),
     rewinds the survivors and retrains them for at most ``cfg.retrain_epochs`` epochs with the mask
     enforced after every step of ``make_step`` (default BCE; e.g. ``distill.kd_step(...)`` for KD).
-    ``on_epoch_end(round, epoch)`` is called after every retraining epoch.
+    ``on_epoch_end(round, epoch)`` is called after every retraining epoch. ``embedding_bits``: the
+    release's table (``quant.embedding_bits``), which the structured rounds' flash bytes count.
 
     Resumable from ``work_dir``: ``lottery.json`` lists the finished rounds; an interrupted round
     resumes from its last finished epoch. Returns ``{"rounds": [row0, row1, ...], "masks": masks}``
@@ -418,7 +420,7 @@ def lottery_ticket(
     else:
         (work_dir / "round-0").mkdir(exist_ok=True)
         model.save_weights(str(work_dir / "round-0" / "final.weights.h5"))
-        row = {"round": 0, "target": 0.0, "threshold": 0.0, **round_report(model, None, val)}
+        row = {"round": 0, "target": 0.0, "threshold": 0.0, **round_report(model, None, val, embedding_bits)}
         state["rounds"].append(row)
         _write_json(state_path, state)
         log.info("lottery ticket: dense model val_acc %.4f val_loss %.4f", row["val_accuracy"],
@@ -432,8 +434,8 @@ def lottery_ticket(
             masks = load_masks(mask_path)
             threshold = json.loads((rdir / "mask.json").read_text())["threshold"]
         else:
-            make = structured_masks if cfg.mode == "structured" else global_masks
-            masks, threshold = make(model, schedule[r - 1], masks)
+            masks, threshold = (structured_masks(model, schedule[r - 1], masks, embedding_bits)
+                                if cfg.mode == "structured" else global_masks(model, schedule[r - 1], masks))
             _write_json(rdir / "mask.json", {"target": schedule[r - 1], "threshold": threshold})
             save_masks(mask_path, masks)  # last: its presence means the round's mask is complete
         rewind(model, rewind_weights, masks, variables)
@@ -447,11 +449,11 @@ def lottery_ticket(
         model.save_weights(str(rdir / "final.weights.h5"))
         row = {"round": r, "target": schedule[r - 1], "threshold": threshold,
                "best_epoch": fit_state["best_epoch"], "epochs": fit_state["epoch"],
-               **round_report(model, masks, val)}
+               **round_report(model, masks, val, embedding_bits)}
         state["rounds"].append(row)
         _write_json(state_path, state)
         fl = row["flash"]
-        log.info("round %d: val_acc %.4f val_loss %.4f; int8 arrays %d bytes (%d saved, %.1f%%): %d rows "
+        log.info("round %d: val_acc %.4f val_loss %.4f; model arrays %d bytes (%d saved, %.1f%%): %d rows "
                  "dropped, %d dims, %d units; sparsity %.4f", r, row["val_accuracy"], row["val_loss"],
                  fl["bytes"], fl["saved_bytes"], 100 * fl["saved"], fl["dropped_rows"], fl["dims"],
                  fl["units"], row["sparsity"])
@@ -482,7 +484,7 @@ def prune_student(
     student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
     cfg: PruneConfig, train_cfg: TrainConfig, make_step: StepFactory | None = None,
     rewind_weights: Sequence[np.ndarray] | Path | None = None,
-    train_rows: Iterable[tuple[str, float]] | None = None,
+    train_rows: Iterable[tuple[str, float]] | None = None, embedding_bits: int = 8,
 ) -> dict:
     """Stage: Lottery Ticket pruning of a trained student; ``out_dir`` becomes a model directory.
 
@@ -497,7 +499,8 @@ def prune_student(
     (``rewind.reproduces_student``). Pass the same ``make_step`` (e.g. ``kd_step``) and training rows
     the student used: ``train_rows`` (``(text, label)`` pairs, e.g. the distillation targets'
     ``texts.jsonl`` with its crops, in the order ``make_step``'s indices refer to) replaces
-    ``data_dir/train.jsonl``; validation is always ``data_dir/val.jsonl``.
+    ``data_dir/train.jsonl``; validation is always ``data_dir/val.jsonl``. ``embedding_bits``: as
+    in :func:`lottery_ticket`.
 
     Keeps the round :func:`chosen_round` picks, shrunk (:func:`pipeline.compress.structures.shrink`:
     the dims and units the device drops are removed, pruned vocabulary rows stay exactly zero) and
@@ -556,7 +559,7 @@ def prune_student(
                             a, b)
     set_determinism(train_cfg.seed)
     result = lottery_ticket(student, splits["train"], splits["val"], cfg, train_cfg, work_dir / "lt",
-                            rewind_weights=rw, make_step=make_step)
+                            rewind_weights=rw, make_step=make_step, embedding_bits=embedding_bits)
     rows, masks = result["rounds"], result["masks"]
     last = chosen_round(rows, cfg.keep)
     if last["round"] != rows[-1]["round"]:

@@ -21,11 +21,15 @@ drawn from one distribution get the same expected score whatever their size or k
 (``tests/test_prune.py`` checks both). Scores are taken once per round, before any of its pruning.
 
 **Flash** (:func:`flash_bytes`): the bytes of the model arrays of the int8 step and head models,
-``rows * E`` (the compacted table) ``+ 2V`` (the int16 id map, once any row is dropped) ``+ 2 *
-(E * 3U + U * 3U)`` int8 kernels ``+ 2 * 2 * 3U * 4`` int32 biases ``+ 2U + 4`` (head), the same
-arrays ``pipeline.device.firmware`` counts as ``model_arrays`` less the flatbuffer's fixed overhead.
-A round prunes groups in order of score until the flash of what is left is at most ``(1 - target)``
-of the dense model's (:func:`group_keep`).
+``rows * R`` (the compacted table; ``R`` bytes per row at the release's ``quant.embedding_bits``:
+``E`` at 8 bits, ``ceil(E * bits / 8) + 1`` packed codes and a uint8 multiplier at 4 or 2,
+:func:`table_row_bytes`) ``+ 2V`` (the int16 id map, once any row is dropped) ``+ 2 * (E * 3U + U *
+3U)`` int8 kernels ``+ 2 * 2 * 3U * 4`` int32 biases ``+ 2U + 4`` (head), the same arrays
+``pipeline.device.firmware`` counts as ``model_arrays`` less the flatbuffer's fixed overhead (and
+the fused operator's per-unit multipliers and gate tables). A round prunes groups in order of score
+until the flash of what is left is at most ``(1 - target)`` of the dense model's
+(:func:`group_keep`): at a packed table a row is worth less against a dim or a unit, and the id map
+costs as much as ``2V / R`` rows.
 
 :func:`removable` finds, from the weights alone, what the device model can drop exactly (zero rows,
 unused dims, units nothing reads), and :func:`shrink` builds the smaller student without them.
@@ -74,9 +78,21 @@ def _arrays(named: dict) -> dict[str, np.ndarray]:
     return {n: np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64) for n, v in named.items()}
 
 
-def flash_bytes(vocab: int, dropped_rows: int, dims: int, units: int) -> int:
-    """Bytes of the int8 model arrays (see the module docstring); ``dropped_rows`` of ids ``>= 1``."""
-    table = (vocab - dropped_rows) * dims if dropped_rows else vocab * dims
+def table_row_bytes(dims: int, embedding_bits: int = 8) -> int:
+    """Bytes of one embedding row on the device: int8 codes, or packed 4-/2-bit codes (the width
+    padded to whole bytes, as ``pipeline.device.gru.quantize`` pads it) and the row's uint8
+    multiplier."""
+    if embedding_bits == 8:
+        return dims
+    if embedding_bits not in (4, 2):
+        raise ValueError(f"embedding_bits must be 8, 4 or 2, not {embedding_bits}")
+    return -(-dims * embedding_bits // 8) + 1
+
+
+def flash_bytes(vocab: int, dropped_rows: int, dims: int, units: int, embedding_bits: int = 8) -> int:
+    """Bytes of the device model arrays (see the module docstring) with the embedding table at
+    ``embedding_bits``; ``dropped_rows`` of ids ``>= 1``."""
+    table = (vocab - dropped_rows if dropped_rows else vocab) * table_row_bytes(dims, embedding_bits)
     id_map = 2 * vocab if dropped_rows else 0
     gru = 2 * (dims * 3 * units + units * 3 * units + 2 * 3 * units * 4)
     return table + id_map + gru + 2 * units + 4
@@ -151,8 +167,10 @@ def group_scores(model: keras.Model, masks: Masks | None = None) -> dict:
     return {"row": row, "dim": dim, "unit": rms(ss[0] + ss[1], n[0] + n[1]), "unit_order": tuple(order)}
 
 
-def group_keep(model: keras.Model, target_saving: float, masks: Masks | None = None) -> tuple[Keep, float]:
-    """The groups to keep so the int8 model arrays save ``target_saving`` of the dense flash bytes.
+def group_keep(model: keras.Model, target_saving: float, masks: Masks | None = None,
+               embedding_bits: int = 8) -> tuple[Keep, float]:
+    """The groups to keep so the model arrays (the table at ``embedding_bits``) save
+    ``target_saving`` of the dense flash bytes.
 
     One global threshold: the surviving groups of every kind are sorted by :func:`group_scores`
     (ties: rows, then dims, then unit pairs, then index) and pruned in that order until
@@ -177,12 +195,15 @@ def group_keep(model: keras.Model, target_saving: float, masks: Masks | None = N
     kinds.sort(key=lambda g: (g[2], rank[g[0]], g[1]))
     c = prev.counts()
     dropped, n_dims, n_units = c["dropped_rows"], c["dims"], c["units"]
-    dense = flash_bytes(vocab, 0, dims, units)
+    def flash(*counts: int) -> int:
+        return flash_bytes(vocab, *counts, embedding_bits=embedding_bits)
+
+    dense = flash(0, dims, units)
     goal = (1.0 - target_saving) * dense
     rows, dkeep, ukeep = prev.rows.copy(), prev.dims.copy(), unit_alive.copy()
     threshold = 0.0
     for kind, i, score in kinds:
-        if flash_bytes(vocab, dropped, n_dims, n_units) <= goal:
+        if flash(dropped, n_dims, n_units) <= goal:
             break
         if kind == "row":
             rows[i], dropped = False, dropped + 1
@@ -195,7 +216,7 @@ def group_keep(model: keras.Model, target_saving: float, masks: Masks | None = N
                 continue
             ukeep[i], n_units = False, n_units - 1
         threshold = float(score)
-    if flash_bytes(vocab, dropped, n_dims, n_units) > goal:
+    if flash(dropped, n_dims, n_units) > goal:
         raise ValueError(f"cannot save {target_saving:.0%} of the flash bytes by pruning groups")
     fwd, bwd = (np.zeros(units, bool) for _ in range(2))
     fwd[s["unit_order"][0][ukeep]] = True
@@ -203,10 +224,10 @@ def group_keep(model: keras.Model, target_saving: float, masks: Masks | None = N
     return Keep(rows, dkeep, (fwd, bwd)), threshold
 
 
-def structured_masks(model: keras.Model, target_saving: float,
-                     masks: Masks | None = None) -> tuple[Masks, float]:
+def structured_masks(model: keras.Model, target_saving: float, masks: Masks | None = None,
+                     embedding_bits: int = 8) -> tuple[Masks, float]:
     """:func:`group_keep` as masks over :func:`masked_variables`, and the threshold."""
-    keep, threshold = group_keep(model, target_saving, masks)
+    keep, threshold = group_keep(model, target_saving, masks, embedding_bits)
     shapes = {n: tuple(v.shape) for n, v in masked_variables(model).items()}
     return keep_masks(keep, shapes), threshold
 
@@ -244,16 +265,18 @@ def removable(model: keras.Model) -> Keep:
     return Keep(rows, dims, (units[0], units[1]))
 
 
-def flash_report(model: keras.Model) -> dict:
-    """Int8 flash bytes of the model arrays the device keeps (:func:`removable`) vs the dense model."""
+def flash_report(model: keras.Model, embedding_bits: int = 8) -> dict:
+    """Flash bytes of the model arrays the device keeps (:func:`removable`; the table at
+    ``embedding_bits``) vs the dense model."""
     emb = model.get_layer("embedding").embeddings
     vocab, dims = (int(s) for s in emb.shape)
     units = int(model.get_layer("bigru").forward_layer.cell.units)
     c = removable(model).counts()
-    dense = flash_bytes(vocab, 0, dims, units)
-    now = flash_bytes(vocab, c["dropped_rows"], c["dims"], c["units"])
+    dense = flash_bytes(vocab, 0, dims, units, embedding_bits)
+    now = flash_bytes(vocab, c["dropped_rows"], c["dims"], c["units"], embedding_bits)
     return {**c, "vocab": vocab, "dense_dims": dims, "dense_units": units, "bytes": now,
-            "dense_bytes": dense, "saved_bytes": dense - now, "saved": (dense - now) / dense}
+            "embedding_bits": embedding_bits, "dense_bytes": dense, "saved_bytes": dense - now,
+            "saved": (dense - now) / dense}
 
 
 def shrink_arrays(named: dict[str, np.ndarray], keep: Keep) -> dict[str, np.ndarray]:

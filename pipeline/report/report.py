@@ -57,8 +57,9 @@ def _compression_summary(run_dir: Path, load, evals: dict, peer: dict | None) ->
         if fl:  # structured tickets (and the structures an unstructured one happened to empty)
             name = (f"Lottery ticket round {last['round']}, {fl['dims']} dims x {fl['units']} units, "
                     f"{fl['dropped_rows']:,} rows dropped, float32")
-            size = (f"int8 arrays {_human_bytes(fl['bytes'])}: {_human_bytes(fl['saved_bytes'])} "
-                    f"({100 * fl['saved']:.1f}%) less than dense; {sz['nonzero_weights']:,} weights")
+            size = (f"model arrays {_human_bytes(fl['bytes'])} ({_table(fl)}): "
+                    f"{_human_bytes(fl['saved_bytes'])} ({100 * fl['saved']:.1f}%) less than dense; "
+                    f"{sz['nonzero_weights']:,} weights")
         else:
             name = f"Lottery ticket, {100 * last['sparsity']:.0f}% sparse, float32"
             size = (f"{sz['nonzero_weights']:,} non-zero of {sz['weights']:,} weights; int8 "
@@ -146,15 +147,21 @@ def _qat_precision(qat: dict) -> list[str]:
     return lines + [""]
 
 
+def _table(flash: dict) -> str:
+    """The embedding table the ticket's flash bytes count (rounds before v2 counted an int8 one)."""
+    bits = flash.get("embedding_bits", 8)
+    return "int8 table" if bits == 8 else f"{bits}-bit table"
+
+
 def _lottery_rounds(prune: dict) -> list[str]:
-    """The per-round table: validation accuracy next to the int8 flash bytes each ticket saves."""
+    """The per-round table: validation accuracy next to the flash bytes each ticket saves."""
     mode = prune.get("config", {}).get("mode", "unstructured")
     what = ("groups: vocabulary rows, embedding dims, GRU unit pairs, by RMS" if mode == "structured"
             else "single weights")
     lines = [f"### Lottery Ticket rounds (one global magnitude threshold over {what}; rewind to epoch "
              f"{prune['rewind']['epoch']}, source: {prune['rewind']['source']})", "",
              "| round | target | threshold | val loss | val acc | rows dropped | dims | units | "
-             "int8 arrays | saved | sparsity | non-zero |",
+             "model arrays | saved | sparsity | non-zero |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in prune["rounds"]:
         fl = r.get("flash") or {}
@@ -167,9 +174,12 @@ def _lottery_rounds(prune: dict) -> list[str]:
             f"{fl.get('dropped_rows', MISSING)} | {fl.get('dims', MISSING)} | "
             f"{fl.get('units', MISSING)} | {size} | {saved} | "
             f"{100 * r['sparsity']:.1f}% | {r['size']['nonzero_weights']:,} |")
-    lines += ["", "Round 0 is the dense distilled student. Target: the share of the dense int8 model "
-              "arrays' bytes to save (structured) or of the weights to zero (unstructured). int8 "
-              "arrays: the bytes of the embedding rows the device keeps (pruned rows leave the table, "
+    fl0 = prune["rounds"][0].get("flash") or {}
+    lines += ["", "Round 0 is the dense distilled student. Target: the share of the dense model "
+              "arrays' bytes to save (structured) or of the weights to zero (unstructured). Model "
+              f"arrays ({_table(fl0)}, the release's `quant.embedding_bits`): the bytes of the "
+              "embedding rows the device keeps (packed 4- or 2-bit codes with a uint8 multiplier per "
+              "row, or int8; pruned rows leave the table, "
               "`pipeline.device.step.compact_rows`: an int16 id map, 2 bytes per token id, sends them to "
               "one shared zero row), the GRU kernels of the kept dims and units (int8), their biases "
               "(int32) and the head; TFLM stores zeros densely, so only whole structures count. The "
@@ -483,8 +493,11 @@ def write_report(run_dir: Path, command: str) -> Path:
     return report
 
 
+# bench/: the bench stage's bench.json, and what `pipeline.bench --out RUN/bench/...` adds beside it
+# (bench.md, before.json, agreement.json), which the report's device sections are written from
 PUBLISHED = ("report.md", "config.json", "*.png", "*/metrics.json", "*/stats.json",
-             "*/history.json", "*/stage.json", "*/*.png", "teacher_targets/ensemble.json")
+             "*/history.json", "*/stage.json", "*/*.png", "teacher_targets/ensemble.json",
+             "bench/*.json", "bench/*.md")
 
 
 def publish_report(run_dir: Path, dest: Path) -> list[Path]:
