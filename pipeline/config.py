@@ -173,14 +173,15 @@ class PruneConfig(_Section):
     """Lottery Ticket schedule: round ``r`` reaches ``min(target, 1 - (1 - rate)^r)`` of the mode's target.
 
     ``structured`` prunes whole vocabulary rows, embedding dims and GRU unit pairs until that share of
-    the int8 model arrays' flash bytes is saved (``target_flash_saving``), then shrinks the student;
+    the model arrays' flash bytes is saved (``target_flash_saving``; the embedding table counted at
+    ``quant.embedding_bits``, as the release stores it), then shrinks the student;
     ``unstructured`` prunes single weights to that share of the prunable weights (``target_sparsity``).
     """
 
     mode: Literal["structured", "unstructured"] = "structured"
     rounds: int = 1  # one round of the full-size budget (each round costs retrain_epochs epochs)
     rate: float = 0.3  # share of what is left (flash bytes, or weights) removed per round
-    target_flash_saving: float = 0.5  # structured: share of the dense int8 model arrays' bytes saved
+    target_flash_saving: float = 0.5  # structured: share of the dense model arrays' bytes saved
     target_sparsity: float = 0.64  # unstructured: share of the prunable weights set to zero
     # late rewinding: surviving weights go back to their values after this epoch of the distilled
     # student's run; rewind_epoch + retrain_epochs = distill_train.max_epochs gives the ticket the

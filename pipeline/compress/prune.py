@@ -3,8 +3,7 @@
 Iterative magnitude pruning (Frankle & Carbin 2019, with the "late rewinding" of Frankle et al. 2020):
 
 1. start from a trained dense model and its weights after ``rewind_epoch`` epochs of the same run;
-2. round ``r`` prunes with **one global magnitude threshold** to the round's target
-   ``min(target, 1 - (1 - rate)^r)``;
+2. round ``r`` prunes with **one global magnitude threshold** to ``min(target, 1 - (1 - rate)^r)``;
 3. the surviving weights are rewound to the rewind checkpoint and retrained with
    :func:`pipeline.nn.train.fit`; the mask is re-applied after every optimizer step, so pruned weights
    stay exactly zero (any training step can be wrapped, e.g. :func:`pipeline.compress.distill.kd_step`).
@@ -12,16 +11,17 @@ Iterative magnitude pruning (Frankle & Carbin 2019, with the "late rewinding" of
 Two modes (``PruneConfig.mode``):
 
 - ``structured`` (the default): what is pruned are *groups* the int8 device model loses whole:
-  vocabulary rows of the embedding (dropped from the int8 table through ``compact_rows``' id map,
+  vocabulary rows of the embedding (dropped from the device table through ``compact_rows``' id map,
   which the firmware mirrors), embedding dims, and GRU units in forward/backward pairs; their
   bookkeeping is :mod:`pipeline.compress.structures`. A group's score is the RMS of its surviving
   weights (``L2 / sqrt(n)``: comparable across kinds and sizes), one threshold per round over all
-  groups, and the round's target is a share of the **int8 flash bytes** of the model arrays saved
-  (``target_flash_saving``), not a share of weights. Masks zero whole groups (the GRU biases of
-  pruned units too). At the end the ticket is **shrunk**: a smaller ordinary student (``build_student``
-  shape, fewer dims and units, weights copied; :func:`pipeline.compress.structures.shrink`) whose
-  pruned vocabulary rows are exactly zero, so ``quantize_student`` drops them into one shared zero
-  row; its predictions equal the masked model's up to float rounding.
+  groups, and the round's target is a share of the **flash bytes** of the model arrays saved (the
+  table counted at the release's ``quant.embedding_bits``; ``target_flash_saving``), not a share of
+  weights. Masks zero whole groups (the GRU biases of pruned units too). At the end the ticket is
+  **shrunk**: a smaller ordinary student (``build_student`` shape, fewer dims and units, weights
+  copied; :func:`pipeline.compress.structures.shrink`) whose pruned vocabulary rows are exactly
+  zero, so ``quantize_student`` drops them into one shared zero row; its predictions equal the
+  masked model's up to float rounding.
 - ``unstructured``: single weights over all prunable tensors (embedding, GRU kernels and recurrent
   kernels, head; biases kept) to ``target_sparsity``. TFLM stores zeros densely, so only the
   structures that happen to empty save flash; kept because it shares everything but the mask rule.
@@ -29,7 +29,7 @@ Two modes (``PruneConfig.mode``):
 Each round has its own work directory (``round-R/``: the fit checkpoints, ``masks.npz`` and the final
 weights) and ``lottery.json`` records the finished rounds, so an interrupted run resumes inside the
 round it stopped in. Every round is reported: validation loss and accuracy, sparsity per layer, the
-threshold, the dropped rows / dims / units and the int8 flash bytes of the model arrays with the
+threshold, the dropped rows / dims / units and the flash bytes of the model arrays with the
 bytes saved against the dense model, plus the weight-count sizes (non-zero weights, gzip bytes).
 The stage keeps the deepest round at least as accurate on validation as the dense model (else the
 last round; the release then keeps the dense student, see :mod:`pipeline.all`).
