@@ -45,6 +45,7 @@ import tf_keras as keras
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from pipeline.compress.prunable import Masks, prunable_weights
+from pipeline.device.gru import EMBEDDING_BITS
 from pipeline.nn.models import TokenEmbedding
 
 KEPT_ROWS = 2  # ids 0 (padding) and 1 (<unk>) are never pruned
@@ -82,11 +83,9 @@ def table_row_bytes(dims: int, embedding_bits: int = 8) -> int:
     """Bytes of one embedding row on the device: int8 codes, or packed 4-/2-bit codes (the width
     padded to whole bytes, as ``pipeline.device.gru.quantize`` pads it) and the row's uint8
     multiplier."""
-    if embedding_bits == 8:
-        return dims
-    if embedding_bits not in (4, 2):
-        raise ValueError(f"embedding_bits must be 8, 4 or 2, not {embedding_bits}")
-    return -(-dims * embedding_bits // 8) + 1
+    if embedding_bits not in EMBEDDING_BITS:
+        raise ValueError(f"embedding_bits must be one of {EMBEDDING_BITS}, not {embedding_bits}")
+    return dims if embedding_bits == 8 else -(-dims * embedding_bits // 8) + 1
 
 
 def flash_bytes(vocab: int, dropped_rows: int, dims: int, units: int, embedding_bits: int = 8) -> int:
