@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 960f0008e7dc400e370ca766a36c8590dcccc0c51c60a7526a3f8a8ad87cc71a)
- *     models/release/head.tflite (sha256 2dee8e4a2404f05a825daa2c2bd109c8598408a1facf9b8629b5f9a4ae8012d1)
+ *     models/release/step.tflite (sha256 f13e12feafa19a49e911bb62506a6668db21c189bffcf2fd745fc51933ac9ac9)
+ *     models/release/head.tflite (sha256 c005962e625c6e3ef5b083eecf8340afcbc6d0725ead1edb0de3bfeeb9a78d26)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
