@@ -205,8 +205,9 @@ class QuantConfig(_Section):
     bytes); QAT fake-quantizes the table at it.
     """
 
-    # 2 bits since 2026-12-05: with 6,000 pieces the 2-bit release (v6e, README "A 2-bit table")
-    # beat the 8,000-piece 4-bit one on validation (int8 93.17% vs 93.13%) at 54% of the flash
+    # 2 bits since 2026-12-05: with 6,000 pieces the 2-bit configuration (v6e, README "A 2-bit
+    # table", reports/candidate-v6e) beat the published 8,000-piece 4-bit release on validation
+    # (int8 93.17% vs 93.13%) at 54% of the flash
     embedding_bits: Literal[2, 4, 8] = 2
     compare_reviews: int = 2000  # validation reviews of the device-path PTQ vs QAT table (0: none)
     # QAT's recurrence: "keras" (Keras' GRU; states rounded on output only) or "spec" (SpecGRUCell:
