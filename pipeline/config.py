@@ -151,7 +151,7 @@ class DistillConfig(_Section):
     # weight of the soft (teacher) term; 1 - alpha for the labels. KD student on full16's stages
     # (2026-12-04, README "Results"), validation loss / accuracy with 2 crops: alpha 0.85 0.1829 /
     # 92.86%, 0.7 0.1809 / 93.00%, 0.5 0.1787 / 93.09%, 0.3 0.1771 / 93.14%; with 4 crops: 0.7
-    # 0.1777 / 93.13%, 0.5 0.1760 / 93.15%. On full19's stages with 4 crops (2026-12-05, a03):
+    # 0.1777 / 93.13%, 0.5 0.1760 / 93.15%. On full19's stages with 4 crops (2026-12-05, a03 / a015):
     # 0.5 0.1773 / 93.09% -> 0.3 0.1756 / 93.22% -> 0.15 0.1746 / 93.36%; int8 release 93.17% ->
     # 93.24% -> 93.26% validation (a015: 93.31% test)
     alpha: float = 0.15
