@@ -164,6 +164,9 @@ class DistillConfig(_Section):
     augment: int = 4
     crop_min: float = 0.2  # a crop keeps a random run of this share ...
     crop_max: float = 0.7  # ... to this share of the review's words
+    # share of crops rewritten as some held-out corpora's publishers wrote them (lowercased,
+    # apostrophes dropped, punctuation spaced: distill.publisher_style); 0: none
+    crop_style: float = 0.0
     # the distillation targets: the BiGRU teacher alone, or mixed with a cross-fitted TF-IDF + LR
     # (settings of ``peer``; mix weight chosen on validation; pipeline.compress.ensemble)
     ensemble: Literal["none", "tfidf"] = "tfidf"

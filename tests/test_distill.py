@@ -152,3 +152,17 @@ def test_encode_spans_match_ids_and_survive_pickling() -> None:
     assert all(len(s) == len(i) for s, i in zip(spans, ids, strict=True))
     again = pickle.loads(pickle.dumps(tok))  # what a worker process receives
     assert again.ids(texts) == ids
+
+
+def test_crops_publisher_style() -> None:
+    from pipeline.compress.distill import crop_texts, publisher_style
+
+    assert publisher_style("I DIDN'T like it, (sadly).") == "i didn t like it , ( sadly ) ."
+    texts = [f"word{i} " * 20 + "Don't, ok." for i in range(200)] + ["Short, isn't it?"]
+    plain = crop_texts(texts, 5, 0.2, 0.7)
+    assert crop_texts(texts, 5, 0.2, 0.7, style=0.0) == plain  # no style: the crops of before
+    assert crop_texts(texts, 5, 0.2, 0.7, style=1.0) == [publisher_style(t) for t in plain]
+    half = crop_texts(texts, 5, 0.2, 0.7, style=0.5)
+    styled = sum(c != p for c, p in zip(half, plain, strict=True))
+    assert 0 < styled < len(texts)
+    assert half == crop_texts(texts, 5, 0.2, 0.7, style=0.5)  # seeded

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -122,30 +123,41 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
     return factory
 
 
+PUBLISHER_PUNCT = re.compile(r'([.,!?;:()"])')
+
+
+def publisher_style(text: str) -> str:
+    """``text`` as some corpora's publishers wrote reviews: lowercased, each apostrophe replaced by a
+    space (``didn t``) and punctuation set apart by spaces (``great , but``)."""
+    text = text.lower().replace("'", " ").replace("\u2019", " ")
+    return " ".join(PUBLISHER_PUNCT.sub(r" \1 ", text).split())
+
+
 def iter_crops(texts: Iterable[str], seed: int, lo: float, hi: float,
-               min_words: int = 8) -> Iterator[str]:
+               min_words: int = 8, style: float = 0.0) -> Iterator[str]:
     """One random contiguous run of ``lo..hi`` of each text's words (texts under ``min_words``
-    kept), in order, from one generator seeded ``seed``.
+    kept), in order, from one generator seeded ``seed``; with ``style`` > 0, that share of them
+    (drawn from a second generator: the crops stay the same) rewritten by :func:`publisher_style`.
 
     Crops are new, shorter reviews for the teacher to label (augmentation for distillation, as in
-    Tang et al. 2019): they teach the student the teacher's view of partial evidence.
+    Tang et al. 2019): they teach the student the teacher's view of partial evidence, and styled
+    crops its view of the same words in another corpus's tokenization.
     """
-    rng = np.random.default_rng(seed)
+    rng, styler = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     for t in texts:
         words = t.split()
         n = len(words)
-        if n < min_words:
-            yield t
-            continue
-        length = int(rng.integers(max(4, int(lo * n)), max(5, int(hi * n)) + 1))
-        start = int(rng.integers(0, n - length + 1))
-        yield " ".join(words[start : start + length])
+        if n >= min_words:
+            length = int(rng.integers(max(4, int(lo * n)), max(5, int(hi * n)) + 1))
+            start = int(rng.integers(0, n - length + 1))
+            t = " ".join(words[start : start + length])
+        yield publisher_style(t) if style > 0 and styler.random() < style else t
 
 
 def crop_texts(texts: Iterable[str], seed: int, lo: float, hi: float,
-               min_words: int = 8) -> list[str]:
+               min_words: int = 8, style: float = 0.0) -> list[str]:
     """:func:`iter_crops` as a list."""
-    return list(iter_crops(texts, seed, lo, hi, min_words))
+    return list(iter_crops(texts, seed, lo, hi, min_words, style))
 
 
 TARGET_TEXTS, TARGET_LOGITS, TARGET_FEATURES = "texts.jsonl", "teacher_logits.npy", "features"
@@ -161,7 +173,7 @@ def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int) -> Iterat
     yield from (t for t, _ in iter_jsonl(train))
     for k in range(dcfg.augment):
         yield from iter_crops((t for t, _ in iter_jsonl(train)), seed * 1000 + k, dcfg.crop_min,
-                              dcfg.crop_max)
+                              dcfg.crop_max, style=dcfg.crop_style)
 
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
