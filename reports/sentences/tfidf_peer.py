@@ -1,0 +1,37 @@
+"""The TF-IDF + LR peer of a run, fitted again as its stage did, scored on labelled files.
+
+    python reports/sentences/tfidf_peer.py RUN FILE [FILE ...]
+
+Fits on ``RUN/data/train.jsonl`` with the pipeline's normalization and the C that ``RUN/peer_tfidf``
+chose on validation (``pipeline.report.peers``), then prints one JSON line of metrics per file,
+the keys of ``python -m pipeline.predict ... --json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pipeline.config import TfidfConfig
+from pipeline.data import read_jsonl
+from pipeline.data.inputs import read_input
+from pipeline.predict import METRIC_KEYS
+from pipeline.report.metrics import compute_metrics
+from pipeline.report.peers import chosen, predict_proba, train_tfidf_lr
+from pipeline.text.tokenizer import normalize
+
+
+def main(run: Path, files: list[Path]) -> int:
+    train = read_jsonl(run / "data" / "train.jsonl")
+    model = train_tfidf_lr([t for t, _ in train], [int(y) for _, y in train],
+                           chosen(run / "peer_tfidf", TfidfConfig()), normalize)
+    for path in files:
+        rows = [(r.text, r.label) for r in read_input(path)]
+        m = compute_metrics([y for _, y in rows], predict_proba(model, [t for t, _ in rows]))
+        print(json.dumps({"file": str(path), **{k: m[k] for k in METRIC_KEYS if k in m}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]))
