@@ -2,8 +2,9 @@
 
     python reports/sentences/tfidf_peer.py RUN FILE [FILE ...]
 
-Fits on ``RUN/data/train.jsonl`` with the pipeline's normalization and the C that ``RUN/peer_tfidf``
-chose on validation (``pipeline.report.peers``), then prints one JSON line of metrics per file,
+Fits on ``RUN/data/train.jsonl`` with the pipeline's normalization, the run's peer settings
+(``RUN/config.json``) and the C that ``RUN/peer_tfidf`` chose on validation
+(``pipeline.report.peers``), then prints one JSON line of metrics per file,
 the keys of ``python -m pipeline.predict ... --json``.
 """
 
@@ -23,11 +24,14 @@ from pipeline.text.tokenizer import normalize
 
 
 def main(run: Path, files: list[Path]) -> int:
+    peer = TfidfConfig(**json.loads((run / "config.json").read_text())["peer"])
     train = read_jsonl(run / "data" / "train.jsonl")
     model = train_tfidf_lr([t for t, _ in train], [int(y) for _, y in train],
-                           chosen(run / "peer_tfidf", TfidfConfig()), normalize)
+                           chosen(run / "peer_tfidf", peer), normalize)
     for path in files:
         rows = [(r.text, r.label) for r in read_input(path)]
+        if any(y is None for _, y in rows):
+            sys.exit(f"{path}: every row needs a label (1 positive, 0 negative) to be scored")
         m = compute_metrics([y for _, y in rows], predict_proba(model, [t for t, _ in rows]))
         print(json.dumps({"file": str(path), **{k: m[k] for k in METRIC_KEYS if k in m}}))
     return 0
