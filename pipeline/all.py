@@ -119,6 +119,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         "teacher_targets",
         {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
          **({"crop_style": d.crop_style} if d.crop_style else {}),
+         **({"sentences": [d.sentence_crops, d.sentence_run]} if d.sentence_crops else {}),
          "teacher": k_teacher, "tok": k_stok, "data": k_data, "features": distill.FEATURES_VERSION,
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
          **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {})},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from test_train import _task  # noqa: E402  (same synthetic task as the training tests)
 
@@ -166,3 +167,25 @@ def test_crops_publisher_style() -> None:
     styled = sum(c != p for c, p in zip(half, plain, strict=True))
     assert 0 < styled < len(texts)
     assert half == crop_texts(texts, 5, 0.2, 0.7, style=0.5)  # seeded
+
+
+def test_sentence_crops() -> None:
+    from pipeline.compress.distill import crop_texts, sentences
+    from pipeline.config import DistillConfig
+
+    assert sentences("Great case! Fits well.\nBut the clip broke... Sad?  ok") == [
+        "Great case!", "Fits well.", "But the clip broke...", "Sad?", "ok"]
+    assert sentences("one sentence, no end") == ["one sentence, no end"]
+    texts = [f"First {i} is fine. Second one is bad! Third?" for i in range(100)]
+    texts += ["only one sentence here but it has many words in it"]
+    crops = crop_texts(texts, 3, 0.2, 0.7, sentence_run=2)
+    allowed = {"Second one is bad!", "Third?", "Second one is bad! Third?"}
+    for t, c in zip(texts[:100], crops[:100], strict=True):  # never the whole text
+        assert c in allowed | {t.split(" Second")[0], t.rsplit(" Third?")[0]}
+    assert len({c.split(" is")[0] for c in crops[:100]}) > 2  # runs start at every sentence
+    assert crops[-1] in texts[-1] and crops[-1] != texts[-1]  # one sentence: a word crop
+    assert crop_texts(texts, 3, 0.2, 0.7) != crops  # sentence_run 0: the word crops of before
+    assert crops == crop_texts(texts, 3, 0.2, 0.7, sentence_run=2)  # seeded
+    with pytest.raises(ValueError, match="sentence_crops"):
+        DistillConfig(augment=2, sentence_crops=3)
+

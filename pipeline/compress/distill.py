@@ -133,21 +133,37 @@ def publisher_style(text: str) -> str:
     return " ".join(PUBLISHER_PUNCT.sub(r" \1 ", text).split())
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` split after ``.``, ``!`` or ``?`` followed by white space, and at line breaks."""
+    return [s for s in SENTENCE_END.split(text.strip()) if s.strip()]
+
+
 def iter_crops(texts: Iterable[str], seed: int, lo: float, hi: float,
-               min_words: int = 8, style: float = 0.0) -> Iterator[str]:
+               min_words: int = 8, style: float = 0.0, sentence_run: int = 0) -> Iterator[str]:
     """One random contiguous run of ``lo..hi`` of each text's words (texts under ``min_words``
     kept), in order, from one generator seeded ``seed``; with ``style`` > 0, that share of them
     (drawn from a second generator: the crops stay the same) rewritten by :func:`publisher_style`.
+    With ``sentence_run`` > 0, a text of two or more sentences (:func:`sentences`) gives a random
+    run of 1 to ``sentence_run`` of its whole sentences instead (fewer than all of them).
 
     Crops are new, shorter reviews for the teacher to label (augmentation for distillation, as in
     Tang et al. 2019): they teach the student the teacher's view of partial evidence, and styled
-    crops its view of the same words in another corpus's tokenization.
+    crops its view of the same words in another corpus's tokenization; sentence crops, of single
+    sentences as several held-out sets are.
     """
     rng, styler = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     for t in texts:
         words = t.split()
         n = len(words)
-        if n >= min_words:
+        sents = sentences(t) if sentence_run > 0 else []
+        if len(sents) >= 2:
+            k = int(rng.integers(1, min(sentence_run, len(sents) - 1) + 1))
+            start = int(rng.integers(0, len(sents) - k + 1))
+            t = " ".join(" ".join(sents[start : start + k]).split())
+        elif n >= min_words:
             length = int(rng.integers(max(4, int(lo * n)), max(5, int(hi * n)) + 1))
             start = int(rng.integers(0, n - length + 1))
             t = " ".join(words[start : start + length])
@@ -155,9 +171,9 @@ def iter_crops(texts: Iterable[str], seed: int, lo: float, hi: float,
 
 
 def crop_texts(texts: Iterable[str], seed: int, lo: float, hi: float,
-               min_words: int = 8, style: float = 0.0) -> list[str]:
+               min_words: int = 8, style: float = 0.0, sentence_run: int = 0) -> list[str]:
     """:func:`iter_crops` as a list."""
-    return list(iter_crops(texts, seed, lo, hi, min_words, style))
+    return list(iter_crops(texts, seed, lo, hi, min_words, style, sentence_run))
 
 
 TARGET_TEXTS, TARGET_LOGITS, TARGET_FEATURES = "texts.jsonl", "teacher_logits.npy", "features"
@@ -166,14 +182,16 @@ FEATURES_VERSION = 2  # 2: a folder read row by row (afd.TeacherFeatures); 1: fe
 
 def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int) -> Iterator[str]:
     """The training reviews, then ``dcfg.augment`` rounds of crops of them (round ``k`` seeded
-    ``seed * 1000 + k``), read from ``train.jsonl`` once per round."""
+    ``seed * 1000 + k``; the last ``dcfg.sentence_crops`` rounds crop whole sentences), read from
+    ``train.jsonl`` once per round."""
     from pipeline.data import iter_jsonl
 
     train = Path(data_dir) / "train.jsonl"
     yield from (t for t, _ in iter_jsonl(train))
     for k in range(dcfg.augment):
+        run = dcfg.sentence_run if k >= dcfg.augment - dcfg.sentence_crops else 0
         yield from iter_crops((t for t, _ in iter_jsonl(train)), seed * 1000 + k, dcfg.crop_min,
-                              dcfg.crop_max, style=dcfg.crop_style)
+                              dcfg.crop_max, style=dcfg.crop_style, sentence_run=run)
 
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
