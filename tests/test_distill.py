@@ -187,5 +187,5 @@ def test_sentence_crops() -> None:
     assert crop_texts(texts, 3, 0.2, 0.7) != crops  # sentence_run 0: the word crops of before
     assert crops == crop_texts(texts, 3, 0.2, 0.7, sentence_run=2)  # seeded
     with pytest.raises(ValueError, match="sentence_crops"):
-        DistillConfig(augment=2, sentence_crops=3)
+        DistillConfig(sentence_crops=-1)
 

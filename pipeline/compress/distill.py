@@ -182,8 +182,8 @@ FEATURES_VERSION = 2  # 2: a folder read row by row (afd.TeacherFeatures); 1: fe
 
 def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int) -> Iterator[str]:
     """The training reviews, then ``dcfg.augment`` rounds of crops of them (round ``k`` seeded
-    ``seed * 1000 + k``; the last ``dcfg.sentence_crops`` rounds crop whole sentences), read from
-    ``train.jsonl`` once per round."""
+    ``seed * 1000 + k``; the last ``dcfg.sentence_crops`` rounds, or all, crop whole sentences), read
+    from ``train.jsonl`` once per round."""
     from pipeline.data import iter_jsonl
 
     train = Path(data_dir) / "train.jsonl"

@@ -23,11 +23,16 @@ from pipeline.report.peers import chosen, predict_proba, train_tfidf_lr
 from pipeline.text.tokenizer import normalize
 
 
-def main(run: Path, files: list[Path]) -> int:
+def fit_peer(run: Path):
+    """The run's TF-IDF + LR peer fitted again on its training split, as its stage did."""
     peer = TfidfConfig(**json.loads((run / "config.json").read_text())["peer"])
     train = read_jsonl(run / "data" / "train.jsonl")
-    model = train_tfidf_lr([t for t, _ in train], [int(y) for _, y in train],
-                           chosen(run / "peer_tfidf", peer), normalize)
+    return train_tfidf_lr([t for t, _ in train], [int(y) for _, y in train],
+                          chosen(run / "peer_tfidf", peer), normalize)
+
+
+def main(run: Path, files: list[Path]) -> int:
+    model = fit_peer(run)
     for path in files:
         rows = [(r.text, r.label) for r in read_input(path)]
         if any(y is None for _, y in rows):
