@@ -134,7 +134,9 @@ def _check_qat_output(run: Path) -> None:
         rows = np.asarray(quant["id_map"])
     p = gru.read_step_flatbuffer((run / "int8" / "step.tflite").read_bytes())
     step_table = gru.embedding_rows(p, rows)[:, :float_table.shape[1]] * p.emb_scale
-    np.testing.assert_allclose(step_table, device_table, atol=1e-5 * np.abs(device_table).max())
+    # id 0 (padding) never reaches the step: with an id map it shares the zero row (compact_rows)
+    np.testing.assert_allclose(step_table[1:], device_table[1:],
+                               atol=1e-5 * np.abs(device_table).max())
     assert summary["saved_with_device_table"]["val_accuracy"] > 0.5
 
 
