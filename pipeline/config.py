@@ -176,16 +176,16 @@ class DistillConfig(_Section):
     # Shorter word crops instead (crop 0.1..0.5, c15): KD 0.1764 / 93.13%
     sentence_crops: int = 2
     sentence_run: int = 2
+    # the distillation targets: the BiGRU teacher alone, or mixed with a cross-fitted TF-IDF + LR
+    # (settings of ``peer``; mix weight chosen on validation; pipeline.compress.ensemble)
+    ensemble: Literal["none", "tfidf"] = "tfidf"
+    ensemble_folds: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sentence_crops < 0 or self.sentence_run < 1:
             raise ValueError(f"sentence_crops must be at least 0 and sentence_run at least 1, not "
                              f"{self.sentence_crops} and {self.sentence_run}")
-    # the distillation targets: the BiGRU teacher alone, or mixed with a cross-fitted TF-IDF + LR
-    # (settings of ``peer``; mix weight chosen on validation; pipeline.compress.ensemble)
-    ensemble: Literal["none", "tfidf"] = "tfidf"
-    ensemble_folds: int = 2
 
 
 @dataclass(frozen=True)

@@ -188,4 +188,3 @@ def test_sentence_crops() -> None:
     assert crops == crop_texts(texts, 3, 0.2, 0.7, sentence_run=2)  # seeded
     with pytest.raises(ValueError, match="sentence_crops"):
         DistillConfig(sentence_crops=-1)
-
