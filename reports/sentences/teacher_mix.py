@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tfidf_peer import fit_peer
+from tfidf_peer import fit_peer, labelled
 
 from pipeline.compress import ensemble
 from pipeline.compress.distill import ENSEMBLE_JSON
-from pipeline.data.inputs import read_input
 from pipeline.report.metrics import compute_metrics
 from pipeline.report.peers import predict_proba
 from pipeline.report.predictors import load_predictor
@@ -32,10 +31,7 @@ def main(run: Path, files: list[Path]) -> int:
     chosen = json.loads((run / "teacher_targets" / ENSEMBLE_JSON).read_text())["weight"]
     peer, teacher = fit_peer(run), load_predictor(run / "teacher", "keras")
     for path in files:
-        rows = [(r.text, r.label) for r in read_input(path)]
-        if any(y is None for _, y in rows):
-            sys.exit(f"{path}: every row needs a label (1 positive, 0 negative) to be scored")
-        texts, y = [t for t, _ in rows], [y for _, y in rows]
+        texts, y = labelled(path)
         z_t = ensemble.logit(np.asarray(teacher(texts)))
         z_f = ensemble.logit(predict_proba(peer, texts))
         for w in sorted({*WEIGHTS, chosen}):

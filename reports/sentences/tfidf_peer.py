@@ -31,13 +31,19 @@ def fit_peer(run: Path):
                           chosen(run / "peer_tfidf", peer), normalize)
 
 
+def labelled(path: Path) -> tuple[list[str], list[int]]:
+    """``(texts, labels)`` of a labelled file; exits with a message if a row has no label."""
+    rows = [(r.text, r.label) for r in read_input(path)]
+    if any(y is None for _, y in rows):
+        sys.exit(f"{path}: every row needs a label (1 positive, 0 negative) to be scored")
+    return [t for t, _ in rows], [y for _, y in rows]
+
+
 def main(run: Path, files: list[Path]) -> int:
     model = fit_peer(run)
     for path in files:
-        rows = [(r.text, r.label) for r in read_input(path)]
-        if any(y is None for _, y in rows):
-            sys.exit(f"{path}: every row needs a label (1 positive, 0 negative) to be scored")
-        m = compute_metrics([y for _, y in rows], predict_proba(model, [t for t, _ in rows]))
+        texts, y = labelled(path)
+        m = compute_metrics(y, predict_proba(model, texts))
         print(json.dumps({"file": str(path), **{k: m[k] for k in METRIC_KEYS if k in m}}))
     return 0
 
