@@ -68,6 +68,10 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     held = stages.files_fingerprint(heldout) if heldout else None
     # only a non-default strategy enters the training stages' keys: finished runs stay valid
     dist = {} if cfg.distribute.strategy == "default" else {"strategy": cfg.distribute.strategy}
+    # data.stream: the training stages read their ids from TFRecord shards (tf.data); in their keys
+    # only when on, so in-memory runs keep theirs
+    records = cfg.data.stream
+    rec = {"records": True} if records else {}
 
     def evaluation(name: str, model_dir: Path, key: str, runtime: str = "keras",
                    reference: tuple[Path, str] | None = None) -> None:
@@ -88,8 +92,9 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     )
     teacher_dir, k_teacher = run_stage(
         "teacher",
-        {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data, **dist},
-        lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy),
+        {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data, **dist, **rec},
+        lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy,
+                                            records),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
     if cfg.data.stream:  # the hashed, out-of-core peer: nothing it holds grows with the reviews
@@ -109,9 +114,9 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     )
     student_dir, k_student = run_stage(
         "student",
-        {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data, **dist},
+        {"model": cfg.student, "train": cfg.student_train, "tok": k_stok, "data": k_data, **dist, **rec},
         lambda o, w: nn_stage.train_student(data_dir, stok_dir, o, w, cfg.student, cfg.student_train,
-                                         strategy),
+                                            strategy, records),
     )
     evaluation("student_eval", student_dir, k_student)
     d = cfg.distill
@@ -139,10 +144,10 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
             {"model": cfg.student, "train": cfg.distill_train, "distill": dcfg, "tok": k_stok,
              "data": k_data, "targets": k_targets, "rewind": cfg.prune.rewind_epoch,
              # branch v2: the AFD student is its own best epoch (distill_student)
-             **({"branch": branch[1], "branch_version": 2} if branch else {})},
+             **({"branch": branch[1], "branch_version": 2} if branch else {}), **rec},
             lambda o, w, afd=afd, branch=branch: distill.distill_student(
                 data_dir, targets_dir, stok_dir, o, w, cfg.student, cfg.distill_train, d, afd,
-                cfg.prune.rewind_epoch, branch[0] if branch else None),
+                cfg.prune.rewind_epoch, branch[0] if branch else None, records),
         )
         evaluation(f"{name}_eval", *distilled[name])
     # The distilled student that goes on: the better one on the validation split.
@@ -162,11 +167,11 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         {"student": k_kd, "prune": cfg.prune, "train": cfg.distill_train, "distill": d,
          "targets": k_targets,
          # the flash bytes a round saves are counted at the release's embedding table (since v2)
-         "embedding_bits": cfg.quant.embedding_bits, "flash": 2},
+         "embedding_bits": cfg.quant.embedding_bits, "flash": 2, **rec},
         lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.distill_train,
                                          make_step=teacher_step(),
                                          train_rows=distill.iter_target_rows(targets_dir),
-                                         embedding_bits=cfg.quant.embedding_bits),
+                                         embedding_bits=cfg.quant.embedding_bits, records=records),
     )
     evaluation("prune_eval", pruned_dir, k_pruned)
     # QAT starts from the Lottery ticket unless the dense distilled student is better on validation.
@@ -183,10 +188,10 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
                      "conversion": convert.CONVERSION_VERSION,
                      # output v2: model.keras holds the device's embedding table, the float one
                      # beside it (convert.LATENT_TABLE)
-                     "output": 2},
+                     "output": 2, **rec},
         lambda o, w: qat.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
                                      cfg.release_tokens, cfg.quant.embedding_bits, compare,
-                                     cfg.calibration_reviews, cfg.quant.qat_cell == "spec"),
+                                     cfg.calibration_reviews, cfg.quant.qat_cell == "spec", records),
     )
     evaluation("qat_eval", qat_dir, k_qat)
     int8_dir, k_int8 = run_stage(

@@ -196,10 +196,11 @@ def test_second_run_reuses_every_stage(smoke_run: Path, real_slice, caplog) -> N
     assert {s: (smoke_run / s / "stage.json").read_text() for s in before} == before
 
 
-def test_stream_switch_redoes_only_the_tfidf_peer_and_the_teacher_targets(
+def test_stream_switch_trains_from_tfrecord_shards_and_redoes_the_tfidf_peer(
         smoke_run: Path, real_slice, tmp_path: Path, caplog) -> None:
-    """``--set data.stream=true`` keeps every stage it does not change (the splits do not depend on
-    it) and redoes the TF-IDF peer and the teacher ensemble with the hashed, out-of-core model."""
+    """``--set data.stream=true`` keeps the stages it does not change (the splits and tokenizers do
+    not depend on it), trains from TFRecord shards read with ``tf.data`` and redoes the TF-IDF
+    peer and the teacher ensemble with the hashed, out-of-core model."""
     import numpy as np
 
     from pipeline.compress import distill
@@ -210,21 +211,25 @@ def test_stream_switch_redoes_only_the_tfidf_peer_and_the_teacher_targets(
     caplog.set_level("INFO")
     rc = pipeline_all.main(["--data", str(real_slice["amazon"]), "--heldout",
                             str(real_slice["heldout"]), "--preset", "smoke", "--out", str(run),
-                            "--set", "data.stream=true", "--until", "teacher_targets"])
+                            "--set", "data.stream=true"])
     assert rc == 0
-    for s in ("data", "tokenizer", "teacher", "teacher_eval", "peer_fasttext", "student"):
+    for s in ("data", "tokenizer", "peer_fasttext", "student_tokenizer"):
         assert f"[{s}] up to date" in caplog.text
-    for s in ("peer_tfidf", "teacher_targets"):
+    for s in ("teacher", "peer_tfidf", "student", "teacher_targets", "student_kd", "student_afd",
+              "student_pruned", "qat", "int8", "int8_eval"):
         assert f"[{s}] running" in caplog.text
+    # every training stage read its training split from TFRecord shards
+    train_n = json.loads((run / "data" / "stats.json").read_text())["splits"]["train"]["n"]
+    texts_n = len(np.load(run / "teacher_targets" / distill.TARGET_LOGITS))
+    assert caplog.text.count(f" {train_n} rows in 8 TFRecord shards") == 3  # teacher, student, QAT
+    assert caplog.text.count(f" {texts_n} rows in 8 TFRecord shards") == 3  # KD, AFD, ticket
     peer = json.loads((run / "peer_tfidf" / "metrics.json").read_text())
     stats = json.loads((run / "data" / "stats.json").read_text())
     assert peer["hashed"] and peer["stopwords_kept"]["test"]["n"] == stats["splits"]["test"]["n"]
     assert set(peer["stopwords_kept"]["heldout"]) == {"uci_amazon_cells", "li2018_amazon_sent"}
     assert json.loads((run / "teacher_targets" / distill.ENSEMBLE_JSON).read_text())["tfidf"] == "hashed"
-    # the BiGRU's own logits do not depend on the peer; the mixed ones do
-    same = [np.load(d / "teacher_targets" / distill.BIGRU_LOGITS) for d in (smoke_run, run)]
-    np.testing.assert_array_equal(*same)
-    assert np.load(run / "teacher_targets" / distill.TARGET_LOGITS).shape == same[0].shape
+    shapes = [np.load(d / "teacher_targets" / distill.TARGET_LOGITS).shape for d in (smoke_run, run)]
+    assert shapes[0] == shapes[1]
     text = report.write_report(run, "test").read_text()
     assert peer["name"] in text and "Stopword removal" not in text
 

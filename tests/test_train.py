@@ -20,6 +20,7 @@ from pipeline.nn.train import (
     soft_labelled_ids,
 )
 from pipeline.text.ragged import Ragged, RaggedFile
+from pipeline.text.records import BUCKET_WIDTH, IdRecords
 from pipeline.text.tokenizer import Tokenizer, train_tokenizer
 
 TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=8, dropout=0.1,
@@ -59,6 +60,10 @@ def _train(work: Path, cfg: TrainConfig = CFG, stop_after: int | None = None,
         parts = [Ragged.from_rows(x[:123], np.uint16), Ragged.from_rows(x[123:], np.uint16)]
         x = RaggedFile.write(parts, work.parent / f"{work.name}.ids")
         test = RaggedFile.write([Ragged.from_rows(test, np.uint16)], work.parent / "test.ids")
+    elif packed == "records":  # TFRecord shards read with tf.data (data.stream)
+        folder = work.parent / f"{work.name}.records"
+        x = folder if folder.exists() else IdRecords.write([(x[:123], y[:123]), (x[123:], y[123:])], folder)
+        x = IdRecords(folder)
     fit(model, (x, y), val, cfg, work, on_epoch_end=hook)
     return predict_proba(model, test)
 
@@ -86,6 +91,44 @@ def test_packed_ids_train_exactly_as_lists(tmp_path: Path) -> None:
     ref = _train(tmp_path / "a")
     np.testing.assert_array_equal(ref, _train(tmp_path / "b", packed="memory"))
     np.testing.assert_array_equal(ref, _train(tmp_path / "c", packed="file"))
+
+
+def test_records_train_deterministically_and_resume(tmp_path: Path) -> None:
+    """Ids in TFRecord shards (``data.stream``) learn the task, and a run killed after an epoch
+    resumes to the weights of the run never stopped (the epochs are seeded: deterministic)."""
+    a = _train(tmp_path / "a", packed="records")
+    assert np.mean((a >= 0.5) == (_task(200, 2)[1] >= 0.5)) > 0.8
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "c", replace(CFG, max_epochs=2), stop_after=1, packed="records")
+    np.testing.assert_array_equal(a, _train(tmp_path / "c", packed="records"))
+
+
+def test_records_batches_hold_every_row_once_by_length(tmp_path: Path) -> None:
+    x, y = _task(300, 4)
+    x[7] = []  # an empty row (an empty review) still trains
+    x[8] = list(range(4, 30)) * 3  # 78 ids
+    rec = IdRecords.write([(x[:100], y[:100]), (x[100:], y[100:])], tmp_path / "r", shards=3)
+    assert len(rec) == 300 and rec.longest == 78 and not list(tmp_path.glob("*.tmp"))
+    assert [r.tolist() for r in rec.head(10)] == x[:10]
+
+    def epoch(seed: int) -> list[tuple]:
+        return [(ids, labels, idx) for ids, labels, idx in
+                rec.batches(32, seed, shuffle_buffer=100).as_numpy_iterator()]
+
+    batches = epoch(1)
+    order = np.concatenate([idx for _, _, idx in batches])
+    assert sorted(order.tolist()) == list(range(300))  # every row once
+    for ids, labels, idx in batches:
+        assert ids.shape[1] % BUCKET_WIDTH == 0 and len(idx) <= 32
+        lengths = [len(x[i]) for i in idx]
+        assert max(lengths) <= ids.shape[1] < max(lengths) + BUCKET_WIDTH or max(lengths) == 0
+        assert len({max(n - 1, 0) // BUCKET_WIDTH for n in lengths}) == 1  # one length bucket
+        for row, i in zip(ids, idx, strict=True):
+            assert row[: len(x[i])].tolist() == x[i] and not row[len(x[i]):].any()
+        assert labels.tolist() == y[idx].tolist()
+    again = np.concatenate([idx for _, _, idx in epoch(1)])
+    assert again.tolist() == order.tolist()  # seeded: the same epoch
+    assert np.concatenate([idx for _, _, idx in epoch(2)]).tolist() != order.tolist()
 
 
 def test_soft_labelled_ids_read_rows_once(tmp_path: Path) -> None:
@@ -126,6 +169,11 @@ def test_labelled_ids_put_the_training_split_on_disk(tmp_path: Path) -> None:
         assert [r.tolist() for r in splits[name][0]] == [r.tolist() for r in in_memory[name][0]]
         assert splits[name][1].tolist() == in_memory[name][1].tolist()
     assert splits["train"][1].tolist() == [float(y) for _, y in train]
+    records = labelled_ids(tmp_path, tok, work_dir=tmp_path / "work", records=True)
+    assert isinstance(records["train"][0], IdRecords) and (tmp_path / "work/train_records").is_dir()
+    assert [r.tolist() for r in records["train"][0].head(100)] == [r.tolist() for r in in_memory["train"][0]]
+    assert records["train"][1].tolist() == in_memory["train"][1].tolist()
+    assert isinstance(records["val"][0], Ragged)
 
 
 def test_ragged_rows() -> None:

@@ -322,7 +322,7 @@ REWIND_WEIGHTS, BRANCH = "rewind.weights.h5", "branch"
 def distill_student(
     data_dir: Path, targets_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
     model_cfg: StudentConfig, cfg: TrainConfig, dcfg: DistillConfig, afd: bool = False,
-    rewind_epoch: int = 1, branch_from: Path | None = None,
+    rewind_epoch: int = 1, branch_from: Path | None = None, records: bool = False,
 ) -> dict:
     """Stage: train the student on :func:`teacher_targets` with KD (``afd``: + feature distillation).
 
@@ -331,14 +331,16 @@ def distill_student(
     ``cfg.max_epochs - dcfg.afd_epochs`` (``branch/``). The AFD student with ``branch_from`` (the KD
     student's folder) resumes that state and trains the last ``afd_epochs`` epochs with the AFD loss
     added: the two students share their first epochs, so AFD costs only the epochs it changes.
+    ``records`` (``data.stream``): the distillation texts' ids go through TFRecord shards and
+    ``tf.data`` (:class:`pipeline.text.records.IdRecords`).
     """
     from pipeline.nn.models import build_student
     from pipeline.nn.train import (
-        TRAIN_IDS,
         fit_and_save,
         labelled_ids,
         set_determinism,
         soft_labelled_ids,
+        train_ids_path,
     )
     from pipeline.text.tokenizer import Tokenizer
 
@@ -349,7 +351,8 @@ def distill_student(
     tok = Tokenizer.load(tok_dir)
     splits = labelled_ids(data_dir, tok, names=("val",))
     work_dir.mkdir(parents=True, exist_ok=True)
-    splits["train"] = soft_labelled_ids(tok, iter_target_rows(targets_dir), work_dir / TRAIN_IDS)
+    splits["train"] = soft_labelled_ids(tok, iter_target_rows(targets_dir),
+                                        train_ids_path(work_dir, records), records)
     model = build_student(tok.vocab_size, model_cfg)
     kind = "student-kd-afd" if afd else "student-kd"
     step_cfg = dcfg if afd else replace(dcfg, afd_weight=0.0)

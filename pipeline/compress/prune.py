@@ -485,6 +485,7 @@ def prune_student(
     cfg: PruneConfig, train_cfg: TrainConfig, make_step: StepFactory | None = None,
     rewind_weights: Sequence[np.ndarray] | Path | None = None,
     train_rows: Iterable[tuple[str, float]] | None = None, embedding_bits: int = 8,
+    records: bool = False,
 ) -> dict:
     """Stage: Lottery Ticket pruning of a trained student; ``out_dir`` becomes a model directory.
 
@@ -500,7 +501,8 @@ def prune_student(
     the student used: ``train_rows`` (``(text, label)`` pairs, e.g. the distillation targets'
     ``texts.jsonl`` with its crops, in the order ``make_step``'s indices refer to) replaces
     ``data_dir/train.jsonl``; validation is always ``data_dir/val.jsonl``. ``embedding_bits``: as
-    in :func:`lottery_ticket`.
+    in :func:`lottery_ticket`. ``records`` (``data.stream``): the training ids go through TFRecord
+    shards and ``tf.data`` (:class:`pipeline.text.records.IdRecords`).
 
     Keeps the round :func:`chosen_round` picks, shrunk (:func:`pipeline.compress.structures.shrink`:
     the dims and units the device drops are removed, pruned vocabulary rows stay exactly zero) and
@@ -512,10 +514,10 @@ def prune_student(
     """
     from pipeline.nn.models import load_model, save_model
     from pipeline.nn.train import (
-        TRAIN_IDS,
         labelled_ids,
         set_determinism,
         soft_labelled_ids,
+        train_ids_path,
         write_model_info,
     )
     from pipeline.text.tokenizer import Tokenizer
@@ -526,9 +528,9 @@ def prune_student(
     tok = Tokenizer.load(student_dir)
     student = load_model(student_dir / "model.keras")
     splits = labelled_ids(data_dir, tok, ("val",) if train_rows is not None else ("train", "val"),
-                          work_dir)
+                          work_dir, records)
     if train_rows is not None:
-        splits["train"] = soft_labelled_ids(tok, train_rows, work_dir / TRAIN_IDS)
+        splits["train"] = soft_labelled_ids(tok, train_rows, train_ids_path(work_dir, records), records)
     rewind_info: dict = {"epoch": cfg.rewind_epoch}
     if rewind_weights is not None and not isinstance(rewind_weights, str | Path):
         rewind_info["source"] = "given"

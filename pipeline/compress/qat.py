@@ -42,6 +42,7 @@ from pipeline.device.gru import (
     tanh_table,
 )
 from pipeline.nn.models import TokenEmbedding, student_parts
+from pipeline.text.records import IdRecords
 
 log = logging.getLogger(__name__)
 
@@ -275,10 +276,16 @@ def qat_prunable_weights(qat: keras.Model) -> dict[str, tf.Variable]:
             "prob/kernel": logit._weight_vars[0][0]}
 
 
+def _head(ids, n: int) -> list:
+    """The first ``n`` training rows: sliced, or read from :class:`IdRecords`' shards."""
+    return ids.head(n) if isinstance(ids, IdRecords) else ids[:n]
+
+
 def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path, cfg,
                 make_step=None, seq_len: int | None = None, embedding_bits: int = 8,
                 compare: Callable[..., dict] | None = None,
-                calibration_reviews: int = 500, spec_cell: bool = False) -> dict[str, Any]:
+                calibration_reviews: int = 500, spec_cell: bool = False,
+                records: bool = False) -> dict[str, Any]:
     """Stage: quantization-aware fine-tuning of a float student -> a float student directory.
 
     Fine-tunes :func:`build_qat_model` (fake quantization as the device rounds, the embedding at
@@ -297,7 +304,9 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     epoch 0). Reports validation loss and accuracy before/after.
     A pruned student (``masks.npz`` beside its model) keeps its zeros: the masks are re-applied
     after every step. ``seq_len`` (the release length) replaces the tokenizer's: fine-tuning,
-    validation and everything downstream then see that many tokens per review.
+    validation and everything downstream then see that many tokens per review. ``records``
+    (``data.stream``): the training ids go through TFRecord shards and ``tf.data``
+    (:class:`pipeline.text.records.IdRecords`).
     """
     from pipeline.device.convert import LATENT_TABLE
     from pipeline.nn.models import load_model, save_model
@@ -318,7 +327,7 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     student = load_model(Path(student_dir) / "model.keras")
     has_test = compare is not None and (Path(data_dir) / "test.jsonl").exists()
     splits = labelled_ids(data_dir, tok, ("train", "val", "test") if has_test else ("train", "val"),
-                          work_dir)
+                          work_dir, records)
     x_val, y_val = splits["val"]
     p0 = predict_proba(student, x_val)
     before = float(np.mean((p0 >= 0.5) == (y_val >= 0.5)))
@@ -336,7 +345,7 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     precision = None
     if compare is not None:
         precision = compare(student, tuned, {k: v for k, v in splits.items() if k != "train"},
-                            splits["train"][0][:calibration_reviews], embedding_bits)
+                            _head(splits["train"][0], calibration_reviews), embedding_bits)
         dev = precision["splits"]["val"]
         ptq, qat_dev = dev[f"ptq_{embedding_bits}"], dev[f"qat_{embedding_bits}"]
         kept = "qat" if qat_dev["loss"] <= ptq["loss"] else "start"

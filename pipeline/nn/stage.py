@@ -33,12 +33,14 @@ def _train_distributed(data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: P
 
 def train_teacher(
     data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: TeacherConfig, cfg: TrainConfig, strategy=None,
+    model_cfg: TeacherConfig, cfg: TrainConfig, strategy=None, records: bool = False,
 ) -> dict:
     """Stage: train the BiGRU teacher; ``out_dir`` becomes a self-contained model directory.
 
     With a ``tf.distribute`` ``strategy`` (``pipeline.nn.distribute.strategy_from_name``) it trains
     with ``pipeline.nn.distribute.fit_distributed``: ``cfg.batch_size`` reviews per replica.
+    ``records`` (``data.stream``): the training split goes through TFRecord shards and ``tf.data``
+    (:class:`pipeline.text.records.IdRecords`).
     """
     if strategy is not None:
         if model_cfg.init_embeddings != "random":
@@ -47,9 +49,11 @@ def train_teacher(
                                   strategy)
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
-    splits = labelled_ids(data_dir, tok, work_dir=work_dir)
+    splits = labelled_ids(data_dir, tok, work_dir=work_dir, records=records)
     model = build_teacher(tok.vocab_size, model_cfg)
     if model_cfg.init_embeddings == "ppmi":
+        if records:
+            raise ValueError("init_embeddings='ppmi' reads every training review: not with data.stream")
         log.info("teacher: initialising embeddings from PPMI-SVD of the training split")
         emb = ppmi_embeddings(splits["train"][0], tok.vocab_size, model_cfg.embed_dim,
                               seed=cfg.seed)
@@ -59,14 +63,15 @@ def train_teacher(
 
 def train_student(
     data_dir: Path, tok_dir: Path, out_dir: Path, work_dir: Path,
-    model_cfg: StudentConfig, cfg: TrainConfig, strategy=None,
+    model_cfg: StudentConfig, cfg: TrainConfig, strategy=None, records: bool = False,
 ) -> dict:
-    """Stage: train the device student on labels only (the ablation's first row)."""
+    """Stage: train the device student on labels only (the ablation's first row); ``records``:
+    as :func:`train_teacher`."""
     if strategy is not None:
         return _train_distributed(data_dir, tok_dir, out_dir, work_dir, "student", model_cfg, cfg,
                                   strategy)
     set_determinism(cfg.seed)
     tok = Tokenizer.load(tok_dir)
     model = build_student(tok.vocab_size, model_cfg)
-    return fit_and_save(model, tok, labelled_ids(data_dir, tok, work_dir=work_dir), cfg, work_dir, out_dir,
-                         "student")
+    return fit_and_save(model, tok, labelled_ids(data_dir, tok, work_dir=work_dir, records=records), cfg,
+                        work_dir, out_dir, "student")

@@ -3,6 +3,8 @@
 Batches group reviews of similar length and are trimmed to the longest review in the batch (rounded
 up to 16), so short reviews do not pay for padding. Everything random derives from ``seed`` and the
 epoch number, so an uninterrupted run is deterministic, and a resumed run replays the same batches.
+The training ids are rows in memory, in a file (:class:`RaggedFile`) or, with ``data.stream``, TFRecord
+shards read with ``tf.data`` (:class:`IdRecords`, :func:`epoch_batches`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pipeline  # noqa: F401
 from pipeline.config import TrainConfig
 from pipeline.progress import Progress
 from pipeline.text.ragged import Ragged, RaggedFile, Rows
+from pipeline.text.records import IdRecords
 from pipeline.text.tokenizer import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -130,9 +133,30 @@ def bce(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+def epoch_batches(
+    x: Sequence[Sequence[int]] | IdRecords, y: np.ndarray, lengths: Sequence[int] | None,
+    cfg: TrainConfig, rng: np.random.Generator,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """An epoch's ``(ids, labels, row indices, share of the epoch before the batch)``.
+
+    Rows in memory or a :class:`RaggedFile`: :func:`bucketed_batches` drawn from ``rng``.
+    :class:`IdRecords`: their ``tf.data`` pipeline, seeded from ``rng`` (shuffle buffer, length
+    buckets), which yields the labels and indices it stored.
+    """
+    if isinstance(x, IdRecords):
+        seen = 0
+        for ids, labels, idx in x.batches(cfg.batch_size, int(rng.integers(2**63 - 1))).as_numpy_iterator():
+            yield ids, labels, idx, seen / max(len(x), 1)
+            seen += len(idx)
+        return
+    batches = bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches)
+    for i, idx in enumerate(batches):
+        yield pad_batch([x[j] for j in idx]), y[idx], idx, i / len(batches)
+
+
 def fit(
     model: keras.Model,
-    train: tuple[Sequence[Sequence[int]], np.ndarray],
+    train: tuple[Sequence[Sequence[int]] | IdRecords, np.ndarray],
     val: tuple[Sequence[Sequence[int]], np.ndarray],
     cfg: TrainConfig,
     work_dir: Path,
@@ -140,6 +164,8 @@ def fit(
     make_step: StepFactory | None = None,
 ) -> dict:
     """Train ``model`` with early stopping on validation loss; resumes from ``work_dir``.
+
+    ``train``: ``(id rows, labels)``; the rows may be :class:`IdRecords` (batches from ``tf.data``).
 
     ``make_step(model, optimizer)`` may supply a custom training step (distillation); the default
     is Keras' ``train_on_batch`` with binary cross-entropy.
@@ -191,24 +217,22 @@ def fit(
         log.info("resuming training after epoch %d (best epoch %d)", state["epoch"],
                  state["best_epoch"])
     _clean_stale(work_dir, state["epoch"])
-    lengths = row_lengths(x_train)
+    lengths = None if isinstance(x_train, IdRecords) else row_lengths(x_train)
     while state["epoch"] < cfg.max_epochs and state["wait"] < cfg.patience:
         epoch = state["epoch"] + 1
         optimizer.learning_rate.assign(state["lr"])
         rng = np.random.default_rng([cfg.seed, epoch])
-        batches = bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches)
         for part, gen in enumerate(dropout_rngs):
             gen.reset_from_seed(epoch_seed(cfg.seed, epoch, part))
         t0 = time.monotonic()
         with Progress(len(y_train), f"epoch {epoch}/{cfg.max_epochs}", "reviews") as progress:
-            for i, idx in enumerate(batches):
+            for i, (x, y, idx, done) in enumerate(epoch_batches(x_train, y_train, lengths, cfg, rng)):
                 if cfg.lr_schedule == "cosine":
                     optimizer.learning_rate.assign(
-                        state["lr"] * cosine_factor(epoch - 1 + i / len(batches), cfg.max_epochs))
-                x = pad_batch([x_train[j] for j in idx])
+                        state["lr"] * cosine_factor(epoch - 1 + done, cfg.max_epochs))
                 if cfg.token_dropout:
                     x = np.where((x > 0) & (rng.random(x.shape) < cfg.token_dropout), UNK_ID, x)
-                loss, acc = step(x, y_train[idx], idx, i == 0)
+                loss, acc = step(x, y, idx, i == 0)
                 if ema:
                     ema_update()
                 progress.update(len(idx), f"loss {loss:.4f} acc {acc:.4f}")
@@ -306,27 +330,38 @@ def ppmi_embeddings(
 
 
 TRAIN_IDS = "train_ids.bin"  # a stage's training ids in its work folder (RaggedFile)
+TRAIN_RECORDS = "train_records"  # ... with data.stream: TFRecord shards (IdRecords)
 
 
-def labelled_ids(data_dir: Path, tok, names=("train", "val"), work_dir: Path | None = None) -> dict:
+def train_ids_path(work_dir: Path, records: bool = False) -> Path:
+    """Where a stage keeps its training ids: a :class:`RaggedFile`, or :class:`IdRecords`."""
+    return Path(work_dir) / (TRAIN_RECORDS if records else TRAIN_IDS)
+
+
+def labelled_ids(data_dir: Path, tok, names=("train", "val"), work_dir: Path | None = None,
+                 records: bool = False) -> dict:
     """``{split: (ids, float32 labels)}`` for the splits ``names`` of ``data_dir``, each file read
     once as a stream; with ``work_dir``, the training split's ids go to ``work_dir/train_ids.bin``
-    (:class:`RaggedFile`: memory holds 12 bytes a review), the others stay packed in memory."""
+    (:class:`RaggedFile`: memory holds 12 bytes a review) or, with ``records``, to TFRecord shards
+    in ``work_dir/train_records`` (:class:`IdRecords`, read with ``tf.data``); the other splits
+    stay packed in memory."""
     from pipeline.data import iter_jsonl
 
     out = {}
     for name in names:
-        path = Path(work_dir) / TRAIN_IDS if work_dir is not None and name == "train" else None
+        path = train_ids_path(work_dir, records) if work_dir is not None and name == "train" else None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        out[name] = soft_labelled_ids(tok, iter_jsonl(Path(data_dir) / f"{name}.jsonl"), path)
+        out[name] = soft_labelled_ids(tok, iter_jsonl(Path(data_dir) / f"{name}.jsonl"), path,
+                                      records and path is not None)
     return out
 
 
-def soft_labelled_ids(tok, rows: Iterable[tuple[str, float]],
-                      path: Path | None = None) -> tuple[Ragged | RaggedFile, np.ndarray]:
+def soft_labelled_ids(tok, rows: Iterable[tuple[str, float]], path: Path | None = None,
+                      records: bool = False) -> tuple[Ragged | RaggedFile | IdRecords, np.ndarray]:
     """``(ids, float32 labels)`` of ``(text, label)`` rows read once, in order; ``path``: the ids go
-    to that file (:class:`RaggedFile`), so memory holds 12 bytes a row whatever the texts."""
+    to that file (:class:`RaggedFile`), so memory holds 12 bytes a row whatever the texts, or with
+    ``records`` to that folder of TFRecord shards (:class:`IdRecords`, labels inside)."""
     labels = array("f")
 
     def texts() -> Iterator[str]:
@@ -334,7 +369,18 @@ def soft_labelled_ids(tok, rows: Iterable[tuple[str, float]],
             labels.append(y)
             yield text
 
-    ids = tok.ids_ragged(texts(), path=path)
+    if records:
+        if path is None:
+            raise ValueError("records need a folder (path)")
+        from pipeline.text.tokenizer import chunks
+
+        def parts() -> Iterator[tuple[list, Sequence[float]]]:
+            for part in chunks(texts(), 8192):
+                yield tok.ids(part), labels[len(labels) - len(part):]
+
+        ids = IdRecords.write(parts(), path)
+    else:
+        ids = tok.ids_ragged(texts(), path=path)
     return ids, np.frombuffer(labels, np.float32).copy()
 
 
