@@ -140,12 +140,12 @@ def epoch_batches(
     """An epoch's ``(ids, labels, row indices, share of the epoch before the batch)``.
 
     Rows in memory or a :class:`RaggedFile`: :func:`bucketed_batches` drawn from ``rng``.
-    :class:`IdRecords`: their ``tf.data`` pipeline, seeded from ``rng`` (shuffle buffer, length
-    buckets), which yields the labels and indices it stored.
+    :class:`IdRecords`: their ``tf.data`` pipeline seeded from ``rng`` (shuffle buffer, chunks of
+    ``cfg.bucket_batches`` batches sorted by length), which yields the labels and indices it stored.
     """
     if isinstance(x, IdRecords):
         seen = 0
-        for ids, labels, idx in x.batches(cfg.batch_size, int(rng.integers(2**63 - 1))).as_numpy_iterator():
+        for ids, labels, idx in x.batches(cfg.batch_size, int(rng.integers(2**63 - 1)), cfg.bucket_batches):
             yield ids, labels, idx, seen / max(len(x), 1)
             seen += len(idx)
         return

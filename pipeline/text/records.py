@@ -9,20 +9,24 @@
 - ``index`` (int64): the row's position in the split, which is how a distillation step finds the
   teacher's targets of that row (``pipeline.compress.distill.kd_step``);
 
-row ``i`` in shard ``i % shards``, and ``meta.json`` (rows, shards). :meth:`IdRecords.batches` is
-an epoch as a ``tf.data`` pipeline: shard files interleaved, records shuffled through a buffer
-seeded by the epoch, parsed, grouped by length into batches (buckets 16 tokens wide, so a batch is
-padded to a multiple of 16 as ``pipeline.nn.train.pad_batch`` pads) and prefetched. Memory holds
-the shuffle buffer, never the split.
+and ``meta.json`` (rows, shards, longest row). The rows are written in a seeded random order
+(each goes to one of ``SPILL`` spill files, each spill file is shuffled in memory and appended to
+a shard): a split whose rows come in blocks (the distillation set: the reviews, then each round of
+crops) is mixed on disk, so the reader's bounded shuffle buffer sees every kind of row throughout an
+epoch. :meth:`IdRecords.batches` is an epoch: a ``tf.data`` pipeline (shard files interleaved,
+records shuffled through a buffer seeded by the epoch, parsed a chunk at a time, prefetched), each
+chunk sorted by length and cut into batches padded to a multiple of 16, as
+``pipeline.nn.train.bucketed_batches`` and ``pad_batch`` do in memory. Memory holds the shuffle
+buffer or one spill file, never the split.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 SHARDS = 8
 BUCKET_WIDTH = 16
 SHUFFLE_BUFFER = 65_536  # records (serialized: about 2 bytes an id), whatever the split's size
+SPILL = 256  # spill files of the write-time shuffle: memory holds 1/SPILL of the split
 
 
 def shard_name(i: int, n: int) -> str:
@@ -57,67 +62,111 @@ class IdRecords:
 
     @classmethod
     def write(cls, parts: Iterable[tuple[Sequence[Sequence[int]], Sequence[float]]], folder: Path,
-              shards: int = SHARDS) -> IdRecords:
-        """Write ``(id rows, labels)`` parts in order; a half-written folder never takes the name."""
+              shards: int = SHARDS, seed: int = 0) -> IdRecords:
+        """Write ``(id rows, labels)`` parts (row indices in their order) in a random order seeded
+        by ``seed``; a half-written folder never takes the name."""
         import tensorflow as tf
 
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        writers = [tf.io.TFRecordWriter(str(tmp / shard_name(i, shards))) for i in range(shards)]
+        (tmp / "spill").mkdir(parents=True)
+        rng = np.random.default_rng([seed, 11])
+        spills = [tmp / "spill" / f"{k:03d}" for k in range(SPILL)]
+        files = [open(f, "wb") for f in spills]  # noqa: SIM115 (closed below)
         n = longest = 0
         try:
-            for ids, labels in parts:
-                for row, y in zip(ids, labels, strict=True):
-                    writers[n % shards].write(_example(row, y, n))
+            for ids, labels in parts:  # pass 1: each record, length-prefixed, to a random spill file
+                where = rng.integers(SPILL, size=len(labels))
+                for row, y, k in zip(ids, labels, where, strict=True):
+                    record = _example(row, y, n)
+                    files[k].write(struct.pack("<I", len(record)) + record)
                     n += 1
                     longest = max(longest, len(row))
         finally:
-            for w in writers:
+            for f in files:
+                f.close()
+        outs = [tf.io.TFRecordWriter(str(tmp / shard_name(i, shards))) for i in range(shards)]
+        try:
+            for k, f in enumerate(spills):  # pass 2: a spill file in memory, shuffled, to a shard
+                records = _framed(f.read_bytes())
+                for j in rng.permutation(len(records)):
+                    outs[k % shards].write(records[j])
+                f.unlink()
+        finally:
+            for w in outs:
                 w.close()
+        (tmp / "spill").rmdir()
         (tmp / META).write_text(json.dumps({"rows": n, "shards": shards, "longest": longest}))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.replace(folder)
         log.info("%d rows in %d TFRecord shards (%s)", n, shards, folder)
         return cls(folder)
 
-    def batches(self, batch_size: int, seed: int, shuffle_buffer: int = SHUFFLE_BUFFER):
-        """One epoch of ``(ids [B, T] int32, labels [B] float32, index [B] int64)`` batches.
-
-        Deterministic for a ``seed``: the shard order, the ``shuffle_buffer`` of records and the
-        order of the finished batches all follow it. Each batch holds rows of one length bucket
-        (``BUCKET_WIDTH`` tokens wide) padded with 0 to the bucket's upper edge.
-        """
+    def _chunks(self, chunk: int, seed: int | None, shuffle_buffer: int):
+        """``(flat ids, row splits, labels, indices)`` of ``chunk`` records at a time, parsed by
+        ``tf.io.parse_example`` (a batch at a time: many times faster than record by record) and
+        prefetched. With a ``seed``: shard order and a ``shuffle_buffer`` of records shuffled."""
         import tensorflow as tf
 
-        rng = np.random.default_rng(seed)
-        s1, s2, s3 = (int(v) for v in rng.integers(2**31 - 1, size=3))
-        files = tf.data.Dataset.from_tensor_slices(self.files).shuffle(len(self.files), seed=s1)
+        spec = {"ids": tf.io.RaggedFeature(tf.int64), "label": tf.io.FixedLenFeature([], tf.float32),
+                "index": tf.io.FixedLenFeature([], tf.int64)}
+
+        def parse(batch):
+            ex = tf.io.parse_example(batch, spec)
+            ids = tf.cast(ex["ids"], tf.int32)
+            return ids.flat_values, ids.row_splits, ex["label"], ex["index"]
+
+        files = tf.data.Dataset.from_tensor_slices(self.files)
+        if seed is not None:
+            s1, s2 = (int(v) for v in np.random.default_rng(seed).integers(2**31 - 1, size=2))
+            files = files.shuffle(len(self.files), seed=s1)
         ds = files.interleave(tf.data.TFRecordDataset, cycle_length=len(self.files), block_length=1,
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if shuffle_buffer > 1:
+        if seed is not None and shuffle_buffer > 1:
             ds = ds.shuffle(shuffle_buffer, seed=s2)
-        ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        edges = list(range(BUCKET_WIDTH + 1, self.longest + 1, BUCKET_WIDTH))
-        ds = ds.bucket_by_sequence_length(
-            lambda ids, y, i: tf.shape(ids)[0], edges, [batch_size] * (len(edges) + 1),
-            padded_shapes=([None], [], []), pad_to_bucket_boundary=False)
-        ds = ds.shuffle(64, seed=s3).map(_pad_to_width, deterministic=True)
-        return ds.prefetch(2)
+        return ds.batch(chunk).map(parse).prefetch(2).as_numpy_iterator()
+
+    def batches(self, batch_size: int, seed: int, chunk_batches: int = 32,
+                shuffle_buffer: int = SHUFFLE_BUFFER) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One epoch of ``(ids [B, T] int32, labels [B] float32, row indices [B] int64)`` batches.
+
+        As :func:`pipeline.nn.train.bucketed_batches` does in memory: records come shuffled
+        (shard order and a ``shuffle_buffer``), ``chunk_batches`` batches' worth at a time; each
+        chunk is sorted by length, cut into batches padded with 0 to a multiple of ``BUCKET_WIDTH``,
+        and its batches come in a random order. Deterministic for a ``seed``.
+        """
+        rng = np.random.default_rng([seed, 1])
+        for flat, splits, labels, index in self._chunks(batch_size * chunk_batches, seed, shuffle_buffer):
+            lengths = np.diff(splits)
+            order = np.argsort(lengths, kind="stable")
+            cut = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+            for j in rng.permutation(len(cut)):
+                rows = cut[j]
+                width = max(1, int(lengths[rows].max()))
+                x = np.zeros((len(rows), -(-width // BUCKET_WIDTH) * BUCKET_WIDTH), np.int32)
+                for k, r in enumerate(rows):
+                    x[k, : lengths[r]] = flat[splits[r]: splits[r + 1]]
+                yield x, labels[rows], index[rows]
 
     def head(self, n: int) -> list[np.ndarray]:
-        """The first ``n`` rows' ids, in order (row ``i`` is record ``i // shards`` of shard
-        ``i % shards``: each shard's first ``ceil(n / shards)`` records)."""
-        import tensorflow as tf
-
+        """The first ``n`` rows' ids, in order (one pass over the shards)."""
         n = min(n, self.rows)
-        per = math.ceil(n / self.shards)
         rows: dict[int, np.ndarray] = {}
-        for f in self.files:
-            for ids, _, i in tf.data.TFRecordDataset(f).take(per).map(_parse).as_numpy_iterator():
-                rows[int(i)] = ids
+        for flat, splits, _, index in self._chunks(4096, None, 0):
+            for k in np.flatnonzero(index < n):
+                rows[int(index[k])] = flat[splits[k]: splits[k + 1]]
         return [rows[i] for i in range(n)]
+
+
+def _framed(data: bytes) -> list[bytes]:
+    """The records of a spill file: each a little-endian uint32 length, then its bytes."""
+    out, at = [], 0
+    while at < len(data):
+        (size,) = struct.unpack_from("<I", data, at)
+        out.append(data[at + 4: at + 4 + size])
+        at += 4 + size
+    return out
 
 
 def _example(row: Sequence[int], label: float, index: int) -> bytes:
@@ -129,22 +178,3 @@ def _example(row: Sequence[int], label: float, index: int) -> bytes:
         "label": feature(float_list=tf.train.FloatList(value=[float(label)])),
         "index": feature(int64_list=tf.train.Int64List(value=[index])),
     })).SerializeToString()
-
-
-def _parse(record):
-    """A serialized record -> ``(ids int32, label float32, index int64)``."""
-    import tensorflow as tf
-
-    ex = tf.io.parse_single_example(record, {
-        "ids": tf.io.RaggedFeature(tf.int64), "label": tf.io.FixedLenFeature([], tf.float32),
-        "index": tf.io.FixedLenFeature([], tf.int64)})
-    return tf.cast(ex["ids"], tf.int32), ex["label"], ex["index"]
-
-
-def _pad_to_width(ids, y, index):
-    """Right-pad a batch's ids with 0 to a multiple of ``BUCKET_WIDTH`` (``pad_batch``'s widths)."""
-    import tensorflow as tf
-
-    width = tf.shape(ids)[1]
-    target = tf.maximum(1, (width + BUCKET_WIDTH - 1) // BUCKET_WIDTH) * BUCKET_WIDTH
-    return tf.pad(ids, [[0, 0], [0, target - width]]), y, index
