@@ -484,8 +484,7 @@ def prune_student(
     student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
     cfg: PruneConfig, train_cfg: TrainConfig, make_step: StepFactory | None = None,
     rewind_weights: Sequence[np.ndarray] | Path | None = None,
-    train_rows: Iterable[tuple[str, float]] | None = None, embedding_bits: int = 8,
-    records: bool = False,
+    train_rows: Iterable[tuple[str, float]] | None = None, embedding_bits: int = 8, records: bool = False,
 ) -> dict:
     """Stage: Lottery Ticket pruning of a trained student; ``out_dir`` becomes a model directory.
 
@@ -501,8 +500,7 @@ def prune_student(
     the student used: ``train_rows`` (``(text, label)`` pairs, e.g. the distillation targets'
     ``texts.jsonl`` with its crops, in the order ``make_step``'s indices refer to) replaces
     ``data_dir/train.jsonl``; validation is always ``data_dir/val.jsonl``. ``embedding_bits``: as
-    in :func:`lottery_ticket`. ``records`` (``data.stream``): the training ids go through TFRecord
-    shards and ``tf.data`` (:class:`pipeline.text.records.IdRecords`).
+    in :func:`lottery_ticket`. ``records``: the training ids in TFRecord shards (``data.stream``).
 
     Keeps the round :func:`chosen_round` picks, shrunk (:func:`pipeline.compress.structures.shrink`:
     the dims and units the device drops are removed, pruned vocabulary rows stay exactly zero) and
