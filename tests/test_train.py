@@ -11,6 +11,8 @@ import pytest
 from pipeline.config import TeacherConfig, TokenizerConfig, TrainConfig
 from pipeline.nn.models import build_teacher
 from pipeline.nn.train import (
+    PAD_MULTIPLE,
+    _record_batches,
     bucketed_batches,
     fit,
     labelled_ids,
@@ -20,7 +22,7 @@ from pipeline.nn.train import (
     soft_labelled_ids,
 )
 from pipeline.text.ragged import Ragged, RaggedFile
-from pipeline.text.records import BUCKET_WIDTH, IdRecords
+from pipeline.text.records import IdRecords
 from pipeline.text.tokenizer import Tokenizer, train_tokenizer
 
 TINY = TeacherConfig(embed_dim=8, units=8, attn_units=4, dense_units=8, dropout=0.1,
@@ -117,15 +119,15 @@ def test_records_batches_hold_every_row_once_by_length(tmp_path: Path) -> None:
     assert sorted(on_disk) == list(range(300)) and on_disk[:100] != sorted(on_disk[:100])
 
     def epoch(seed: int) -> list[tuple]:
-        return list(rec.batches(32, seed, chunk_batches=2, shuffle_buffer=100))
+        return [b[:3] for b in _record_batches(rec, 32, seed, chunk_batches=2, shuffle_buffer=100)]
 
     batches = epoch(1)
     order = np.concatenate([idx for _, _, idx in batches])
     assert sorted(order.tolist()) == list(range(300))  # every row once
     for ids, labels, idx in batches:
-        assert ids.shape[1] % BUCKET_WIDTH == 0 and len(idx) <= 32
+        assert ids.shape[1] % PAD_MULTIPLE == 0 and len(idx) <= 32
         longest = max(len(x[i]) for i in idx)
-        assert max(longest, 1) <= ids.shape[1] < max(longest, 1) + BUCKET_WIDTH  # pad_batch's width
+        assert max(longest, 1) <= ids.shape[1] < max(longest, 1) + PAD_MULTIPLE  # pad_batch's width
         for row, i in zip(ids, idx, strict=True):
             assert row[: len(x[i])].tolist() == x[i] and not row[len(x[i]):].any()
         assert labels.tolist() == y[idx].tolist()

@@ -140,18 +140,35 @@ def epoch_batches(
     """An epoch's ``(ids, labels, row indices, share of the epoch before the batch)``.
 
     Rows in memory or a :class:`RaggedFile`: :func:`bucketed_batches` drawn from ``rng``.
-    :class:`IdRecords`: their ``tf.data`` pipeline seeded from ``rng`` (shuffle buffer, chunks of
-    ``cfg.bucket_batches`` batches sorted by length), which yields the labels and indices it stored.
+    :class:`IdRecords`: :func:`_record_batches`, seeded from ``rng``.
     """
     if isinstance(x, IdRecords):
-        seen = 0
-        for ids, labels, idx in x.batches(cfg.batch_size, int(rng.integers(2**63 - 1)), cfg.bucket_batches):
-            yield ids, labels, idx, seen / max(len(x), 1)
-            seen += len(idx)
+        yield from _record_batches(x, cfg.batch_size, int(rng.integers(2**63 - 1)), cfg.bucket_batches)
         return
     batches = bucketed_batches(lengths, cfg.batch_size, rng, cfg.bucket_batches)
     for i, idx in enumerate(batches):
         yield pad_batch([x[j] for j in idx]), y[idx], idx, i / len(batches)
+
+
+def _record_batches(
+    records: IdRecords, batch_size: int, seed: int, chunk_batches: int,
+    shuffle_buffer: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """An epoch of :class:`IdRecords` as :func:`bucketed_batches` does in memory: records come
+    shuffled (shard order and a shuffle buffer), ``chunk_batches`` batches' worth at a time; each
+    chunk is sorted by length, cut into batches (:func:`pad_batch`) that come in a random order.
+    Deterministic for a ``seed``."""
+    rng = np.random.default_rng([seed, 1])
+    extra = {} if shuffle_buffer is None else {"shuffle_buffer": shuffle_buffer}
+    seen = 0
+    for flat, splits, labels, index in records.chunks(batch_size * chunk_batches, seed, **extra):
+        rows = Ragged(flat, splits)
+        order = np.argsort(rows.lengths, kind="stable")
+        cut = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        for j in rng.permutation(len(cut)):
+            idx = cut[j]
+            yield pad_batch([rows[i] for i in idx]), labels[idx], index[idx], seen / max(len(records), 1)
+            seen += len(idx)
 
 
 def fit(

@@ -13,11 +13,10 @@ and ``meta.json`` (rows, shards, longest row). The rows are written in a seeded 
 (each goes to one of ``SPILL`` spill files, each spill file is shuffled in memory and appended to
 a shard): a split whose rows come in blocks (the distillation set: the reviews, then each round of
 crops) is mixed on disk, so the reader's bounded shuffle buffer sees every kind of row throughout an
-epoch. :meth:`IdRecords.batches` is an epoch: a ``tf.data`` pipeline (shard files interleaved,
-records shuffled through a buffer seeded by the epoch, parsed a chunk at a time, prefetched), each
-chunk sorted by length and cut into batches padded to a multiple of 16, as
-``pipeline.nn.train.bucketed_batches`` and ``pad_batch`` do in memory. Memory holds the shuffle
-buffer or one spill file, never the split.
+epoch. :meth:`IdRecords.chunks` reads them with ``tf.data`` (shard files interleaved, records
+shuffled through a buffer seeded by the epoch, parsed a chunk at a time, prefetched);
+``pipeline.nn.train.epoch_batches`` sorts each chunk by length and cuts it into padded batches.
+Memory holds the shuffle buffer or one spill file, never the split.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import json
 import logging
 import shutil
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,6 @@ META = "meta.json"
 log = logging.getLogger(__name__)
 
 SHARDS = 8
-BUCKET_WIDTH = 16
 SHUFFLE_BUFFER = 65_536  # records (serialized: about 2 bytes an id), whatever the split's size
 SPILL = 256  # spill files of the write-time shuffle: memory holds 1/SPILL of the split
 
@@ -103,7 +101,7 @@ class IdRecords:
         log.info("%d rows in %d TFRecord shards (%s)", n, shards, folder)
         return cls(folder)
 
-    def _chunks(self, chunk: int, seed: int | None, shuffle_buffer: int):
+    def chunks(self, chunk: int, seed: int | None, shuffle_buffer: int = SHUFFLE_BUFFER):
         """``(flat ids, row splits, labels, indices)`` of ``chunk`` records at a time, parsed by
         ``tf.io.parse_example`` (a batch at a time: many times faster than record by record) and
         prefetched. With a ``seed``: shard order and a ``shuffle_buffer`` of records shuffled."""
@@ -127,33 +125,11 @@ class IdRecords:
             ds = ds.shuffle(shuffle_buffer, seed=s2)
         return ds.batch(chunk).map(parse).prefetch(2).as_numpy_iterator()
 
-    def batches(self, batch_size: int, seed: int, chunk_batches: int = 32,
-                shuffle_buffer: int = SHUFFLE_BUFFER) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """One epoch of ``(ids [B, T] int32, labels [B] float32, row indices [B] int64)`` batches.
-
-        As :func:`pipeline.nn.train.bucketed_batches` does in memory: records come shuffled
-        (shard order and a ``shuffle_buffer``), ``chunk_batches`` batches' worth at a time; each
-        chunk is sorted by length, cut into batches padded with 0 to a multiple of ``BUCKET_WIDTH``,
-        and its batches come in a random order. Deterministic for a ``seed``.
-        """
-        rng = np.random.default_rng([seed, 1])
-        for flat, splits, labels, index in self._chunks(batch_size * chunk_batches, seed, shuffle_buffer):
-            lengths = np.diff(splits)
-            order = np.argsort(lengths, kind="stable")
-            cut = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-            for j in rng.permutation(len(cut)):
-                rows = cut[j]
-                width = max(1, int(lengths[rows].max()))
-                x = np.zeros((len(rows), -(-width // BUCKET_WIDTH) * BUCKET_WIDTH), np.int32)
-                for k, r in enumerate(rows):
-                    x[k, : lengths[r]] = flat[splits[r]: splits[r + 1]]
-                yield x, labels[rows], index[rows]
-
     def head(self, n: int) -> list[np.ndarray]:
         """The first ``n`` rows' ids, in order (one pass over the shards)."""
         n = min(n, self.rows)
         rows: dict[int, np.ndarray] = {}
-        for flat, splits, _, index in self._chunks(4096, None, 0):
+        for flat, splits, _, index in self.chunks(4096, None, 0):
             for k in np.flatnonzero(index < n):
                 rows[int(index[k])] = flat[splits[k]: splits[k + 1]]
         return [rows[i] for i in range(n)]
