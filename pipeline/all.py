@@ -125,13 +125,13 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
          **({"crop_style": d.crop_style} if d.crop_style else {}),
          **({"sentences": [d.sentence_crops, d.sentence_run]} if d.sentence_crops else {}),
-         "teacher": k_teacher, "tok": k_stok, "data": k_data, "features": distill.FEATURES_VERSION,
+         "teacher": k_teacher, "tok": k_stok, "data": k_data, "features": distill.FEATURES_VERSION, **rec,
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
          **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {})},
         lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
                                              cfg.student_train.seed,
                                              cfg.hashed_peer if cfg.data.stream
-                                             else peers.chosen(tfidf_dir, cfg.peer)),
+                                             else peers.chosen(tfidf_dir, cfg.peer), records),
     )
     # KD, then KD + AFD continuing the KD run for its last d.afd_epochs epochs (shared start)
     distilled: dict[str, tuple[Path, str]] = {}
@@ -170,7 +170,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
          "embedding_bits": cfg.quant.embedding_bits, "flash": 2, **rec},
         lambda o, w: prune.prune_student(kd_dir, data_dir, o, w, cfg.prune, cfg.distill_train,
                                          make_step=teacher_step(),
-                                         train_rows=distill.iter_target_rows(targets_dir),
+                                         train_rows=distill.target_rows(targets_dir),
                                          embedding_bits=cfg.quant.embedding_bits, records=records),
     )
     evaluation("prune_eval", pruned_dir, k_pruned)

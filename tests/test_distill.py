@@ -155,6 +155,32 @@ def test_encode_spans_match_ids_and_survive_pickling() -> None:
     assert again.ids(texts) == ids
 
 
+def test_target_ids_read_the_targets_own_shards_else_tokenize_the_texts(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.compress.distill import TARGET_RECORDS, TARGET_TEXTS, target_ids, target_rows
+    from pipeline.config import TokenizerConfig
+    from pipeline.nn.train import soft_labelled_ids
+    from pipeline.text.records import IdRecords
+    from pipeline.text.tokenizer import train_tokenizer
+
+    rows = [(f"the {w} was {'great' if i % 3 else 'awful'}", [1.0, 0.0, 0.8][i % 3])
+            for i, w in enumerate(["case", "cable", "screen"] * 30)]
+    tok = train_tokenizer([t for t, _ in rows], TokenizerConfig(vocab_size=60, seq_len=5))
+    texts_dir, shards_dir = tmp_path / "texts", tmp_path / "shards"
+    texts_dir.mkdir()
+    with open(texts_dir / TARGET_TEXTS, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    soft_labelled_ids(tok, iter(rows), shards_dir / TARGET_RECORDS, records=True)
+    assert not isinstance(target_rows(texts_dir), IdRecords)
+    assert isinstance(target_rows(shards_dir), IdRecords)
+    from_texts = target_ids(texts_dir, tok, tmp_path / "work")
+    from_shards = target_ids(shards_dir, tok, tmp_path / "work2", records=True)
+    assert isinstance(from_shards[0], IdRecords) and not (tmp_path / "work2").exists()  # read as is
+    assert [r.tolist() for r in from_shards[0].head(len(rows))] == [r.tolist() for r in from_texts[0]]
+    assert from_shards[1].tolist() == from_texts[1].tolist() == np.float32([y for _, y in rows]).tolist()
+
+
 def test_crops_publisher_style() -> None:
     from pipeline.compress.distill import crop_texts, publisher_style
 

@@ -204,7 +204,10 @@ def test_stream_switch_trains_from_tfrecord_shards_and_redoes_the_tfidf_peer(
     import numpy as np
 
     from pipeline.compress import distill
+    from pipeline.data import iter_jsonl
     from pipeline.report import report
+    from pipeline.text.records import IdRecords
+    from pipeline.text.tokenizer import Tokenizer
 
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
@@ -222,7 +225,16 @@ def test_stream_switch_trains_from_tfrecord_shards_and_redoes_the_tfidf_peer(
     train_n = json.loads((run / "data" / "stats.json").read_text())["splits"]["train"]["n"]
     texts_n = len(np.load(run / "teacher_targets" / distill.TARGET_LOGITS))
     assert caplog.text.count(f" {train_n} rows in 8 TFRecord shards") == 3  # teacher, student, QAT
-    assert caplog.text.count(f" {texts_n} rows in 8 TFRecord shards") == 3  # KD, AFD, ticket
+    # the teacher targets (reviews and crops) are written once, as the student's ids: KD, AFD and
+    # the ticket read those shards; the ids are the in-memory run's texts tokenized
+    assert caplog.text.count(f" {texts_n} rows in 8 TFRecord shards") == 1
+    targets = IdRecords(run / "teacher_targets" / distill.TARGET_RECORDS)
+    assert not (run / "teacher_targets" / distill.TARGET_TEXTS).exists()
+    texts = [t for t, _ in distill.iter_target_rows(smoke_run / "teacher_targets")]
+    tok = Tokenizer.load(run / "student_tokenizer")
+    assert [r.tolist() for r in targets.head(texts_n)] == [list(r) for r in tok.ids(texts)]
+    train_labels = [float(y) for _, y in iter_jsonl(run / "data" / "train.jsonl")]
+    assert targets.labels()[:train_n].tolist() == train_labels  # the reviews' own labels first
     peer = json.loads((run / "peer_tfidf" / "metrics.json").read_text())
     stats = json.loads((run / "data" / "stats.json").read_text())
     assert peer["hashed"] and peer["stopwords_kept"]["test"]["n"] == stats["splits"]["test"]["n"]

@@ -112,6 +112,7 @@ def test_records_batches_hold_every_row_once_by_length(tmp_path: Path) -> None:
     rec = IdRecords.write([(x[:100], y[:100]), (x[100:], y[100:])], tmp_path / "r", shards=3)
     assert len(rec) == 300 and rec.longest == 52 and not list(tmp_path.glob("*.tmp"))
     assert [r.tolist() for r in rec.head(10)] == x[:10]
+    assert rec.labels().dtype == np.float32 and rec.labels().tolist() == y.tolist()  # in index order
     import tensorflow as tf  # written in a seeded random order: rows that come in blocks get mixed
 
     on_disk = [int(tf.train.Example.FromString(r).features.feature["index"].int64_list.value[0])

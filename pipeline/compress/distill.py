@@ -44,6 +44,8 @@ from pipeline.config import (
 )
 from pipeline.nn.models import logits_model
 from pipeline.nn.train import StepFactory, TrainStep
+from pipeline.text.ragged import Ragged, RaggedFile
+from pipeline.text.records import IdRecords
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ def crop_texts(texts: Iterable[str], seed: int, lo: float, hi: float,
 
 
 TARGET_TEXTS, TARGET_LOGITS, TARGET_FEATURES = "texts.jsonl", "teacher_logits.npy", "features"
+TARGET_RECORDS = "records"  # data.stream: the student's ids and soft labels in TFRecord shards
 FEATURES_VERSION = 2  # 2: a folder read row by row (afd.TeacherFeatures); 1: features.npz
 
 
@@ -196,14 +199,18 @@ def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int) -> Iterat
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
                     work_dir: Path, dcfg: DistillConfig, seed: int = 13,
-                    peer_cfg: TfidfConfig | HashedTfidfConfig = TfidfConfig()) -> dict:  # noqa: B008
+                    peer_cfg: TfidfConfig | HashedTfidfConfig = TfidfConfig(),  # noqa: B008
+                    records: bool = False) -> dict:
     """Stage: what the students learn from: the training reviews plus ``dcfg.augment`` crops of each,
     the teacher's logits on all of them (``dcfg.ensemble="tfidf"``: mixed with a cross-fitted
     TF-IDF + LR, :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
 
-    ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability. The
-    texts are generated again whenever they are read (:func:`distillation_texts`); apart from the
-    ensemble's cross-fit, memory holds a few numbers per text.
+    ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability. With
+    ``records`` (``data.stream``) the rows are written once, as the student tokenizer's ids, to
+    TFRecord shards (``records/``, :class:`pipeline.text.records.IdRecords`) that the distillation
+    and pruning stages read as they are, instead of ``texts.jsonl``. The texts are generated again
+    whenever they are read (:func:`distillation_texts`); apart from the ensemble's cross-fit, memory
+    holds a few numbers per text.
     """
     from pipeline.data import iter_jsonl
     from pipeline.text.tokenizer import Tokenizer
@@ -236,10 +243,16 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
         (work_dir / TARGET_LOGITS).replace(out_dir / BIGRU_LOGITS)
         np.save(out_dir / TARGET_LOGITS, z_t)
     crops = sigmoid(z_t[n_reviews:])
-    with open(out_dir / TARGET_TEXTS, "w", encoding="utf-8") as f:
-        for j, t in enumerate(distillation_texts(data_dir, dcfg, seed)):
-            y = float(labels[j]) if j < n_reviews else float(crops[j - n_reviews])
-            f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
+    rows = ((t, float(labels[j]) if j < n_reviews else float(crops[j - n_reviews]))
+            for j, t in enumerate(distillation_texts(data_dir, dcfg, seed)))
+    if records:
+        from pipeline.nn.train import soft_labelled_ids
+
+        soft_labelled_ids(Tokenizer.load(student_tok_dir), rows, out_dir / TARGET_RECORDS, True)
+    else:
+        with open(out_dir / TARGET_TEXTS, "w", encoding="utf-8") as f:
+            for t, y in rows:
+                f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
     agree = float(np.mean((z_t[:n_reviews] >= 0) == (labels >= 0.5)))
     log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
     return {"reviews": n_reviews, "crops": len(z_t) - n_reviews,
@@ -309,11 +322,32 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
 
 def iter_target_rows(targets_dir: Path) -> Iterator[tuple[str, float]]:
     """``(text, label)`` rows of :func:`teacher_targets` (reviews, then crops), in index order,
-    read one line at a time."""
+    read one line at a time (``texts.jsonl``; see :func:`target_rows`)."""
     with open(Path(targets_dir) / TARGET_TEXTS, encoding="utf-8") as f:
         for line in f:
             text, y = json.loads(line)
             yield text, y
+
+
+def target_rows(targets_dir: Path) -> IdRecords | Iterator[tuple[str, float]]:
+    """What :func:`teacher_targets` wrote for the students to train on: its TFRecord shards of
+    student ids (``records/``, when written with ``records``), else :func:`iter_target_rows`."""
+    folder = Path(targets_dir) / TARGET_RECORDS
+    return IdRecords(folder) if folder.exists() else iter_target_rows(targets_dir)
+
+
+def target_ids(targets_dir: Path, tok, work_dir: Path,
+               records: bool = False) -> tuple[IdRecords | Ragged | RaggedFile, np.ndarray]:
+    """``(ids, soft labels)`` of the distillation rows for training: the targets' own shards if
+    :func:`teacher_targets` wrote them (written with ``tok``, the student tokenizer), else
+    ``texts.jsonl`` tokenized by ``tok`` into ``work_dir`` (``records``: as shards)."""
+    from pipeline.nn.train import soft_labelled_ids, train_ids_path
+
+    rows = target_rows(targets_dir)
+    if isinstance(rows, IdRecords):
+        return rows, rows.labels()
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    return soft_labelled_ids(tok, rows, train_ids_path(work_dir, records), records)
 
 
 REWIND_WEIGHTS, BRANCH = "rewind.weights.h5", "branch"
@@ -331,17 +365,11 @@ def distill_student(
     ``cfg.max_epochs - dcfg.afd_epochs`` (``branch/``). The AFD student with ``branch_from`` (the KD
     student's folder) resumes that state and trains the last ``afd_epochs`` epochs with the AFD loss
     added: the two students share their first epochs, so AFD costs only the epochs it changes.
-    ``records`` (``data.stream``): the distillation texts' ids go through TFRecord shards and
-    ``tf.data`` (:class:`pipeline.text.records.IdRecords`).
+    ``records`` (``data.stream``): the training ids are read from TFRecord shards with ``tf.data``
+    (:class:`pipeline.text.records.IdRecords`): the targets' own (:func:`target_ids`).
     """
     from pipeline.nn.models import build_student
-    from pipeline.nn.train import (
-        fit_and_save,
-        labelled_ids,
-        set_determinism,
-        soft_labelled_ids,
-        train_ids_path,
-    )
+    from pipeline.nn.train import fit_and_save, labelled_ids, set_determinism
     from pipeline.text.tokenizer import Tokenizer
 
     targets_dir, work_dir, out_dir = Path(targets_dir), Path(work_dir), Path(out_dir)
@@ -351,8 +379,7 @@ def distill_student(
     tok = Tokenizer.load(tok_dir)
     splits = labelled_ids(data_dir, tok, names=("val",))
     work_dir.mkdir(parents=True, exist_ok=True)
-    splits["train"] = soft_labelled_ids(tok, iter_target_rows(targets_dir),
-                                        train_ids_path(work_dir, records), records)
+    splits["train"] = target_ids(targets_dir, tok, work_dir, records)
     model = build_student(tok.vocab_size, model_cfg)
     kind = "student-kd-afd" if afd else "student-kd"
     step_cfg = dcfg if afd else replace(dcfg, afd_weight=0.0)

@@ -66,6 +66,7 @@ from pipeline.config import PruneConfig, TrainConfig
 from pipeline.nn.models import TokenEmbedding
 from pipeline.nn.train import StepFactory, TrainStep, cosine_factor, fit, predict_proba
 from pipeline.progress import track
+from pipeline.text.records import IdRecords
 
 log = logging.getLogger(__name__)
 Variables = Callable[[keras.Model], dict]
@@ -483,24 +484,21 @@ def _weights_from(path: Path, like: keras.Model) -> list[np.ndarray]:
 def prune_student(
     student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
     cfg: PruneConfig, train_cfg: TrainConfig, make_step: StepFactory | None = None,
-    rewind_weights: Sequence[np.ndarray] | Path | None = None,
-    train_rows: Iterable[tuple[str, float]] | None = None, embedding_bits: int = 8, records: bool = False,
+    rewind_weights: Sequence[np.ndarray] | Path | None = None, embedding_bits: int = 8,
+    train_rows: Iterable[tuple[str, float]] | IdRecords | None = None, records: bool = False,
 ) -> dict:
     """Stage: Lottery Ticket pruning of a trained student; ``out_dir`` becomes a model directory.
 
-    The rewind point (weights after ``cfg.rewind_epoch`` epochs of the student's own run) comes from,
-    in order: ``rewind_weights`` (arrays, or a ``.weights.h5``/``.npz`` file), ``student_dir /
-    "rewind.weights.h5"`` if the training stage kept one, or otherwise a fresh run of
-    ``cfg.rewind_epoch`` epochs: the student's architecture re-initialised after
-    ``set_determinism(train_cfg.seed)``, trained with ``train_cfg`` and ``make_step``. When those are
-    the settings the student was trained with, that reproduces the student's own trajectory (training
-    is deterministic; the re-initialisation equals ``build_student``'s), which ``pruning.json`` checks
-    by comparing the validation loss after that epoch with the student's ``history.json``
-    (``rewind.reproduces_student``). Pass the same ``make_step`` (e.g. ``kd_step``) and training rows
-    the student used: ``train_rows`` (``(text, label)`` pairs, e.g. the distillation targets'
-    ``texts.jsonl`` with its crops, in the order ``make_step``'s indices refer to) replaces
-    ``data_dir/train.jsonl``; validation is always ``data_dir/val.jsonl``. ``embedding_bits``: as
-    in :func:`lottery_ticket`. ``records``: the training ids in TFRecord shards (``data.stream``).
+    The rewind point (weights after ``cfg.rewind_epoch`` epochs of the student's own run): in order,
+    ``rewind_weights`` (arrays, or a ``.weights.h5``/``.npz`` file), ``student_dir /
+    "rewind.weights.h5"``, or a fresh run of ``cfg.rewind_epoch`` epochs (the architecture
+    re-initialised after ``set_determinism(train_cfg.seed)``, ``train_cfg``, ``make_step``), which
+    with the student's own settings reproduces its trajectory (``pruning.json`` compares the
+    validation loss with ``history.json``: ``rewind.reproduces_student``). Pass the ``make_step``
+    (e.g. ``kd_step``) and training rows the student used: ``train_rows`` (``(text, label)`` pairs,
+    or :class:`IdRecords` of this tokenizer's ids: ``distill.target_rows``) replaces ``train.jsonl``;
+    validation is ``val.jsonl``. ``embedding_bits``: as in :func:`lottery_ticket`. ``records``: the
+    training ids in TFRecord shards (``data.stream``).
 
     Keeps the round :func:`chosen_round` picks, shrunk (:func:`pipeline.compress.structures.shrink`:
     the dims and units the device drops are removed, pruned vocabulary rows stay exactly zero) and
@@ -527,7 +525,9 @@ def prune_student(
     student = load_model(student_dir / "model.keras")
     splits = labelled_ids(data_dir, tok, ("val",) if train_rows is not None else ("train", "val"),
                           work_dir, records)
-    if train_rows is not None:
+    if isinstance(train_rows, IdRecords):  # the student's ids already (distill.target_rows)
+        splits["train"] = train_rows, train_rows.labels()
+    elif train_rows is not None:
         splits["train"] = soft_labelled_ids(tok, train_rows, train_ids_path(work_dir, records), records)
     rewind_info: dict = {"epoch": cfg.rewind_epoch}
     if rewind_weights is not None and not isinstance(rewind_weights, str | Path):

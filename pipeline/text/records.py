@@ -9,14 +9,17 @@
 - ``index`` (int64): the row's position in the split, which is how a distillation step finds the
   teacher's targets of that row (``pipeline.compress.distill.kd_step``);
 
-and ``meta.json`` (rows, shards, longest row). The rows are written in a seeded random order
-(each goes to one of ``SPILL`` spill files, each spill file is shuffled in memory and appended to
-a shard): a split whose rows come in blocks (the distillation set: the reviews, then each round of
-crops) is mixed on disk, so the reader's bounded shuffle buffer sees every kind of row throughout an
-epoch. :meth:`IdRecords.chunks` reads them with ``tf.data`` (shard files interleaved, records
-shuffled through a buffer seeded by the epoch, parsed a chunk at a time, prefetched);
-``pipeline.nn.train.epoch_batches`` sorts each chunk by length and cuts it into padded batches.
-Memory holds the shuffle buffer or one spill file, never the split.
+and ``meta.json`` (rows, shards, longest row). The distillation targets are such a folder too
+(``pipeline.compress.distill.teacher_targets`` with ``records``: the student's ids of every review
+and crop with the teacher's soft label), which the distillation and pruning stages read as is.
+
+The rows are written in a seeded random order (each goes to one of ``SPILL`` spill files, each spill
+file is shuffled in memory and appended to a shard): a split whose rows come in blocks (the
+distillation set: the reviews, then each round of crops) is mixed on disk, so the reader's bounded
+shuffle buffer sees every kind of row throughout an epoch. :meth:`IdRecords.chunks` reads them with
+``tf.data`` (shard files interleaved, records shuffled through a buffer seeded by the epoch, parsed
+a chunk at a time, prefetched); ``pipeline.nn.train.epoch_batches`` sorts each chunk by length and
+cuts it into padded batches. Memory holds the shuffle buffer or one spill file, never the split.
 """
 
 from __future__ import annotations
@@ -124,6 +127,13 @@ class IdRecords:
         if seed is not None and shuffle_buffer > 1:
             ds = ds.shuffle(shuffle_buffer, seed=s2)
         return ds.batch(chunk).map(parse).prefetch(2).as_numpy_iterator()
+
+    def labels(self) -> np.ndarray:
+        """Every row's label (float32), in index order (one pass over the shards)."""
+        out = np.zeros(self.rows, np.float32)
+        for _, _, labels, index in self.chunks(8192, None, 0):
+            out[index] = labels
+        return out
 
     def head(self, n: int) -> list[np.ndarray]:
         """The first ``n`` rows' ids, in order (one pass over the shards)."""
