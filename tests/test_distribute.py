@@ -137,6 +137,43 @@ def _reference_on_shards(build, shards, cfg, steps: int, lr: float):
     return model
 
 
+def test_a_streamed_stage_under_a_strategy_trains_from_shards_of_its_splits(tiny_run, tmp_path) -> None:
+    """``pipeline.all`` with a strategy and ``data.stream``: the training stage turns the JSON-lines
+    splits into a stream folder (every review once, the tokenizer's ids, its label; reused once
+    written) and the strategy's input pipelines read its shard files."""
+    from pipeline.config import preset
+    from pipeline.data import read_jsonl
+    from pipeline.data.stream import make_dataset, splits_to_shards
+    from pipeline.nn import stage
+    from pipeline.nn.distribute import Shards
+    from pipeline.text.tokenizer import Tokenizer
+
+    data, tok_dir = tiny_run
+    tok = Tokenizer.load(tok_dir)
+    out = splits_to_shards(data, tok, tmp_path / "s", shards=3)
+    stamp = (out / "stats.json").stat().st_mtime_ns
+    assert splits_to_shards(data, tok, tmp_path / "s", shards=3) == out
+    assert (out / "stats.json").stat().st_mtime_ns == stamp and not (tmp_path / "s.tmp").exists()
+    for split in ("train", "val", "test"):
+        rows = read_jsonl(data / f"{split}.jsonl")
+        shards = Shards.open(out, split)
+        assert (shards.reviews, shards.seq_len) == (len(rows), 128)
+        batches = make_dataset(out, split, 16, shuffle_buffer=0).as_numpy_iterator()
+        got = sorted((tuple(x[x > 0].tolist()), float(y)) for xb, yb in batches
+                     for x, y in zip(xb, yb, strict=True))
+        want = sorted((tuple(ids), float(y)) for ids, (_, y) in
+                      zip(tok.ids([t for t, _ in rows]), rows, strict=True))
+        assert got == want
+    assert Tokenizer.load(out / "tokenizer").ids(["great case"]) == tok.ids(["great case"])
+
+    cfg = preset("smoke")
+    summary = stage.train_student(data, tok_dir, tmp_path / "model", tmp_path / "work", cfg.student,
+                                  replace(cfg.student_train, max_epochs=1),
+                                  strategy_from_name("mirrored"), records=True)
+    assert summary["replicas"] == 1 and (tmp_path / "work/shards/train").is_dir()
+    assert (tmp_path / "model/model.keras").exists()
+
+
 @pytest.mark.parametrize("source", ["jsonl", "shards"])
 def test_two_cpu_workers_end_with_identical_weights(tiny_run, tiny_shards, tmp_path,
                                                     source: str) -> None:

@@ -148,6 +148,28 @@ def write_shards(rows: Iterable[tuple[str, int, str]], tok, out: Path, cfg: Stre
     return counts
 
 
+def splits_to_shards(data_dir: Path, tok, out: Path, shards: int = StreamConfig.shards) -> Path:
+    """``out``, a stream folder (the layout above) of a data stage's JSON-lines splits tokenized by
+    ``tok``: what ``pipeline.all``'s training stages under a ``tf.distribute`` strategy read with
+    ``data.stream`` (each worker its own shard files). Written to ``out.tmp`` and renamed, so a
+    finished folder is reused as it is."""
+    out = Path(out)
+    if (out / "stats.json").exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = [(split, Path(data_dir) / f"{split}.jsonl") for split in SPLITS]
+    rows = ((text, int(y), split) for split, f in files if f.exists() for text, y in data.iter_jsonl(f))
+    counts = write_shards(rows, tok, tmp, StreamConfig(shards=shards))
+    tok.save(tmp / "tokenizer")
+    stats = {"splits": counts, "tokenizer": {"seq_len": tok.cfg.seq_len}, "source": str(data_dir)}
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return out
+
+
 def build_stream(paths: str | Path | Sequence[str | Path], out: Path, cfg: StreamConfig,
                  tok_cfg) -> dict:
     """Run the three passes into ``out`` (see the module docstring); returns ``stats.json``."""
