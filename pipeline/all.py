@@ -186,9 +186,9 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
                      "tokens": cfg.release_tokens, "quant": cfg.quant, "n": cfg.calibration_reviews,
                      "conversion": convert.CONVERSION_VERSION,
-                     # output v2: model.keras holds the device's embedding table, the float one
-                     # beside it (convert.LATENT_TABLE)
-                     "output": 2, **rec},
+                     # output v3: model.keras holds the device's embedding table, the float one
+                     # beside it (convert.LATENT_TABLE), whether QAT's weights or the start's are kept
+                     "output": 3, **rec},
         lambda o, w: qat.qat_student(base_dir, data_dir, o, w, cfg.qat_train, teacher_step(),
                                      cfg.release_tokens, cfg.quant.embedding_bits, compare,
                                      cfg.calibration_reviews, cfg.quant.qat_cell == "spec", records),

@@ -386,3 +386,47 @@ def test_spec_cell_rounds_as_the_device_step_and_passes_float_gradients() -> Non
     gs = tape.gradient(loss_s, spec.bias).numpy()
     gp = tape.gradient(loss_p, plain.bias).numpy()
     assert np.abs(gs).sum() > 0 and np.corrcoef(gs.ravel(), gp.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("qat_wins", [False, True])
+def test_qat_stage_saves_the_device_table_whichever_weights_it_keeps(trained, tmp_path, qat_wins) -> None:
+    """Kept start (QAT's device-path loss above PTQ's) or kept QAT: ``model.keras`` looks its embedding
+    up as the device stores it, the float table lies beside it, and converting the stage's output
+    makes the codes of that float table (kept start: exactly PTQ's step of the start)."""
+    import tensorflow as tf
+
+    from pipeline.compress.qat import fake_embedding, qat_student
+    from pipeline.config import TrainConfig
+    from pipeline.data.splits import write_jsonl
+    from pipeline.device.convert import LATENT_TABLE, quantize_student
+    from pipeline.nn.models import load_model, save_model
+
+    student_dir, data_dir = tmp_path / "student", tmp_path / "data"
+    student_dir.mkdir()
+    trained["tok"].save(student_dir)
+    save_model(trained["student"], student_dir / "model.keras")
+    rows = [(t, int(y)) for t, y in trained["eval_rows"][:300]]
+    data_dir.mkdir()
+    write_jsonl(data_dir / "train.jsonl", rows[:200])
+    write_jsonl(data_dir / "val.jsonl", rows[200:])
+
+    def compare(start, tuned, splits, calibration, bits):  # the stage's decision, forced
+        qat_loss = 0.2 if qat_wins else 0.4
+        return {"splits": {"val": {f"ptq_{bits}": {"loss": 0.3, "accuracy": 0.9},
+                                   f"qat_{bits}": {"loss": qat_loss, "accuracy": 0.9}}}}
+
+    out = tmp_path / "qat"
+    summary = qat_student(student_dir, data_dir, out, tmp_path / "work", TrainConfig(max_epochs=1),
+                          embedding_bits=2, compare=compare, calibration_reviews=100)
+    assert summary["kept"] == ("qat" if qat_wins else "start")
+    latent = np.load(out / LATENT_TABLE)
+    start_table = trained["student"].get_layer("embedding").get_weights()[0]
+    assert np.array_equal(latent, start_table) != qat_wins
+    saved = load_model(out / "model.keras").get_layer("embedding").get_weights()[0]
+    np.testing.assert_array_equal(saved, fake_embedding(tf.constant(latent), 2).numpy())
+    assert summary["saved_with_device_table"]["val_accuracy"] > 0.5
+    quantize_student(out, data_dir, tmp_path / "int8", 100, 2)
+    if not qat_wins:
+        ptq = tmp_path / "ptq"
+        quantize_student(student_dir, data_dir, ptq, 100, 2)
+        assert (ptq / "step.tflite").read_bytes() == (tmp_path / "int8" / "step.tflite").read_bytes()

@@ -9,9 +9,9 @@ per-timestep states at the spec's fixed scale 1/128 (``FixedQuantizer`` over [-1
 output layer 8-bit like the head. tfmot's ``quantize_model`` rejects ``Bidirectional(GRU)``, so the
 model is built by hand with ``QuantizeWrapperV2``. Not simulated: the int8 rounding of the state fed
 back inside the recurrence (Keras' fused GRU loop), the Q9 gate pre-activations and the tables.
-The stage fine-tunes it and writes the trained weights back into the plain student: the float
-model QAT trained (its embedding table as the device stores it), the int8 release's reference, with
-the float table beside it, which :mod:`pipeline.device.convert` quantizes.
+The stage fine-tunes it and writes the kept weights (QAT's, or the start's when QAT did not help) back
+into the plain student, its embedding table as the device stores it: the int8 release's float
+reference, with the float table beside it, which :mod:`pipeline.device.convert` quantizes.
 """
 
 from __future__ import annotations
@@ -290,17 +290,17 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
 
     Fine-tunes :func:`build_qat_model` (fake quantization as the device rounds, the embedding at
     ``embedding_bits``) with :func:`pipeline.nn.train.fit` (``make_step``: e.g. the distillation
-    step; default: labels only), then writes the trained weights back into the plain student
-    architecture: when the fine-tuned weights are kept, ``model.keras`` holds the embedding table as
-    the device stores it (the model QAT trained; ``summary["saved_with_device_table"]``: its
-    validation loss and accuracy) and ``LATENT_TABLE`` the float table, which
-    :func:`quantize_student` converts. ``compare(start, tuned, splits,
-    calibration_ids, embedding_bits)`` (``pipeline.device.convert.compare_precisions``) scores the
-    float start, PTQ at 8 bits and at ``embedding_bits`` and QAT through the device path:
-    ``summary["precision"]``. Kept (``summary["kept"]``): the fine-tuned weights only if their
-    device-path validation loss at ``embedding_bits`` is at most PTQ's (loss, not accuracy: a proper
-    score, less noisy than accuracy on a few thousand reviews, and what QAT optimizes); without
-    ``compare``, only if they lower the float validation loss (early stopping with the start as
+    step; default: labels only), then writes the kept weights (fine-tuned or starting) back into
+    the plain student architecture: ``model.keras`` holds the embedding table as the device stores
+    it (``summary["saved_with_device_table"]``: its validation loss and accuracy) and
+    ``LATENT_TABLE`` the float table, which :func:`quantize_student` converts.
+    ``compare(start, tuned, splits, calibration_ids, embedding_bits)``
+    (``pipeline.device.convert.compare_precisions``) scores the float start, PTQ at 8 bits and at
+    ``embedding_bits`` and QAT through the device path: ``summary["precision"]``. Kept
+    (``summary["kept"]``): the fine-tuned weights only if their device-path validation loss at
+    ``embedding_bits`` is at most PTQ's (loss, not accuracy: a proper score, less noisy than
+    accuracy on a few thousand reviews, and what QAT optimizes); without ``compare``, only if they
+    lower the float validation loss (early stopping with the start as
     epoch 0). Reports validation loss and accuracy before/after.
     A pruned student (``masks.npz`` beside its model) keeps its zeros: the masks are re-applied
     after every step. ``seq_len`` (the release length) replaces the tokenizer's: fine-tuning,
@@ -362,19 +362,15 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
         tuned = student
     out_dir = Path(out_dir)
     tok.save(out_dir)
-    saved = None
-    if kept == "qat":
-        # The float model QAT trained looks its embedding up as the device stores it (the fake
-        # quantization above): that is the model saved, and the int8 release's float reference.
-        # The conversion quantizes the table QAT kept in float (saved beside it), so that it
-        # makes exactly the codes QAT simulated.
-        table = tuned.get_layer("embedding").get_weights()[0]
-        np.save(out_dir / LATENT_TABLE, table)
-        tuned.get_layer("embedding").set_weights(
-            [fake_embedding(tf.constant(table), embedding_bits).numpy()])
-        p2 = predict_proba(tuned, x_val)
-        saved = {"val_loss": bce(y_val, p2),
-                 "val_accuracy": float(np.mean((p2 >= 0.5) == (y_val >= 0.5)))}
+    # The saved model looks its embedding up as the device stores it (the fake quantization above,
+    # for the weights QAT trained and for the start alike): it is the int8 release's float
+    # reference. The conversion quantizes the float table saved beside it, so that it makes
+    # exactly the codes QAT simulated (kept "start": exactly PTQ's codes).
+    table = tuned.get_layer("embedding").get_weights()[0]
+    np.save(out_dir / LATENT_TABLE, table)
+    tuned.get_layer("embedding").set_weights([fake_embedding(tf.constant(table), embedding_bits).numpy()])
+    p2 = predict_proba(tuned, x_val)
+    saved = {"val_loss": bce(y_val, p2), "val_accuracy": float(np.mean((p2 >= 0.5) == (y_val >= 0.5)))}
     save_model(tuned, out_dir / "model.keras")
     summary = {"best_epoch": state["best_epoch"], "seq_len": tok.cfg.seq_len, "kept": kept,
                "val_loss_before": loss_before, "val_loss_after": bce(y_val, p1),

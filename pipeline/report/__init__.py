@@ -1,2 +1,2 @@
 """Measuring and telling: metrics and evaluation stages (``metrics``, ``predictors``), plots, the
-report, the TF-IDF and fastText peers, and the model-size sweep."""
+report, the TF-IDF and fastText peers, the model-size sweep and the release gate (``gate``)."""

@@ -218,7 +218,7 @@ REPORT_ROWS = (  # (evaluation stage, row name), in pipeline order
     ("student_afd_eval", "Distilled: student + KD + AFD (float32)"),
     ("prune_eval", "Pruned: Lottery Ticket of the distilled student (float32)"),
     ("qat_eval", "QAT stage output at the release length: the int8 model's float reference "
-                 "(float32; the device's embedding table when QAT is kept)"),
+                 "(float32 with the device's embedding table)"),
     ("int8_eval", "Quantized: full int8 step loop (TFLM)"),
 )
 
