@@ -80,6 +80,13 @@ def test_each_target_fails_on_its_own(run: Path, edit, failing: str) -> None:
     assert gate.main([str(run)]) == 1
 
 
+def test_a_set_no_peer_measured_fails(run: Path) -> None:
+    _write(run / "peer_tfidf" / "metrics.json", {"stopwords_kept": {"heldout": None}})
+    _write(run / "peer_fasttext" / "metrics.json", {"bigram": {"heldout": {}}, "quantized": {"heldout": {}}})
+    failed = [r for r in gate.check(run) if r.holds is False]
+    assert [r.measured for r in failed] == ["no peer measured on it"]
+
+
 def test_validation_is_compared_with_the_reference_release(run: Path, tmp_path: Path) -> None:
     ref = tmp_path / "published"
     _write(ref / "int8_eval" / "metrics.json", {"val": {"accuracy": 0.934}})
