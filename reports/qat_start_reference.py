@@ -18,13 +18,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 import pipeline  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from pipeline.compress.qat import fake_embedding
+from pipeline.compress.qat import save_float_reference
 from pipeline.device.convert import LATENT_TABLE, quantize_student
 from pipeline.device.runtime import load_tflm_predictor
-from pipeline.nn.models import load_model, save_model
+from pipeline.nn.models import load_model
 from pipeline.nn.train import labelled_ids, predict_proba
 from pipeline.text.tokenizer import Tokenizer
 
@@ -36,15 +35,12 @@ def main(run: Path) -> None:
         sys.exit(f"{q} is not a QAT output that kept its start with the float table")
     bits = summary["embedding_bits"]
     start = load_model(q / "model.keras")
-    table = start.get_layer("embedding").get_weights()[0]
     splits = labelled_ids(run / "data", Tokenizer.load(q), ("val", "test"))
     old = {s: predict_proba(start, x) for s, (x, _) in splits.items()}
     work = Path(tempfile.mkdtemp())
     try:
         shutil.copytree(q, work / "qat")
-        np.save(work / "qat" / LATENT_TABLE, table)
-        start.get_layer("embedding").set_weights([fake_embedding(tf.constant(table), bits).numpy()])
-        save_model(start, work / "qat" / "model.keras")
+        save_float_reference(start, work / "qat", bits)
         new = {s: predict_proba(start, x) for s, (x, _) in splits.items()}
         quantize_student(work / "qat", run / "data", work / "int8", 500, bits)
         for f in ("step.tflite", "head.tflite"):

@@ -281,6 +281,20 @@ def _head(ids, n: int) -> list:
     return ids.head(n) if isinstance(ids, IdRecords) else ids[:n]
 
 
+def save_float_reference(model: keras.Model, out_dir: Path, embedding_bits: int) -> None:
+    """Write ``model`` as the int8 release's float reference: ``model.keras`` looks its embedding up
+    as the device stores it (``model``'s table is replaced in place), the float table lies beside
+    it (``LATENT_TABLE``), which the conversion quantizes, so that it makes exactly the codes the
+    fake quantization simulated (of starting weights: exactly PTQ's codes)."""
+    from pipeline.device.convert import LATENT_TABLE
+    from pipeline.nn.models import save_model
+
+    table = model.get_layer("embedding").get_weights()[0]
+    np.save(Path(out_dir) / LATENT_TABLE, table)
+    model.get_layer("embedding").set_weights([fake_embedding(tf.constant(table), embedding_bits).numpy()])
+    save_model(model, Path(out_dir) / "model.keras")
+
+
 def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path, cfg,
                 make_step=None, seq_len: int | None = None, embedding_bits: int = 8,
                 compare: Callable[..., dict] | None = None,
@@ -308,8 +322,7 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
     (``data.stream``): the training ids go through TFRecord shards and ``tf.data``
     (:class:`pipeline.text.records.IdRecords`).
     """
-    from pipeline.device.convert import LATENT_TABLE
-    from pipeline.nn.models import load_model, save_model
+    from pipeline.nn.models import load_model
     from pipeline.nn.train import (
         bce,
         fit,
@@ -362,16 +375,9 @@ def qat_student(student_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path
         tuned = student
     out_dir = Path(out_dir)
     tok.save(out_dir)
-    # The saved model looks its embedding up as the device stores it (the fake quantization above,
-    # for the weights QAT trained and for the start alike): it is the int8 release's float
-    # reference. The conversion quantizes the float table saved beside it, so that it makes
-    # exactly the codes QAT simulated (kept "start": exactly PTQ's codes).
-    table = tuned.get_layer("embedding").get_weights()[0]
-    np.save(out_dir / LATENT_TABLE, table)
-    tuned.get_layer("embedding").set_weights([fake_embedding(tf.constant(table), embedding_bits).numpy()])
+    save_float_reference(tuned, out_dir, embedding_bits)  # QAT's weights or the start's alike
     p2 = predict_proba(tuned, x_val)
     saved = {"val_loss": bce(y_val, p2), "val_accuracy": float(np.mean((p2 >= 0.5) == (y_val >= 0.5)))}
-    save_model(tuned, out_dir / "model.keras")
     summary = {"best_epoch": state["best_epoch"], "seq_len": tok.cfg.seq_len, "kept": kept,
                "val_loss_before": loss_before, "val_loss_after": bce(y_val, p1),
                "val_accuracy_before": before,

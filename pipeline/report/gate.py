@@ -113,14 +113,13 @@ def _heldout(run: Path, m: dict, t: Targets) -> list[Row]:
     for name, mine in sorted((m.get("heldout") or {}).items()):
         if mine["n"] < t.heldout_min_reviews:
             continue
+        target = f"`{name}` ({mine['n']:,}) balanced accuracy >= every peer's"
         theirs = {p: h[name]["balanced_accuracy"] for p, h in peers.items() if name in (h or {})}
         if not theirs:
-            rows.append(Row(f"`{name}` ({mine['n']:,}) balanced accuracy >= every peer's",
-                            "no peer measured on it", False, "peer_*/metrics.json"))
+            rows.append(Row(target, "no peer measured on it", False, "peer_*/metrics.json"))
             continue
         best = max(theirs, key=theirs.get)
-        rows.append(Row(f"`{name}` ({mine['n']:,}) balanced accuracy >= every peer's",
-                        f"{100 * mine['balanced_accuracy']:.2f} vs {best} {100 * theirs[best]:.2f}",
+        rows.append(Row(target, f"{100 * mine['balanced_accuracy']:.2f} vs {best} {100 * theirs[best]:.2f}",
                         mine["balanced_accuracy"] >= theirs[best], "int8_eval, peer_*/metrics.json"))
     return rows
 
