@@ -28,14 +28,9 @@ from pipeline.report.predictors import load_predictor
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
-def balanced_accuracy(y: np.ndarray, p: np.ndarray, threshold: float) -> float:
-    said = p >= threshold
-    return float((said[y == 1].mean() + (~said[y == 0]).mean()) / 2)
-
-
 def validation_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The grid threshold of the highest validation balanced accuracy (ties: nearest 0.5)."""
-    scores = np.array([balanced_accuracy(y, p, t) for t in GRID])
+    scores = np.array([compute_metrics(y, p, float(t))["balanced_accuracy"] for t in GRID])
     best = np.flatnonzero(scores == scores.max())
     return float(GRID[best[np.argmin(np.abs(GRID[best] - 0.5))]])
 
@@ -55,14 +50,12 @@ def main(run: Path, files: list[Path]) -> int:
     for name, predict in models(run).items():
         t = validation_threshold(np.asarray(val_y), np.asarray(predict(val_texts), np.float64))
         for path, (texts, labels) in sets.items():
-            y, p = np.asarray(labels), np.asarray(predict(texts), np.float64).reshape(-1)
+            p = np.asarray(predict(texts), np.float64)
+            at = {str(th): compute_metrics(labels, p, th) for th in (0.5, t)}
             print(json.dumps({
                 "model": name, "file": str(path), "validation_threshold": t,
-                "accuracy": {"0.5": float(np.mean((p >= 0.5) == (y == 1))),
-                             str(t): float(np.mean((p >= t) == (y == 1)))},
-                "balanced_accuracy": {"0.5": balanced_accuracy(y, p, 0.5),
-                                      str(t): balanced_accuracy(y, p, t)},
-                "roc_auc": compute_metrics(y, p)["roc_auc"]}), flush=True)
+                **{k: {th: m[k] for th, m in at.items()} for k in ("accuracy", "balanced_accuracy")},
+                "roc_auc": at["0.5"]["roc_auc"]}), flush=True)
     return 0
 
 
