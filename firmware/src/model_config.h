@@ -1,11 +1,11 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 f13e12feafa19a49e911bb62506a6668db21c189bffcf2fd745fc51933ac9ac9)
- *     models/release/head.tflite (sha256 c005962e625c6e3ef5b083eecf8340afcbc6d0725ead1edb0de3bfeeb9a78d26)
- *     models/release/quant.json (sha256 aa0f20e1b105344553b70c11ed4e04a8b49297505264a9d7df4708bc4263dad1)
- *     models/release/tokenizer.model (sha256 f62ef38577db136c7c19fcc12643c476af9e40b620f29372b44e36074c2bfec6)
- *     models/release/tokenizer.json (sha256 99df47661dfca127cce01378eeb55141a55383e32741d3ae324307e6771e8da1)
+ *     models/release/step.tflite (sha256 215fa7f08ba689a63a617b1afbf8364d2b2f5b0d5540153ca45babae35d89e16)
+ *     models/release/head.tflite (sha256 5390550aa3473d46f750de2de9483c0feb9f206a42dfb6da11ffd7b7fff53d1e)
+ *     models/release/quant.json (sha256 ecd761633da01768a551425942ae9b34719091ee8954d3062676f94a77eac0b8)
+ *     models/release/tokenizer.model (sha256 fa2e3faddca76b94d8721b8ff965cbb71ae53fe9207f546fbda2121e79f50eda)
+ *     models/release/tokenizer.json (sha256 cd2e9d9676a462baf9de550e69efd80fd5a1d5f1b38d4c2ff2d4104c1cb33e1a)
  * Constants of the device step loop; see pipeline/device/loop.py.
  */
 #ifndef MODEL_CONFIG_H
@@ -13,17 +13,17 @@
 
 /* model */
 #define SENT_MODEL_DESC "models/release: student-int8 BiGRU student, embed 40, units 32"
-#define SENT_STEP_SHA256 "f13e12feafa19a49e911bb62506a6668db21c189bffcf2fd745fc51933ac9ac9"
-#define SENT_HEAD_SHA256 "c005962e625c6e3ef5b083eecf8340afcbc6d0725ead1edb0de3bfeeb9a78d26"
+#define SENT_STEP_SHA256 "215fa7f08ba689a63a617b1afbf8364d2b2f5b0d5540153ca45babae35d89e16"
+#define SENT_HEAD_SHA256 "5390550aa3473d46f750de2de9483c0feb9f206a42dfb6da11ffd7b7fff53d1e"
 #define SENT_OPS "FULLY_CONNECTED LOGISTIC TINYSENT_BIGRU"
 #define SENT_UNITS 32
 #define SENT_EMBED_DIM 40
-#define SENT_VOCAB_SIZE 8000
+#define SENT_VOCAB_SIZE 6000
 #define SENT_HAS_ID_MAP 0 /* 1: ids go through sent_id_map (pruned embedding rows dropped) */
-#define SENT_TABLE_ROWS 8000
+#define SENT_TABLE_ROWS 6000
 #define SENT_STEP_CUSTOM_OP "TINYSENT_BIGRU" /* the step model is this one custom operator */
 #define SENT_GRU_SPEC_VERSION 3 /* gru_op.cc runs 1 to GRU_SPEC_VERSION */
-#define SENT_GRU_EMBEDDING_BITS 4 /* 8: int8, 4 or 2: packed */
+#define SENT_GRU_EMBEDDING_BITS 2 /* 8: int8, 4 or 2: packed */
 #define SENT_GRU_PACK_RU 2 /* must equal gru_step.h GRU_RU */
 #define SENT_STEP_ARENA_ESTIMATED 1 /* 1: the step arena is an estimate, not host-measured */
 
@@ -49,12 +49,12 @@
 #define SENT_H_FWD_SCALE 0x1.0000000000000p-7f /* 0.0078125 */
 #define SENT_H_BWD_ZERO_POINT 0
 #define SENT_H_BWD_SCALE 0x1.0000000000000p-7f /* 0.0078125 */
-#define SENT_POOLED_ZERO_POINT (-7)
-#define SENT_POOLED_SCALE 0x1.c6a0000000000p-8f /* 0.0069370269775390625 */
+#define SENT_POOLED_ZERO_POINT (-4)
+#define SENT_POOLED_SCALE 0x1.e560000000000p-8f /* 0.0074062347412109375 */
 #define SENT_PROB_ZERO_POINT (-128)
 #define SENT_PROB_SCALE 0x1.0000000000000p-8 /* 0.00390625, double */
-#define SENT_M_FWD 0x1.204ed60000000p+0f /* 1.126202940940857 */ /* h_fwd scale / pooled scale */
-#define SENT_M_BWD 0x1.204ed60000000p+0f /* 1.126202940940857 */ /* h_bwd scale / pooled scale */
+#define SENT_M_FWD 0x1.0e0af20000000p+0f /* 1.0548545122146606 */ /* h_fwd scale / pooled scale */
+#define SENT_M_BWD 0x1.0e0af20000000p+0f /* 1.0548545122146606 */ /* h_bwd scale / pooled scale */
 
 /* tensor arena: measured minimum (step: 32-bit firmware build (riscv32); head: 32-bit firmware build (riscv32)) + max(10 %, 1024 B), multiple of 16 */
 #define SENT_STEP_ARENA_MEASURED 1168
@@ -75,9 +75,9 @@
 #define SENT_ARENA_BYTES (SENT_STEP_ARENA_BYTES + SENT_HEAD_ARENA_BYTES)
 
 /* flash (bytes) */
-#define SENT_STEP_MODEL_BYTES 187024
+#define SENT_STEP_MODEL_BYTES 85024
 #define SENT_HEAD_MODEL_BYTES 1456
 #define SENT_ID_MAP_BYTES 0
-#define SENT_TOKENIZER_TABLE_BYTES 71876
+#define SENT_TOKENIZER_TABLE_BYTES 54301
 
 #endif /* MODEL_CONFIG_H */

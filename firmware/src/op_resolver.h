@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 f13e12feafa19a49e911bb62506a6668db21c189bffcf2fd745fc51933ac9ac9)
- *     models/release/head.tflite (sha256 c005962e625c6e3ef5b083eecf8340afcbc6d0725ead1edb0de3bfeeb9a78d26)
+ *     models/release/step.tflite (sha256 215fa7f08ba689a63a617b1afbf8364d2b2f5b0d5540153ca45babae35d89e16)
+ *     models/release/head.tflite (sha256 5390550aa3473d46f750de2de9483c0feb9f206a42dfb6da11ffd7b7fff53d1e)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
