@@ -19,7 +19,7 @@ import functools
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,9 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     )
     evaluation("student_eval", student_dir, k_student)
     d = cfg.distill
+    # d.unlabeled reaches the later stages through the targets' key; left out of theirs, so runs
+    # from before the field keep their keys
+    d_key = {k: v for k, v in asdict(d).items() if k != "unlabeled"}
     targets_dir, k_targets = run_stage(
         "teacher_targets",
         {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
@@ -127,16 +130,18 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
          **({"sentences": [d.sentence_crops, d.sentence_run]} if d.sentence_crops else {}),
          "teacher": k_teacher, "tok": k_stok, "data": k_data, "features": distill.FEATURES_VERSION, **rec,
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
-         **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {})},
+         **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {}),
+         **({"unlabeled": d.unlabeled} if d.unlabeled != "none" else {})},  # k_data: the raw files
         lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
                                              cfg.student_train.seed,
                                              cfg.hashed_peer if cfg.data.stream
-                                             else peers.chosen(tfidf_dir, cfg.peer), records),
+                                             else peers.chosen(tfidf_dir, cfg.peer), records,
+                                             distill.unlabeled_texts(data_path, d)),
     )
     # KD, then KD + AFD continuing the KD run for its last d.afd_epochs epochs (shared start)
     distilled: dict[str, tuple[Path, str]] = {}
     for name, afd in (("student_kd", False), ("student_afd", True)):
-        dcfg = d if afd else {"temperature": d.temperature, "alpha": d.alpha,
+        dcfg = d_key if afd else {"temperature": d.temperature, "alpha": d.alpha,
                               "afd_epochs": d.afd_epochs}
         branch = distilled["student_kd"] if afd and d.afd_epochs else None
         distilled[name] = run_stage(
@@ -164,7 +169,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
 
     pruned_dir, k_pruned = run_stage(
         "student_pruned",
-        {"student": k_kd, "prune": cfg.prune, "train": cfg.distill_train, "distill": d,
+        {"student": k_kd, "prune": cfg.prune, "train": cfg.distill_train, "distill": d_key,
          "targets": k_targets,
          # the flash bytes a round saves are counted at the release's embedding table (since v2)
          "embedding_bits": cfg.quant.embedding_bits, "flash": 2, **rec},
@@ -183,7 +188,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     compare = (functools.partial(convert.compare_precisions, max_reviews=cfg.quant.compare_reviews)
                if cfg.quant.compare_reviews > 0 else None)
     qat_dir, k_qat = run_stage(
-        "qat", {"student": k_base, "train": cfg.qat_train, "distill": d, "targets": k_targets,
+        "qat", {"student": k_base, "train": cfg.qat_train, "distill": d_key, "targets": k_targets,
                      "tokens": cfg.release_tokens, "quant": cfg.quant, "n": cfg.calibration_reviews,
                      "conversion": convert.CONVERSION_VERSION,
                      # output v3: model.keras holds the device's embedding table, the float one

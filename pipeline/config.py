@@ -180,6 +180,10 @@ class DistillConfig(_Section):
     # (settings of ``peer``; mix weight chosen on validation; pipeline.compress.ensemble)
     ensemble: Literal["none", "tfidf"] = "tfidf"
     ensemble_folds: int = 2
+    # unlabeled text for distillation: "three_star", the training split's 3-star reviews (which
+    # data.three_star="drop" leaves out of the labelled data) and ``augment`` rounds of crops of
+    # them, learnt from the teacher's soft labels only
+    unlabeled: Literal["none", "three_star"] = "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -351,6 +355,12 @@ class Config:
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
     calibration_reviews: int = 500
     preset: Literal["full", "smoke"] = "full"
+
+    def __post_init__(self) -> None:
+        if self.distill.unlabeled == "three_star" and self.data.three_star != "drop":
+            raise ValueError(f"distill.unlabeled=three_star distils on the 3-star reviews that "
+                             f"data.three_star=drop leaves out; with data.three_star="
+                             f"{self.data.three_star} they are labelled training reviews already")
 
 
 def preset(name: str) -> Config:

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,27 +183,49 @@ TARGET_RECORDS = "records"  # data.stream: the student's ids and soft labels in 
 FEATURES_VERSION = 2  # 2: a folder read row by row (afd.TeacherFeatures); 1: features.npz
 
 
-def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int) -> Iterator[str]:
+def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int,
+                       unlabeled: Sequence[str] = ()) -> Iterator[str]:
     """The training reviews, then ``dcfg.augment`` rounds of crops of them (round ``k`` seeded
     ``seed * 1000 + k``; the last ``dcfg.sentence_crops`` rounds, or all, crop whole sentences), read
-    from ``train.jsonl`` once per round."""
+    from ``train.jsonl`` once per round; then the ``unlabeled`` texts (:func:`unlabeled_texts`) and
+    the same rounds of crops of them (seeded ``seed * 1000 + 500 + k``)."""
     from pipeline.data import iter_jsonl
 
     train = Path(data_dir) / "train.jsonl"
     yield from (t for t, _ in iter_jsonl(train))
+    yield from _crop_rounds(lambda: (t for t, _ in iter_jsonl(train)), dcfg, seed * 1000)
+    if unlabeled:
+        yield from unlabeled
+        yield from _crop_rounds(lambda: iter(unlabeled), dcfg, seed * 1000 + 500)
+
+
+def _crop_rounds(texts: Callable[[], Iterator[str]], dcfg: DistillConfig, seed0: int) -> Iterator[str]:
     for k in range(dcfg.augment):
         run = dcfg.sentence_run if k >= dcfg.augment - dcfg.sentence_crops else 0
-        yield from iter_crops((t for t, _ in iter_jsonl(train)), seed * 1000 + k, dcfg.crop_min,
-                              dcfg.crop_max, style=dcfg.crop_style, sentence_run=run)
+        yield from iter_crops(texts(), seed0 + k, dcfg.crop_min, dcfg.crop_max,
+                              style=dcfg.crop_style, sentence_run=run)
+
+
+def unlabeled_texts(data_path: Path | None, dcfg: DistillConfig) -> list[str]:
+    """``dcfg.unlabeled``'s texts: for ``"three_star"``, the 3★ reviews of the raw files at
+    ``data_path`` that fall in the training split (:func:`pipeline.data.split_of`), each once."""
+    from pipeline.data import iter_three_star, split_of
+
+    if dcfg.unlabeled == "none" or data_path is None:
+        return []
+    texts = [s for s in dict.fromkeys(iter_three_star(data_path)) if split_of(s) == "train"]
+    log.info("distill: %d unlabeled 3-star training reviews", len(texts))
+    return texts
 
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
                     work_dir: Path, dcfg: DistillConfig, seed: int = 13,
                     peer_cfg: TfidfConfig | HashedTfidfConfig = TfidfConfig(),  # noqa: B008
-                    records: bool = False) -> dict:
+                    records: bool = False, unlabeled: Sequence[str] = ()) -> dict:
     """Stage: what the students learn from: the training reviews plus ``dcfg.augment`` crops of each,
     the teacher's logits on all of them (``dcfg.ensemble="tfidf"``: mixed with a cross-fitted
     TF-IDF + LR, :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
+    ``unlabeled`` texts (:func:`unlabeled_texts`) and their crops follow, with soft labels only.
 
     ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability. With
     ``records`` (``data.stream``) the rows are written once, as the student tokenizer's ids, to
@@ -228,14 +250,14 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
         tmp = work_dir / (TARGET_FEATURES + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         z_t = teacher_features(teacher_dir, Tokenizer.load(student_tok_dir),
-                               distillation_texts(data_dir, dcfg, seed), tmp, work_dir / "spans")
+                               distillation_texts(data_dir, dcfg, seed, unlabeled), tmp, work_dir / "spans")
         np.save(work_dir / TARGET_LOGITS, z_t)
         tmp.replace(cache)
     out_dir = Path(out_dir)
     ensemble = None
     if dcfg.ensemble == "tfidf":
         z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, dcfg, z_t, n_reviews, peer_cfg, seed,
-                                         out_dir, work_dir)
+                                         out_dir, work_dir, unlabeled)
     (work_dir / TARGET_FEATURES).replace(out_dir / TARGET_FEATURES)
     if ensemble is None:
         (work_dir / TARGET_LOGITS).replace(out_dir / TARGET_LOGITS)
@@ -244,7 +266,7 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
         np.save(out_dir / TARGET_LOGITS, z_t)
     crops = sigmoid(z_t[n_reviews:])
     rows = ((t, float(labels[j]) if j < n_reviews else float(crops[j - n_reviews]))
-            for j, t in enumerate(distillation_texts(data_dir, dcfg, seed)))
+            for j, t in enumerate(distillation_texts(data_dir, dcfg, seed, unlabeled)))
     if records:
         from pipeline.nn.train import soft_labelled_ids
 
@@ -255,7 +277,9 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
                 f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
     agree = float(np.mean((z_t[:n_reviews] >= 0) == (labels >= 0.5)))
     log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
-    return {"reviews": n_reviews, "crops": len(z_t) - n_reviews,
+    n_unlabeled = len(unlabeled) * (1 + dcfg.augment)
+    return {"reviews": n_reviews, "crops": len(z_t) - n_reviews - n_unlabeled,
+            "unlabeled": len(unlabeled), "unlabeled_texts": n_unlabeled,
             "teacher_train_agreement": agree, "ensemble": ensemble}
 
 
@@ -264,10 +288,11 @@ ENSEMBLE_JSON, BIGRU_LOGITS = "ensemble.json", "bigru_logits.npy"
 
 def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t: np.ndarray,
                      n_reviews: int, peer_cfg: TfidfConfig | HashedTfidfConfig, seed: int, out_dir: Path,
-                     work_dir: Path) -> tuple[np.ndarray, dict]:
+                     work_dir: Path, unlabeled: Sequence[str] = ()) -> tuple[np.ndarray, dict]:
     """The BiGRU teacher's logits mixed with cross-fitted TF-IDF ones (weight chosen on validation);
     writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix).
-    ``z_t``: the BiGRU's logits of the ``n_reviews`` training reviews, then of their crops.
+    ``z_t``: the BiGRU's logits of the ``n_reviews`` training reviews, then of their crops (then of
+    the ``unlabeled`` texts and theirs: each scored by one fold's model, as a crop is).
 
     ``peer_cfg`` a :class:`HashedTfidfConfig` (``data.stream``): the hashed cross-fit, every text
     read as a stream (:func:`ensemble.crossfit_hashed`); else the in-memory one, which holds every
@@ -285,7 +310,7 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
     if isinstance(peer_cfg, HashedTfidfConfig):
         fit = ens.crossfit_hashed(
             iter_jsonl(split["train"]),
-            islice(distillation_texts(data_dir, dcfg, seed), n_reviews, None),
+            islice(distillation_texts(data_dir, dcfg, seed, unlabeled), n_reviews, None),
             {s: (t for t, _ in iter_jsonl(split[s])) for s in ("val", "test")},
             peer_cfg, Path(work_dir) / "crossfit", dcfg.ensemble_folds, seed)
         z_sets, y = {}, {}
@@ -297,7 +322,7 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
             z_sets[s], y[s] = np.concatenate(z_parts), np.concatenate(y_parts)
     else:
         rows = read_jsonl(split["train"])
-        texts = list(distillation_texts(data_dir, dcfg, seed))
+        texts = list(distillation_texts(data_dir, dcfg, seed, unlabeled))
         sets = {s: read_jsonl(split[s]) for s in ("val", "test")}
         owner = np.arange(len(texts)) % len(rows)
         fit = ens.crossfit_tfidf([t for t, _ in rows], [int(y) for _, y in rows], texts, owner,

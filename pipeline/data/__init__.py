@@ -15,6 +15,7 @@ from pipeline.data.readers import (
     detect_format,
     iter_records,
     iter_reviews,
+    iter_three_star,
     review_string,
 )
 from pipeline.data.splits import (
@@ -30,5 +31,5 @@ from pipeline.data.splits import (
 
 __all__ = ["FORMATS", "FORMAT_HELP", "SPLITS", "DataError", "EmptyDatasetError", "FileStats",
            "Record", "UnknownFormatError", "bounded_sample", "build_dataset", "detect_format",
-           "iter_jsonl", "iter_records", "iter_reviews", "load_splits", "read_jsonl",
+           "iter_jsonl", "iter_records", "iter_reviews", "iter_three_star", "load_splits", "read_jsonl",
            "review_string", "split_of", "write_jsonl"]

@@ -468,9 +468,10 @@ def _list_files(path: Path) -> list[Path]:
 
 
 def _iter_file(
-    path: Path, three_star: str, fs: FileStats, name: str, unlabeled: bool
+    path: Path, three_star: str, fs: FileStats, name: str, unlabeled: bool, neutral: bool = False
 ) -> Iterator[Record]:
-    """Yield one file's reviews, counting into ``fs`` and logging a summary."""
+    """Yield one file's reviews, counting into ``fs`` and logging a summary (``neutral``: yield
+    the dropped 3★ rows instead, with label None)."""
     fmt, newline = _detect(path, unlabeled)
     fs.fmt = fmt
     noted: list[int] = []
@@ -496,6 +497,10 @@ def _iter_file(
                     noted.append(n)
             elif item[1] == _NEUTRAL:
                 fs.dropped_neutral += 1
+                if neutral:
+                    yield Record(item[0], None, str(path), n)
+            elif neutral:
+                fs.used += 1
             else:
                 fs.used += 1
                 yield Record(item[0], item[1], str(path), n)
@@ -551,6 +556,19 @@ def iter_records(
             f"{where}: no usable reviews ({counts}).{hint}\nPoint it at review files in one of the "
             f"formats below. {README_HINT}\n{FORMAT_HELP}" + ("\n" + UNLABELED_HELP if unlabeled else "")
         )
+
+
+def iter_three_star(path: str | Path | Sequence[str | Path]) -> Iterator[str]:
+    """The review strings of the 3★ rows of star-rated files, which ``three_star="drop"`` leaves
+    out of the labelled data (unlabeled text for distillation); other rows are read and skipped."""
+    for root in [Path(path)] if isinstance(path, str | os.PathLike) else [Path(p) for p in path]:
+        for p in _list_files(root):
+            name = p.name if p == root else p.relative_to(root).as_posix()
+            try:
+                for r in _iter_file(p, "drop", FileStats(path=str(p), fmt="empty"), name, False, True):
+                    yield r.text
+            except EmptyDatasetError:
+                log.warning("%s: empty file, skipped", name)
 
 
 def iter_reviews(
