@@ -123,6 +123,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     # d.unlabeled reaches the later stages through the targets' key; left out of theirs, so runs
     # from before the field keep their keys
     d_key = {k: v for k, v in asdict(d).items() if k != "unlabeled"}
+    unlabeled = cfg.distill_unlabeled()
     targets_dir, k_targets = run_stage(
         "teacher_targets",
         {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
@@ -131,12 +132,12 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
          "teacher": k_teacher, "tok": k_stok, "data": k_data, "features": distill.FEATURES_VERSION, **rec,
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
          **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {}),
-         **({"unlabeled": d.unlabeled} if d.unlabeled != "none" else {})},  # k_data: the raw files
+         **({"unlabeled": unlabeled} if unlabeled != "none" else {})},  # k_data: the raw files
         lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
                                              cfg.student_train.seed,
                                              cfg.hashed_peer if cfg.data.stream
                                              else peers.chosen(tfidf_dir, cfg.peer), records,
-                                             distill.unlabeled_texts(data_path, d)),
+                                             distill.unlabeled_texts(data_path, unlabeled)),
     )
     # KD, then KD + AFD continuing the KD run for its last d.afd_epochs epochs (shared start)
     distilled: dict[str, tuple[Path, str]] = {}

@@ -22,6 +22,7 @@ from pipeline.data import (
     build_dataset,
     detect_format,
     iter_reviews,
+    iter_three_star,
     load_splits,
     read_jsonl,
     readers,
@@ -170,6 +171,16 @@ def test_three_star_policies(
     assert rows == expected
     assert stats[0].dropped_neutral == neutral
     assert stats[0].used == len(expected)
+
+
+def test_three_star_texts_are_the_dropped_rows_of_every_file(tmp_path: Path) -> None:
+    put(tmp_path / "a.jsonl", jl({"rating": 3.0, "title": "Meh", "text": "fine I guess"},
+                                 {"rating": 5.0, "text": "great"}, {"rating": 3.0, "text": ""},
+                                 {"rating": 3, "text": "so-so", "label": 1}))
+    put(tmp_path / "b.csv", '"1","","bad"\n')
+    put(tmp_path / "c.jsonl", jl({"overall": 3.0, "reviewText": "okay"}))
+    assert list(iter_three_star(tmp_path)) == ["Meh fine I guess", "okay"]  # a label wins; "" is malformed
+    assert list(iter_three_star(tmp_path / "b.csv")) == []
 
 
 def test_labeled_jsonl_label_wins_and_falls_back_to_rating(tmp_path: Path) -> None:

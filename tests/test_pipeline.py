@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +31,19 @@ def smoke_run(real_slice, tmp_path_factory) -> Path:
     return out
 
 
-def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
+def _three_star_train(folder: Path) -> list[str]:
+    """The review strings of the 3-star rows of ``folder``'s JSON-lines files in the training split."""
+    out = []
+    for f in sorted(folder.glob("*.jsonl.gz")):
+        for line in gzip.open(f, "rt", encoding="utf-8"):
+            row = json.loads(line)
+            s = f"{row.get('title') or ''} {row['text']}".strip()
+            if row.get("rating") == 3 and int(hashlib.md5(s.encode()).hexdigest()[:8], 16) % 10 >= 2:
+                out.append(s)
+    return out
+
+
+def test_smoke_run_writes_every_stage_and_report(smoke_run: Path, real_slice) -> None:
     for stage in ("data", "tokenizer", "teacher", "teacher_eval", "peer_tfidf",
                   "student_tokenizer", "student", "student_eval", "teacher_targets", "student_kd",
                   "student_kd_eval", "student_afd", "student_afd_eval", "student_pruned",
@@ -72,8 +86,15 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path) -> None:
     ens = json.loads((targets / "ensemble.json").read_text())
     z, z_bigru = np.load(targets / "teacher_logits.npy"), np.load(targets / "bigru_logits.npy")
     rows = [json.loads(line) for line in (targets / "texts.jsonl").open(encoding="utf-8")]
-    n = len(z) // 2  # the smoke preset's one crop per review
-    assert len(rows) == len(z) == len(z_bigru) == 2 * n
+    # the training reviews and one crop of each (the smoke preset's augment=1), then the raw
+    # slice's 3-star reviews of the training split (md5 bucket >= 2, distill.unlabeled) and a crop
+    # of each: every row but the reviews labelled by the teacher
+    n = json.loads((smoke_run / "data" / "stats.json").read_text())["splits"]["train"]["n"]
+    three = _three_star_train(real_slice["amazon"])
+    assert three and len(rows) == len(z) == len(z_bigru) == 2 * n + 2 * len(three)
+    assert [t for t, _ in rows[2 * n:2 * n + len(three)]] == three
+    summary = json.loads((targets / "stage.json").read_text())["summary"]
+    assert (summary["reviews"], summary["unlabeled"]) == (n, len(three))
     assert np.allclose([y for _, y in rows[n:]], 1 / (1 + np.exp(-z[n:].astype(np.float64))))
     assert ens["weight"] == 0.0 or not np.allclose(z, z_bigru)
     # The teacher exposes its attention weights for distillation.

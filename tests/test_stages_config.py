@@ -103,6 +103,10 @@ def test_presets_and_overrides() -> None:
             override(full, [bad])
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+    # the 3-star reviews are unlabeled text only while data.three_star drops them
+    for policy, expected in (("drop", "three_star"), ("negative", "none"), ("positive", "none")):
+        cfg = override(full, ["distill.unlabeled=three_star", f"data.three_star={policy}"])
+        assert cfg.distill_unlabeled() == expected
 
 
 def test_set_parses_tuples_by_field_type() -> None:

@@ -206,12 +206,13 @@ def _crop_rounds(texts: Callable[[], Iterator[str]], dcfg: DistillConfig, seed0:
                               style=dcfg.crop_style, sentence_run=run)
 
 
-def unlabeled_texts(data_path: Path | None, dcfg: DistillConfig) -> list[str]:
-    """``dcfg.unlabeled``'s texts: for ``"three_star"``, the 3★ reviews of the raw files at
-    ``data_path`` that fall in the training split (:func:`pipeline.data.split_of`), each once."""
+def unlabeled_texts(data_path: Path, unlabeled: str) -> list[str]:
+    """Unlabeled distillation texts (``Config.distill_unlabeled``): for ``"three_star"``, the 3★
+    reviews of the raw files at ``data_path`` that fall in the training split
+    (:func:`pipeline.data.split_of`), each once; none for ``"none"``."""
     from pipeline.data import iter_three_star, split_of
 
-    if dcfg.unlabeled == "none" or data_path is None:
+    if unlabeled == "none":
         return []
     texts = [s for s in dict.fromkeys(iter_three_star(data_path)) if split_of(s) == "train"]
     log.info("distill: %d unlabeled 3-star training reviews", len(texts))
