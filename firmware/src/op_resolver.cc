@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 215fa7f08ba689a63a617b1afbf8364d2b2f5b0d5540153ca45babae35d89e16)
- *     models/release/head.tflite (sha256 5390550aa3473d46f750de2de9483c0feb9f206a42dfb6da11ffd7b7fff53d1e)
+ *     models/release/step.tflite (sha256 70f0e61359101a603123e3cc675661c24e5350bf1d7b01cd8fbd1339123a797c)
+ *     models/release/head.tflite (sha256 1ab1fd5fbac12aa8949292ad251171356f249901b06cd5aebbe483b3c3dcd7cc)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
