@@ -95,6 +95,7 @@ def test_smoke_run_writes_every_stage_and_report(smoke_run: Path, real_slice) ->
     assert [t for t, _ in rows[2 * n:2 * n + len(three)]] == three
     summary = json.loads((targets / "stage.json").read_text())["summary"]
     assert (summary["reviews"], summary["unlabeled"]) == (n, len(three))
+    assert f"; {len(three):,} 3★ training reviews, which the labelled data leaves out" in report
     assert np.allclose([y for _, y in rows[n:]], 1 / (1 + np.exp(-z[n:].astype(np.float64))))
     assert ens["weight"] == 0.0 or not np.allclose(z, z_bigru)
     # The teacher exposes its attention weights for distillation.

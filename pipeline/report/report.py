@@ -189,10 +189,20 @@ def _lottery_rounds(prune: dict) -> list[str]:
     return lines
 
 
-def _teacher_signal(ens: dict | None) -> list[str]:
-    """What the students learn from: the BiGRU teacher, the cross-fitted TF-IDF and their mix."""
+def _teacher_signal(ens: dict | None, targets: dict | None = None) -> list[str]:
+    """What the students learn from: the BiGRU teacher, the cross-fitted TF-IDF and their mix, on
+    which texts (``targets``: the teacher_targets stage's summary)."""
     if not ens:
         return []
+    texts = ""
+    if targets and "crops" in targets:
+        texts = (f" The texts: {targets['reviews']:,} training reviews (their labels beside the mix) "
+                 f"and {targets['crops']:,} crops of them")
+        if targets.get("unlabeled"):
+            texts += (f"; {targets['unlabeled']:,} 3★ training reviews, which the labelled data "
+                      f"leaves out, and their crops, {targets['unlabeled_texts']:,} texts with the "
+                      "mix as their only label (`distill.unlabeled`)")
+        texts += "."
     lines = ["## Distillation teacher: BiGRU + cross-fitted TF-IDF", "",
              f"The students are distilled from `(1 - w) * z_BiGRU + w * z_TF-IDF` with w = "
              f"{ens['weight']:g}, the weight with the best validation accuracy "
@@ -200,7 +210,7 @@ def _teacher_signal(ens: dict | None) -> list[str]:
              f" Each TF-IDF + LR logit comes from one of {ens['folds']} models fitted without the "
              "review (training reviews and their crops) or their mean (validation, test)"
              + (": the hashed, out-of-core model (`data.stream`)." if ens.get("tfidf") == "hashed"
-                else "."), "",
+                else ".") + texts, "",
              "| teacher signal | val accuracy | test accuracy | test balanced acc. | test F1 | "
              "test ROC-AUC |", "|---|---:|---:|---:|---:|---:|"]
     for key, name in (("teacher", "BiGRU teacher"), ("tfidf_crossfit", "TF-IDF + LR, cross-fitted"),
@@ -402,7 +412,8 @@ def write_report(run_dir: Path, command: str) -> Path:
             "",
         ]
     lines += _compression_summary(run_dir, load, evals, peer)
-    lines += _teacher_signal(load("teacher_targets/ensemble.json"))
+    lines += _teacher_signal(load("teacher_targets/ensemble.json"),
+                             (load("teacher_targets/stage.json") or {}).get("summary"))
     lines += ["## Test split", ""]
     cols = ("n", "accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
     lines.append("| model | " + " | ".join(cols) + " | size | params / features | host ms/review |")
