@@ -124,6 +124,13 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     # from before the field keep their keys
     d_key = {k: v for k, v in asdict(d).items() if k != "unlabeled"}
     unlabeled = cfg.distill_unlabeled()
+
+    def targets(o: Path, w: Path) -> dict:
+        return distill.teacher_targets(
+            data_dir, teacher_dir, stok_dir, o, w, d, cfg.student_train.seed,
+            cfg.hashed_peer if cfg.data.stream else peers.chosen(tfidf_dir, cfg.peer), records,
+            distill.unlabeled_texts(data_path, unlabeled, w / "unlabeled.jsonl"))
+
     targets_dir, k_targets = run_stage(
         "teacher_targets",
         {"augment": d.augment, "crop": [d.crop_min, d.crop_max], "seed": cfg.student_train.seed,
@@ -133,11 +140,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
          **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {}),
          **({"unlabeled": unlabeled} if unlabeled != "none" else {})},  # k_data: the raw files
-        lambda o, w: distill.teacher_targets(data_dir, teacher_dir, stok_dir, o, w, d,
-                                             cfg.student_train.seed,
-                                             cfg.hashed_peer if cfg.data.stream
-                                             else peers.chosen(tfidf_dir, cfg.peer), records,
-                                             distill.unlabeled_texts(data_path, unlabeled)),
+        targets,
     )
     # KD, then KD + AFD continuing the KD run for its last d.afd_epochs epochs (shared start)
     distilled: dict[str, tuple[Path, str]] = {}

@@ -183,7 +183,7 @@ class DistillConfig(_Section):
     # unlabeled text for distillation: "three_star", the training split's 3-star reviews that
     # data.three_star="drop" leaves out of the labelled data (none under the other policies, which
     # label them) and ``augment`` rounds of crops of them, learnt from the teacher's soft labels
-    # only. On full25's stages (u3, 2026-12-06, README "Unlabeled 3-star reviews"; 1,797 reviews,
+    # only. On full25's stages (u3, 2026-12-06, README "Unlabeled 3★ reviews"; 1,797 reviews,
     # 8,985 texts beside 500,670): KD validation 93.28 -> 93.40%, int8 release 93.24 -> 93.39%
     unlabeled: Literal["none", "three_star"] = "three_star"
 

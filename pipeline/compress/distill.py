@@ -13,11 +13,12 @@ batching, early stopping and resumable checkpoints of the other training stages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -184,19 +185,17 @@ FEATURES_VERSION = 2  # 2: a folder read row by row (afd.TeacherFeatures); 1: fe
 
 
 def distillation_texts(data_dir: Path, dcfg: DistillConfig, seed: int,
-                       unlabeled: Sequence[str] = ()) -> Iterator[str]:
+                       unlabeled: Path | None = None) -> Iterator[str]:
     """The training reviews, then ``dcfg.augment`` rounds of crops of them (round ``k`` seeded
     ``seed * 1000 + k``; the last ``dcfg.sentence_crops`` rounds, or all, crop whole sentences), read
-    from ``train.jsonl`` once per round; then the ``unlabeled`` texts (:func:`unlabeled_texts`) and
-    the same rounds of crops of them (seeded ``seed * 1000 + 500 + k``)."""
+    from ``train.jsonl`` once per round; then the texts of the ``unlabeled`` file
+    (:func:`unlabeled_texts`) and the same rounds of crops of them (seeded ``seed * 1000 + 500 + k``)."""
     from pipeline.data import iter_jsonl
 
-    train = Path(data_dir) / "train.jsonl"
-    yield from (t for t, _ in iter_jsonl(train))
-    yield from _crop_rounds(lambda: (t for t, _ in iter_jsonl(train)), dcfg, seed * 1000)
-    if unlabeled:
-        yield from unlabeled
-        yield from _crop_rounds(lambda: iter(unlabeled), dcfg, seed * 1000 + 500)
+    for path, seed0 in ((Path(data_dir) / "train.jsonl", seed * 1000), (unlabeled, seed * 1000 + 500)):
+        if path is not None:
+            yield from (t for t, _ in iter_jsonl(path))
+            yield from _crop_rounds(lambda p=path: (t for t, _ in iter_jsonl(p)), dcfg, seed0)
 
 
 def _crop_rounds(texts: Callable[[], Iterator[str]], dcfg: DistillConfig, seed0: int) -> Iterator[str]:
@@ -206,27 +205,38 @@ def _crop_rounds(texts: Callable[[], Iterator[str]], dcfg: DistillConfig, seed0:
                               style=dcfg.crop_style, sentence_run=run)
 
 
-def unlabeled_texts(data_path: Path, unlabeled: str) -> list[str]:
-    """Unlabeled distillation texts (``Config.distill_unlabeled``): for ``"three_star"``, the 3★
-    reviews of the raw files at ``data_path`` that fall in the training split
-    (:func:`pipeline.data.split_of`), each once; none for ``"none"``."""
-    from pipeline.data import iter_three_star, split_of
+def unlabeled_texts(data_path: Path, unlabeled: str, path: Path) -> Path | None:
+    """Write the unlabeled distillation texts (``Config.distill_unlabeled``) to ``path``, JSON lines
+    without labels, and return it (None for ``"none"``): for ``"three_star"``, the 3★ reviews of the
+    raw files at ``data_path`` that fall in the training split (:func:`pipeline.data.split_of`),
+    each once, in file order. Memory holds a digest per text, not the texts."""
+    from pipeline.data import iter_three_star, split_of, write_jsonl
 
     if unlabeled == "none":
-        return []
-    texts = [s for s in dict.fromkeys(iter_three_star(data_path)) if split_of(s) == "train"]
-    log.info("distill: %d unlabeled 3-star training reviews", len(texts))
-    return texts
+        return None
+    seen: set[bytes] = set()
+
+    def rows() -> Iterator[tuple[str, None]]:
+        for s in iter_three_star(data_path):
+            key = hashlib.md5(s.encode("utf-8")).digest()
+            if key not in seen and split_of(s) == "train":
+                seen.add(key)
+                yield s, None
+
+    write_jsonl(Path(path), rows())
+    log.info("distill: %d unlabeled 3-star training reviews", len(seen))
+    return Path(path)
 
 
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
                     work_dir: Path, dcfg: DistillConfig, seed: int = 13,
                     peer_cfg: TfidfConfig | HashedTfidfConfig = TfidfConfig(),  # noqa: B008
-                    records: bool = False, unlabeled: Sequence[str] = ()) -> dict:
+                    records: bool = False, unlabeled: Path | None = None) -> dict:
     """Stage: what the students learn from: the training reviews plus ``dcfg.augment`` crops of each,
     the teacher's logits on all of them (``dcfg.ensemble="tfidf"``: mixed with a cross-fitted
     TF-IDF + LR, :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
-    ``unlabeled`` texts (:func:`unlabeled_texts`) and their crops follow, with soft labels only.
+    The texts of the ``unlabeled`` file (:func:`unlabeled_texts`) and their crops follow, with soft
+    labels only.
 
     ``texts.jsonl`` rows are ``[text, label]``; a crop's label is the teacher's probability. With
     ``records`` (``data.stream``) the rows are written once, as the student tokenizer's ids, to
@@ -278,9 +288,9 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
                 f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
     agree = float(np.mean((z_t[:n_reviews] >= 0) == (labels >= 0.5)))
     log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
-    n_unlabeled = len(unlabeled) * (1 + dcfg.augment)
-    return {"reviews": n_reviews, "crops": len(z_t) - n_reviews - n_unlabeled,
-            "unlabeled": len(unlabeled), "unlabeled_texts": n_unlabeled,
+    n_unlabeled = sum(1 for _ in iter_jsonl(unlabeled)) if unlabeled is not None else 0
+    return {"reviews": n_reviews, "crops": len(z_t) - n_reviews - n_unlabeled * (1 + dcfg.augment),
+            "unlabeled": n_unlabeled, "unlabeled_texts": n_unlabeled * (1 + dcfg.augment),
             "teacher_train_agreement": agree, "ensemble": ensemble}
 
 
@@ -289,7 +299,7 @@ ENSEMBLE_JSON, BIGRU_LOGITS = "ensemble.json", "bigru_logits.npy"
 
 def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t: np.ndarray,
                      n_reviews: int, peer_cfg: TfidfConfig | HashedTfidfConfig, seed: int, out_dir: Path,
-                     work_dir: Path, unlabeled: Sequence[str] = ()) -> tuple[np.ndarray, dict]:
+                     work_dir: Path, unlabeled: Path | None = None) -> tuple[np.ndarray, dict]:
     """The BiGRU teacher's logits mixed with cross-fitted TF-IDF ones (weight chosen on validation);
     writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix).
     ``z_t``: the BiGRU's logits of the ``n_reviews`` training reviews, then of their crops (then of

@@ -276,8 +276,9 @@ def _atomic_write(path: Path, lines: Iterable[str]) -> None:
         f.writelines(lines)
 
 
-def write_jsonl(path: Path, rows: Iterable[tuple[str, int]]) -> None:
-    """Write ``{"text": s, "label": y}`` lines atomically (temp file, then ``os.replace``)."""
+def write_jsonl(path: Path, rows: Iterable[tuple[str, int | None]]) -> None:
+    """Write ``{"text": s, "label": y}`` lines atomically (temp file, then ``os.replace``); a label
+    None is written as null (unlabeled text)."""
     _atomic_write(
         path, (json.dumps({"text": s, "label": y}, ensure_ascii=False) + "\n" for s, y in rows)
     )
