@@ -288,9 +288,10 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
                 f.write(json.dumps([t, y], ensure_ascii=False) + "\n")
     agree = float(np.mean((z_t[:n_reviews] >= 0) == (labels >= 0.5)))
     log.info("distill: teacher agrees with %.2f%% of training labels", 100 * agree)
-    n_unlabeled = sum(1 for _ in iter_jsonl(unlabeled)) if unlabeled is not None else 0
-    return {"reviews": n_reviews, "crops": len(z_t) - n_reviews - n_unlabeled * (1 + dcfg.augment),
-            "unlabeled": n_unlabeled, "unlabeled_texts": n_unlabeled * (1 + dcfg.augment),
+    per_text = 1 + dcfg.augment  # each text and one crop of it per round
+    n_unlabeled = len(z_t) // per_text - n_reviews
+    return {"reviews": n_reviews, "crops": (per_text - 1) * n_reviews,
+            "unlabeled": n_unlabeled, "unlabeled_texts": n_unlabeled * per_text,
             "teacher_train_agreement": agree, "ensemble": ensemble}
 
 

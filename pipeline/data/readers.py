@@ -499,11 +499,10 @@ def _iter_file(
                 fs.dropped_neutral += 1
                 if neutral:
                     yield Record(item[0], None, str(path), n)
-            elif neutral:
-                fs.used += 1
             else:
                 fs.used += 1
-                yield Record(item[0], item[1], str(path), n)
+                if not neutral:
+                    yield Record(item[0], item[1], str(path), n)
     msg = (
         f"{name}: format={fmt} rows={fs.rows} used={fs.used} "
         f"neutral_dropped={fs.dropped_neutral} malformed={fs.malformed}"
@@ -522,11 +521,14 @@ def iter_records(
     *,
     unlabeled: bool = False,
     three_star_hint: str = THREE_STAR_HINT,
+    neutral: bool = False,
 ) -> Iterator[Record]:
     """Yield the :class:`Record` s of files and folders (recursive, sorted; hidden and README*
     skipped). Per-file counts go to ``stats`` when given. ``unlabeled``: also JSON lines with a
-    ``text`` and no label (``label`` None). Raises :class:`EmptyDatasetError` at the end when no
-    row was usable; ``three_star_hint`` says how to keep 3★ rows in that message.
+    ``text`` and no label (``label`` None). ``neutral``: the 3★ rows ``three_star="drop"`` leaves
+    out instead (``label`` None), the labelled rows only counted. Raises
+    :class:`EmptyDatasetError` at the end when no (labelled) row was usable; ``three_star_hint``
+    says how to keep 3★ rows in that message.
     """
     check_three_star(three_star)
     roots = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
@@ -539,7 +541,7 @@ def iter_records(
             if stats is not None:
                 stats.append(fs)
             try:
-                yield from _iter_file(p, three_star, fs, name, unlabeled)
+                yield from _iter_file(p, three_star, fs, name, unlabeled, neutral)
             except EmptyDatasetError:
                 log.warning("%s: empty file, skipped", name)
     if not any(fs.used for fs in mine):
@@ -560,15 +562,10 @@ def iter_records(
 
 def iter_three_star(path: str | Path | Sequence[str | Path]) -> Iterator[str]:
     """The review strings of the 3★ rows of star-rated files, which ``three_star="drop"`` leaves
-    out of the labelled data (unlabeled text for distillation); other rows are read and skipped."""
-    for root in [Path(path)] if isinstance(path, str | os.PathLike) else [Path(p) for p in path]:
-        for p in _list_files(root):
-            name = p.name if p == root else p.relative_to(root).as_posix()
-            try:
-                for r in _iter_file(p, "drop", FileStats(path=str(p), fmt="empty"), name, False, True):
-                    yield r.text
-            except EmptyDatasetError:
-                log.warning("%s: empty file, skipped", name)
+    out of the labelled data (unlabeled text for distillation); other rows are read and skipped.
+    :func:`iter_records` with ``neutral``: it raises where no labelled row is usable either."""
+    for r in iter_records(path, "drop", neutral=True):
+        yield r.text
 
 
 def iter_reviews(
