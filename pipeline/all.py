@@ -4,12 +4,13 @@
                            [--set section.field=value ...] [--publish DIR] [--release DIR]
                            [--firmware DIR] [--until STAGE]
 
-Stages: data -> tokenizer -> teacher -> teacher_eval; the TF-IDF and fastText peers; the device
-student: student_tokenizer -> student [labels only] -> teacher_targets [teacher logits and feature
-maps on the reviews and their crops] -> student_kd / student_afd [KD, KD + AFD] -> student_pruned
-[Lottery Ticket] -> qat -> int8 -> int8_eval [TFLM] -> firmware_export, with an evaluation of each
-model; then ``report.md`` and plots in the output folder (default ``runs/PRESET``). The choices
-between models along the way are made on the validation split.
+Stages: data -> tokenizer -> teacher -> teacher_eval (-> teacher_2, ...: distill.teachers); the
+TF-IDF and fastText peers; the device student: student_tokenizer -> student [labels only] ->
+teacher_targets [teacher logits and feature maps on the reviews and their crops] -> student_kd /
+student_afd [KD, KD + AFD] -> student_pruned [Lottery Ticket] -> qat -> int8 -> int8_eval [TFLM] ->
+firmware_export, with an evaluation of each model; then ``report.md`` and plots in the output
+folder (default ``runs/PRESET``). The choices between models along the way are made on the
+validation split.
 """
 
 from __future__ import annotations
@@ -97,6 +98,15 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
                                             records),
     )
     evaluation("teacher_eval", teacher_dir, k_teacher)
+    more_teachers: list[tuple[Path, str]] = []  # distill.teachers: other seeds, for the teacher signal
+    for k in range(1, cfg.distill.teachers):
+        train_k = replace(cfg.train, seed=cfg.train.seed + k)
+        more_teachers.append(run_stage(
+            f"teacher_{k + 1}",
+            {"model": cfg.teacher, "train": train_k, "tok": k_tok, "data": k_data, **dist, **rec},
+            lambda o, w, t=train_k: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, t,
+                                                          strategy, records),
+        ))
     if cfg.data.stream:  # the hashed, out-of-core peer: nothing it holds grows with the reviews
         peer_key, peer_fn = {"cfg": cfg.hashed_peer, "hashed": True}, lambda o, w: (
             hashed_peer.run_split_peer(data_dir, o, w, cfg.hashed_peer, heldout))
@@ -120,16 +130,17 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
     )
     evaluation("student_eval", student_dir, k_student)
     d = cfg.distill
-    # d.unlabeled reaches the later stages through the targets' key; left out of theirs, so runs
-    # from before the field keep their keys
-    d_key = {k: v for k, v in asdict(d).items() if k != "unlabeled"}
+    # d.unlabeled and d.teachers reach the later stages through the targets' key; left out of
+    # theirs, so runs from before the fields keep their keys
+    d_key = {k: v for k, v in asdict(d).items() if k not in ("unlabeled", "teachers")}
     unlabeled = cfg.distill_unlabeled()
 
     def targets(o: Path, w: Path) -> dict:
         return distill.teacher_targets(
             data_dir, teacher_dir, stok_dir, o, w, d, cfg.student_train.seed,
             cfg.hashed_peer if cfg.data.stream else peers.chosen(tfidf_dir, cfg.peer), records,
-            distill.unlabeled_texts(data_path, unlabeled, w / "unlabeled.jsonl"))
+            distill.unlabeled_texts(data_path, unlabeled, w / "unlabeled.jsonl"),
+            [t for t, _ in more_teachers])
 
     targets_dir, k_targets = run_stage(
         "teacher_targets",
@@ -139,7 +150,8 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
          "teacher": k_teacher, "tok": k_stok, "data": k_data, "features": distill.FEATURES_VERSION, **rec,
          # ensemble v2: the mixed logits are the saved soft targets (v1 saved the BiGRU's)
          **({"ensemble": [d.ensemble, d.ensemble_folds, k_tfidf, 2]} if d.ensemble != "none" else {}),
-         **({"unlabeled": unlabeled} if unlabeled != "none" else {})},  # k_data: the raw files
+         **({"unlabeled": unlabeled} if unlabeled != "none" else {}),  # k_data: the raw files
+         **({"teachers": [k for _, k in more_teachers]} if more_teachers else {})},
         targets,
     )
     # KD, then KD + AFD continuing the KD run for its last d.afd_epochs epochs (shared start)

@@ -187,9 +187,12 @@ def teacher_feature_model(teacher: keras.Model) -> keras.Model:
 
 
 def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folder: Path,
-                     work: Path, batch_size: int = 128, chunk: int = 8192) -> np.ndarray:
+                     work: Path, batch_size: int = 128, chunk: int = 8192,
+                     more: Sequence[Path] = ()) -> np.ndarray:
     """The teacher's logits on ``texts`` (``log(p / (1 - p))``); its maps on the student's tokens
-    and time-averaged features go to ``folder`` (:class:`TeacherFeatures`).
+    and time-averaged features go to ``folder`` (:class:`TeacherFeatures`). ``more``: the folders
+    of further teachers of the same tokenizer (other seeds); the logits are then the mean of all
+    the teachers' logits (the maps stay the first teacher's).
 
     One teacher pass (its own tokenizer and truncation), batched by length over all texts. Bounded
     memory: the texts are read once, ``chunk`` at a time, and both tokenizations with their byte
@@ -200,7 +203,12 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
     from pipeline.text.tokenizer import Tokenizer, chunks, encode_spans
 
     t_tok = Tokenizer.load(teacher_dir)
+    for d in more:
+        if (Path(d) / "tokenizer.model").read_bytes() != (Path(teacher_dir) / "tokenizer.model").read_bytes():
+            raise ValueError(f"teacher {d} has another tokenizer than {teacher_dir}: their logits "
+                             "are averaged over one tokenization")
     feats = teacher_feature_model(load_model(Path(teacher_dir) / "model.keras"))
+    others = [load_model(Path(d) / "model.keras") for d in more]
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     writers = [RaggedWriter(work / f"{name}.bin") for name in ("t_ids", "t_spans", "s_spans")]
@@ -224,8 +232,10 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             rows = [t_ids[i] for i in idx]
-            e, h, w, p, prob = (np.asarray(a) for a in feats.predict_on_batch(pad_batch(rows)))
-            logits[idx] = logit(prob.reshape(-1))
+            x = pad_batch(rows)
+            e, h, w, p, prob = (np.asarray(a) for a in feats.predict_on_batch(x))
+            logits[idx] = np.mean([logit(np.asarray(q).reshape(-1)) for q in
+                                   (prob, *(m.predict_on_batch(x) for m in others))], axis=0)
             energy = np.stack([np.mean(e**2, -1), np.mean(h**2, -1), w], 1)  # [B, 3, T]
             for r, i in enumerate(idx):
                 L = len(rows[r])

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -231,10 +231,12 @@ def unlabeled_texts(data_path: Path, unlabeled: str, path: Path) -> Path | None:
 def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, out_dir: Path,
                     work_dir: Path, dcfg: DistillConfig, seed: int = 13,
                     peer_cfg: TfidfConfig | HashedTfidfConfig = TfidfConfig(),  # noqa: B008
-                    records: bool = False, unlabeled: Path | None = None) -> dict:
+                    records: bool = False, unlabeled: Path | None = None,
+                    more_teachers: Sequence[Path] = ()) -> dict:
     """Stage: what the students learn from: the training reviews plus ``dcfg.augment`` crops of each,
-    the teacher's logits on all of them (``dcfg.ensemble="tfidf"``: mixed with a cross-fitted
-    TF-IDF + LR, :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
+    the teacher's logits on all of them (``more_teachers``, other seeds of it: the mean logit of all;
+    ``dcfg.ensemble="tfidf"``: mixed with a cross-fitted TF-IDF + LR,
+    :mod:`pipeline.compress.ensemble`), and the teacher's AFD maps on the student's tokens.
     The texts of the ``unlabeled`` file (:func:`unlabeled_texts`) and their crops follow, with soft
     labels only.
 
@@ -261,14 +263,15 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
         tmp = work_dir / (TARGET_FEATURES + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         z_t = teacher_features(teacher_dir, Tokenizer.load(student_tok_dir),
-                               distillation_texts(data_dir, dcfg, seed, unlabeled), tmp, work_dir / "spans")
+                               distillation_texts(data_dir, dcfg, seed, unlabeled), tmp, work_dir / "spans",
+                               more=more_teachers)
         np.save(work_dir / TARGET_LOGITS, z_t)
         tmp.replace(cache)
     out_dir = Path(out_dir)
     ensemble = None
     if dcfg.ensemble == "tfidf":
-        z_t, ensemble = _ensemble_logits(data_dir, teacher_dir, dcfg, z_t, n_reviews, peer_cfg, seed,
-                                         out_dir, work_dir, unlabeled)
+        z_t, ensemble = _ensemble_logits(data_dir, [teacher_dir, *more_teachers], dcfg, z_t, n_reviews,
+                                         peer_cfg, seed, out_dir, work_dir, unlabeled)
     (work_dir / TARGET_FEATURES).replace(out_dir / TARGET_FEATURES)
     if ensemble is None:
         (work_dir / TARGET_LOGITS).replace(out_dir / TARGET_LOGITS)
@@ -298,13 +301,14 @@ def teacher_targets(data_dir: Path, teacher_dir: Path, student_tok_dir: Path, ou
 ENSEMBLE_JSON, BIGRU_LOGITS = "ensemble.json", "bigru_logits.npy"
 
 
-def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t: np.ndarray,
+def _ensemble_logits(data_dir: Path, teachers: Sequence[Path], dcfg: DistillConfig, z_t: np.ndarray,
                      n_reviews: int, peer_cfg: TfidfConfig | HashedTfidfConfig, seed: int, out_dir: Path,
                      work_dir: Path, unlabeled: Path | None = None) -> tuple[np.ndarray, dict]:
-    """The BiGRU teacher's logits mixed with cross-fitted TF-IDF ones (weight chosen on validation);
-    writes ``ensemble.json`` (validation and test metrics of the teacher, TF-IDF and the mix).
-    ``z_t``: the BiGRU's logits of the ``n_reviews`` training reviews, then of their crops (then of
-    the ``unlabeled`` texts and theirs: each scored by one fold's model, as a crop is).
+    """The BiGRU teachers' mean logits mixed with cross-fitted TF-IDF ones (weight chosen on
+    validation); writes ``ensemble.json`` (validation and test metrics of the teacher, each of
+    several teachers, TF-IDF and the mix). ``z_t``: the BiGRU teachers' (mean) logits of the
+    ``n_reviews`` training reviews, then of their crops (then of the ``unlabeled`` texts and
+    theirs: each scored by one fold's model, as a crop is).
 
     ``peer_cfg`` a :class:`HashedTfidfConfig` (``data.stream``): the hashed cross-fit, every text
     read as a stream (:func:`ensemble.crossfit_hashed`); else the in-memory one, which holds every
@@ -317,7 +321,14 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
     from pipeline.report.predictors import load_predictor
     from pipeline.text.tokenizer import chunks
 
-    teacher = load_predictor(teacher_dir, "keras")
+    predictors = [load_predictor(d, "keras") for d in teachers]
+    z_each: dict[str, list[np.ndarray]] = {}  # validation / test: each teacher's logits
+
+    def teacher(s: str, texts: list[str]) -> np.ndarray:  # the teachers' mean logit
+        z = [ens.logit(p(texts)) for p in predictors]
+        z_each.setdefault(s, []).append(np.stack(z))
+        return np.mean(z, axis=0)
+
     split = {s: Path(data_dir) / f"{s}.jsonl" for s in ("train", "val", "test")}
     if isinstance(peer_cfg, HashedTfidfConfig):
         fit = ens.crossfit_hashed(
@@ -329,7 +340,7 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
         for s in ("val", "test"):  # the teacher's logits and the labels in one streamed pass
             z_parts, y_parts = [np.zeros(0)], [np.zeros(0, np.int64)]
             for part in chunks(iter_jsonl(split[s]), EVAL_CHUNK):
-                z_parts.append(ens.logit(teacher([t for t, _ in part])))
+                z_parts.append(teacher(s, [t for t, _ in part]))
                 y_parts.append(np.array([int(v) for _, v in part], np.int64))
             z_sets[s], y[s] = np.concatenate(z_parts), np.concatenate(y_parts)
     else:
@@ -340,16 +351,20 @@ def _ensemble_logits(data_dir: Path, teacher_dir: Path, dcfg: DistillConfig, z_t
         fit = ens.crossfit_tfidf([t for t, _ in rows], [int(y) for _, y in rows], texts, owner,
                                  {s: [t for t, _ in r] for s, r in sets.items()}, peer_cfg,
                                  dcfg.ensemble_folds, seed)
-        z_sets = {s: ens.logit(teacher([t for t, _ in r])) for s, r in sets.items()}
+        z_sets = {s: teacher(s, [t for t, _ in r]) for s, r in sets.items()}
         y = {s: np.array([int(v) for _, v in r]) for s, r in sets.items()}
     w, scores = ens.choose_weight(z_sets["val"], fit.sets["val"], y["val"])
     log.info("distill: teacher ensemble weight of TF-IDF %.2f (validation accuracy by weight %s)",
              w, scores)
     report = {"weight": w, "folds": dcfg.ensemble_folds, "val_accuracy_by_weight": scores,
               "tfidf": "hashed" if isinstance(peer_cfg, HashedTfidfConfig) else "vocabulary"}
+    if len(teachers) > 1:
+        report["teachers"] = [Path(d).name for d in teachers]
     for s in ("val", "test"):
+        each = np.concatenate(z_each[s], axis=1) if len(teachers) > 1 else []
         for name, z in (("teacher", z_sets[s]), ("tfidf_crossfit", fit.sets[s]),
-                        ("ensemble", ens.mix(z_sets[s], fit.sets[s], w))):
+                        ("ensemble", ens.mix(z_sets[s], fit.sets[s], w)),
+                        *((f"teacher_{k + 1}", z) for k, z in enumerate(each))):
             report.setdefault(s, {})[name] = compute_metrics(y[s], ens.sigmoid(z))
     write_json(out_dir / ENSEMBLE_JSON, report)
     return ens.mix(z_t, fit.train, w).astype(np.float32), {

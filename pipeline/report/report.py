@@ -190,8 +190,9 @@ def _lottery_rounds(prune: dict) -> list[str]:
 
 
 def _teacher_signal(ens: dict | None, targets: dict | None = None) -> list[str]:
-    """What the students learn from: the BiGRU teacher, the cross-fitted TF-IDF and their mix, on
-    which texts (``targets``: the teacher_targets stage's summary)."""
+    """What the students learn from: the BiGRU teacher (or each of several and their mean), the
+    cross-fitted TF-IDF and their mix, on which texts (``targets``: the teacher_targets stage's
+    summary)."""
     if not ens:
         return []
     texts = ""
@@ -213,8 +214,11 @@ def _teacher_signal(ens: dict | None, targets: dict | None = None) -> list[str]:
                 else ".") + texts, "",
              "| teacher signal | val accuracy | test accuracy | test balanced acc. | test F1 | "
              "test ROC-AUC |", "|---|---:|---:|---:|---:|---:|"]
-    for key, name in (("teacher", "BiGRU teacher"), ("tfidf_crossfit", "TF-IDF + LR, cross-fitted"),
-                      ("ensemble", f"mix, w = {ens['weight']:g}")):
+    seeds = ens.get("teachers", [])  # distill.teachers: the BiGRU half is their mean logit
+    rows = [(f"teacher_{k + 1}", f"BiGRU teacher `{d}`") for k, d in enumerate(seeds)]
+    rows += [("teacher", f"BiGRU teachers, mean logit of {len(seeds)}" if seeds else "BiGRU teacher"),
+             ("tfidf_crossfit", "TF-IDF + LR, cross-fitted"), ("ensemble", f"mix, w = {ens['weight']:g}")]
+    for key, name in rows:
         v, t = ens["val"][key], ens["test"][key]
         lines.append(f"| {name} | {fmt_cell('accuracy', v['accuracy'])} | " + " | ".join(
             fmt_cell(c, t.get(c)) for c in ("accuracy", "balanced_accuracy", "f1", "roc_auc")) + " |")
