@@ -214,3 +214,44 @@ def test_sentence_crops() -> None:
     assert crops == crop_texts(texts, 3, 0.2, 0.7, sentence_run=2)  # seeded
     with pytest.raises(ValueError, match="sentence_crops"):
         DistillConfig(sentence_crops=-1)
+
+
+def test_teacher_features_average_the_logits_of_several_teachers(tmp_path: Path) -> None:
+    """``distill.teachers``: one pass scores every teacher; the logits are their mean, the maps
+    the first teacher's; a teacher of another tokenizer is refused."""
+    from pipeline.compress.afd import TeacherFeatures, teacher_features
+    from pipeline.compress.ensemble import logit
+    from pipeline.config import TeacherConfig, TokenizerConfig
+    from pipeline.nn.models import build_teacher, save_model
+    from pipeline.nn.train import write_model_info
+    from pipeline.report.predictors import load_predictor
+    from pipeline.text.tokenizer import train_tokenizer
+
+    texts = [f"review {i}: the {w} was {'great' if i % 2 else 'awful'} and cheap" for i, w in
+             enumerate(["case", "cable", "screen", "battery"] * 10)]
+    tok = train_tokenizer(texts, TokenizerConfig(vocab_size=120, seq_len=8))
+    dirs = []
+    for seed in (1, 2):
+        set_determinism(seed)
+        d = tmp_path / f"teacher{seed}"
+        d.mkdir()
+        tok.save(d)
+        save_model(build_teacher(tok.vocab_size, TeacherConfig(embed_dim=8, units=8, attn_units=4,
+                                                               dense_units=8)), d / "model.keras")
+        write_model_info(d, {"keras": "model.keras"}, kind="teacher")
+        dirs.append(d)
+    each = [logit(load_predictor(d)(texts)) for d in dirs]
+    assert not np.allclose(each[0], each[1])
+    one = teacher_features(dirs[0], tok, texts, tmp_path / "f1", tmp_path / "w1", batch_size=16)
+    two = teacher_features(dirs[0], tok, texts, tmp_path / "f2", tmp_path / "w2", batch_size=16,
+                           more=[dirs[1]])
+    np.testing.assert_allclose(one, each[0], atol=1e-5)
+    np.testing.assert_allclose(two, (each[0] + each[1]) / 2, atol=1e-5)
+    maps = [TeacherFeatures.load(tmp_path / f).maps for f in ("f1", "f2")]
+    assert all(np.array_equal(a, b) for a, b in zip(*maps, strict=True))
+    other = tmp_path / "other"
+    other.mkdir()
+    train_tokenizer(texts[::-1] + ["other words"], TokenizerConfig(vocab_size=100, seq_len=8)).save(other)
+    (other / "model.keras").write_bytes((dirs[1] / "model.keras").read_bytes())
+    with pytest.raises(ValueError, match="another tokenizer"):
+        teacher_features(dirs[0], tok, texts, tmp_path / "f3", tmp_path / "w3", more=[other])

@@ -80,6 +80,14 @@ def test_each_target_fails_on_its_own(run: Path, edit, failing: str) -> None:
     assert gate.main([str(run)]) == 1
 
 
+def test_the_stages_of_more_teachers_count_toward_the_seconds(run: Path, capsys) -> None:
+    _write(run / "teacher_2" / "stage.json", {"seconds": 1_000.0, "summary": {}})  # distill.teachers
+    assert gate.main([str(run)]) == 0 and "3,100.1 s" in capsys.readouterr().out
+    _write(run / "teacher_3" / "stage.json", {"seconds": 600.0, "summary": {}})
+    failed = [t for t, h in _holds(gate.check(run)).items() if h is False]
+    assert len(failed) == 1 and "stage seconds" in failed[0]
+
+
 def test_a_set_no_peer_measured_fails(run: Path) -> None:
     _write(run / "peer_tfidf" / "metrics.json", {"stopwords_kept": {"heldout": None}})
     _write(run / "peer_fasttext" / "metrics.json", {"bigram": {"heldout": {}}, "quantized": {"heldout": {}}})

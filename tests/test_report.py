@@ -175,6 +175,23 @@ def test_run_stages_list_every_stage_all_py_runs_in_its_order() -> None:
     expanded = [n for s in loop for n in (s, f"{s}_eval")]
     names = [n.strip('"') for n in found[:i]] + expanded + [n.strip('"') for n in found[i + 2:]]
     assert tuple(names) == RUN_STAGES
+    # distill.teachers' optional stages are not in RUN_STAGES: the run time table and the gate
+    # find them by their folders
+    assert re.findall(r'run_stage\(\s*(f"teacher_\{k \+ 1\}")', body) == ['f"teacher_{k + 1}"']
+
+
+def test_teacher_signal_lists_each_teacher_and_their_mean() -> None:
+    from pipeline.report.report import _teacher_signal
+
+    m = {k: {"accuracy": a, "balanced_accuracy": a, "f1": a, "roc_auc": a}
+         for k, a in (("teacher", 0.93), ("tfidf_crossfit", 0.92), ("ensemble", 0.94),
+                      ("teacher_1", 0.925), ("teacher_2", 0.923))}
+    ens = {"weight": 0.35, "folds": 2, "val_accuracy_by_weight": {"0": 0.93}, "val": m, "test": m}
+    one = "\n".join(_teacher_signal(ens))
+    assert "| BiGRU teacher | 93.00 |" in one and "teacher_2" not in one
+    two = "\n".join(_teacher_signal({**ens, "teachers": ["teacher", "teacher_2"]}))
+    assert "| BiGRU teacher `teacher` | 92.50 |" in two and "| BiGRU teacher `teacher_2` | 92.30 |" in two
+    assert "| BiGRU teachers, mean logit of 2 | 93.00 |" in two
 
 
 def test_heldout_tables_one_metric_each_models_as_rows_every_number_kept(run: Path) -> None:

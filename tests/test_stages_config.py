@@ -107,6 +107,9 @@ def test_presets_and_overrides() -> None:
     for policy, expected in (("drop", "three_star"), ("negative", "none"), ("positive", "none")):
         cfg = override(full, ["distill.unlabeled=three_star", f"data.three_star={policy}"])
         assert cfg.distill_unlabeled() == expected
+    assert override(full, ["distill.teachers=2"]).distill.teachers == 2
+    with pytest.raises(ValueError, match="distill.teachers must be at least 1"):
+        override(full, ["distill.teachers=0"])
 
 
 def test_set_parses_tuples_by_field_type() -> None:
