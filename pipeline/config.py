@@ -188,8 +188,9 @@ class DistillConfig(_Section):
     unlabeled: Literal["none", "three_star"] = "three_star"
     # BiGRU teachers whose mean logit is the teacher signal: the teacher stage's and teachers - 1
     # more of the same settings and tokenizer, trained with train.seed + 1, ... (stages teacher_2,
-    # ...). On u3's stages (2026-12-06), seeds 13 and 14: validation 92.56 / 92.33% alone, 92.86%
-    # their mean; mixed with TF-IDF (w = 0.35) 93.44 -> 93.45%, log loss 0.1721 -> 0.1699
+    # ...). 2 on u3's stages (u4, 2026-12-06, README "A second teacher seed"): BiGRU validation
+    # 92.56 -> 92.86%, the mix 93.44 -> 93.45% (log loss 0.1721 -> 0.1699); KD student 93.40 ->
+    # 93.38%, int8 release 93.39 -> 93.37% validation (93.08 -> 93.37% test): not the default
     teachers: int = 1
 
     def __post_init__(self) -> None:

@@ -220,7 +220,8 @@ def test_stream_switch_trains_from_tfrecord_shards_and_redoes_the_tfidf_peer(
         smoke_run: Path, real_slice, tmp_path: Path, caplog) -> None:
     """``--set data.stream=true`` keeps the stages it does not change (the splits and tokenizers do
     not depend on it), trains from TFRecord shards read with ``tf.data`` and redoes the TF-IDF
-    peer and the teacher ensemble with the hashed, out-of-core model."""
+    peer and the teacher ensemble with the hashed, out-of-core model; with ``distill.teachers=2``
+    a second teacher seed joins the teacher signal."""
     import numpy as np
 
     from pipeline.compress import distill
@@ -234,17 +235,18 @@ def test_stream_switch_trains_from_tfrecord_shards_and_redoes_the_tfidf_peer(
     caplog.set_level("INFO")
     rc = pipeline_all.main(["--data", str(real_slice["amazon"]), "--heldout",
                             str(real_slice["heldout"]), "--preset", "smoke", "--out", str(run),
-                            "--set", "data.stream=true", "--until", "qat"])
+                            "--set", "data.stream=true", "--set", "distill.teachers=2",
+                            "--until", "qat"])
     assert rc == 0
     for s in ("data", "tokenizer", "peer_fasttext", "student_tokenizer"):
         assert f"[{s}] up to date" in caplog.text
-    for s in ("teacher", "peer_tfidf", "student", "teacher_targets", "student_kd", "student_afd",
-              "student_pruned", "qat"):  # the last training stage (int8 on: test_smoke_run_...)
+    for s in ("teacher", "teacher_2", "peer_tfidf", "student", "teacher_targets", "student_kd",
+              "student_afd", "student_pruned", "qat"):  # the last training stage (int8: test_smoke_run_...)
         assert f"[{s}] running" in caplog.text
     # every training stage read its training split from TFRecord shards
     train_n = json.loads((run / "data" / "stats.json").read_text())["splits"]["train"]["n"]
     texts_n = len(np.load(run / "teacher_targets" / distill.TARGET_LOGITS))
-    assert caplog.text.count(f" {train_n} rows in 8 TFRecord shards") == 3  # teacher, student, QAT
+    assert caplog.text.count(f" {train_n} rows in 8 TFRecord shards") == 4  # 2 teachers, student, QAT
     # the teacher targets (reviews and crops) are written once, as the student's ids: KD, AFD and
     # the ticket read those shards; the ids are the in-memory run's texts tokenized
     assert caplog.text.count(f" {texts_n} rows in 8 TFRecord shards") == 1
@@ -259,7 +261,17 @@ def test_stream_switch_trains_from_tfrecord_shards_and_redoes_the_tfidf_peer(
     stats = json.loads((run / "data" / "stats.json").read_text())
     assert peer["hashed"] and peer["stopwords_kept"]["test"]["n"] == stats["splits"]["test"]["n"]
     assert set(peer["stopwords_kept"]["heldout"]) == {"uci_amazon_cells", "li2018_amazon_sent"}
-    assert json.loads((run / "teacher_targets" / distill.ENSEMBLE_JSON).read_text())["tfidf"] == "hashed"
+    ens = json.loads((run / "teacher_targets" / distill.ENSEMBLE_JSON).read_text())
+    assert ens["tfidf"] == "hashed" and ens["teachers"] == ["teacher", "teacher_2"]
+    assert {"teacher", "teacher_1", "teacher_2"} <= set(ens["val"])
+    # the BiGRU half of the signal is the two seeds' mean logit
+    from pipeline.compress.ensemble import logit
+    from pipeline.report.predictors import load_predictor
+
+    z = [logit(load_predictor(run / t)(texts[:40])) for t in ("teacher", "teacher_2")]
+    assert not np.allclose(z[0], z[1], atol=1e-3)
+    bigru = np.load(run / "teacher_targets" / distill.BIGRU_LOGITS)[:40]
+    np.testing.assert_allclose(bigru, (z[0] + z[1]) / 2, atol=1e-4)
     shapes = [np.load(d / "teacher_targets" / distill.TARGET_LOGITS).shape for d in (smoke_run, run)]
     assert shapes[0] == shapes[1]
     text = report.write_report(run, "test").read_text()
