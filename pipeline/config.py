@@ -189,7 +189,7 @@ class DistillConfig(_Section):
     # BiGRU teachers whose mean logit is the teacher signal: the teacher stage's and teachers - 1
     # more of the same settings and tokenizer, trained with train.seed + 1, ... (stages teacher_2,
     # ...). 2 on u3's stages (u4, 2026-12-06, README "A second teacher seed"): BiGRU validation
-    # 92.56 -> 92.86%, the mix 93.44 -> 93.45% (log loss 0.1721 -> 0.1699); KD student 93.40 ->
+    # 92.56 -> 92.86%, the mix 93.44 -> 93.45% (ROC-AUC 0.9786 -> 0.9794); KD student 93.40 ->
     # 93.38%, int8 release 93.39 -> 93.37% validation (93.08 -> 93.37% test): not the default
     teachers: int = 1
 

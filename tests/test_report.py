@@ -90,6 +90,14 @@ def test_run_time_table_in_pipeline_order_with_total_and_cores(run: Path) -> Non
     assert "Peak RSS" not in text  # no stage recorded one
 
 
+def test_run_time_puts_more_teachers_after_teacher_eval(run: Path) -> None:
+    for name in ("teacher_10", "teacher_2"):  # distill.teachers; finished last, listed in order
+        _stage(run, name, 100.0, finished="2026-01-02T00:00:00Z")
+    rows = _table(_section(write_report(run, "x").read_text(), "## Run time"))
+    assert [r[0] for r in rows[1:6]] == ["data", "teacher", "teacher_eval", "teacher_2", "teacher_10"]
+    assert rows[-1][1] == "**4,124.6**"
+
+
 def test_run_time_peak_rss_column_when_recorded(run: Path) -> None:
     _stage(run, "teacher", 3600.0, peak_rss_mib=2345.6)
     _stage(run, "student", 100.0, peak_rss_mib=1200.0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.report import RUN_STAGES
+from pipeline.report.report import run_stages
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,7 @@ def _flash(run: Path, m: dict, t: Targets) -> list[Row]:
 
 
 def _seconds(run: Path, m: dict, t: Targets) -> list[Row]:
-    more = sorted(p.parent.name for p in run.glob("teacher_*/stage.json")  # distill.teachers
-                  if p.parent.name.split("_")[1].isdigit())
-    total = sum(_load(run, f"{s}/stage.json")["seconds"] for s in (*RUN_STAGES, *more))
+    total = sum(_load(run, f"{s}/stage.json")["seconds"] for s in run_stages(run))
     return [Row(f"stage seconds <= {t.stage_seconds:,.0f}", f"{total:,.1f} s", total <= t.stage_seconds,
                 "*/stage.json")]
 

@@ -297,11 +297,21 @@ RUN_STAGES = (  # every stage of pipeline/all.py, in the order it runs them
 )
 
 
+def run_stages(run_dir: Path) -> list[str]:
+    """:data:`RUN_STAGES` with the run's optional ``teacher_2``, ... (``distill.teachers``) after
+    ``teacher_eval``, where ``pipeline/all.py`` runs them."""
+    more = sorted((p.parent.name for p in Path(run_dir).glob("teacher_*/stage.json")
+                   if p.parent.name.removeprefix("teacher_").isdigit()), key=lambda n: int(n[8:]))
+    i = RUN_STAGES.index("teacher_eval") + 1
+    return [*RUN_STAGES[:i], *more, *RUN_STAGES[i:]]
+
+
 def _run_time(run_dir: Path, load) -> list[str]:
     """Seconds per stage from each ``stage.json`` (pipeline order), the total and the core count."""
-    records = {name: rec for name in RUN_STAGES if (rec := load(f"{name}/stage.json"))}
+    names = run_stages(run_dir)
+    records = {name: rec for name in names if (rec := load(f"{name}/stage.json"))}
     others = [p.parent.name for p in sorted(run_dir.glob("*/stage.json"))
-              if p.parent.name not in RUN_STAGES]
+              if p.parent.name not in names]
     for name in sorted(others, key=lambda n: (load(f"{n}/stage.json") or {}).get("finished", "")):
         records[name] = load(f"{name}/stage.json")
     records = {k: r for k, r in records.items() if isinstance(r.get("seconds"), int | float)}
