@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline import INTERRUPTED, data, setup_logging, stages
 from pipeline.compress import distill, prune, qat
-from pipeline.config import Config, override, preset, to_dict
+from pipeline.config import Config, TrainConfig, override, preset, to_dict
 from pipeline.device import bench, convert, firmware, release
 from pipeline.nn import stage as nn_stage
 from pipeline.report import fasttext_peer, hashed_peer, metrics, peers, report
@@ -91,22 +91,19 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         "tokenizer", {"cfg": cfg.tokenizer, "data": k_data},
         lambda o, w: tokenizer.build_tokenizer(data_dir, o, cfg.tokenizer),
     )
-    teacher_dir, k_teacher = run_stage(
-        "teacher",
-        {"model": cfg.teacher, "train": cfg.train, "tok": k_tok, "data": k_data, **dist, **rec},
-        lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, cfg.train, strategy,
-                                            records),
-    )
+
+    def teacher_stage(stage: str, train: TrainConfig) -> tuple[Path, str]:
+        return run_stage(
+            stage, {"model": cfg.teacher, "train": train, "tok": k_tok, "data": k_data, **dist, **rec},
+            lambda o, w: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, train, strategy,
+                                                records),
+        )
+
+    teacher_dir, k_teacher = teacher_stage("teacher", cfg.train)
     evaluation("teacher_eval", teacher_dir, k_teacher)
-    more_teachers: list[tuple[Path, str]] = []  # distill.teachers: other seeds, for the teacher signal
-    for k in range(1, cfg.distill.teachers):
-        train_k = replace(cfg.train, seed=cfg.train.seed + k)
-        more_teachers.append(run_stage(
-            f"teacher_{k + 1}",
-            {"model": cfg.teacher, "train": train_k, "tok": k_tok, "data": k_data, **dist, **rec},
-            lambda o, w, t=train_k: nn_stage.train_teacher(data_dir, tok_dir, o, w, cfg.teacher, t,
-                                                          strategy, records),
-        ))
+    more_teachers = [  # distill.teachers: other seeds, for the teacher signal
+        teacher_stage(f"teacher_{k + 1}", replace(cfg.train, seed=cfg.train.seed + k))
+        for k in range(1, cfg.distill.teachers)]
     if cfg.data.stream:  # the hashed, out-of-core peer: nothing it holds grows with the reviews
         peer_key, peer_fn = {"cfg": cfg.hashed_peer, "hashed": True}, lambda o, w: (
             hashed_peer.run_split_peer(data_dir, o, w, cfg.hashed_peer, heldout))

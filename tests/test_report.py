@@ -175,7 +175,7 @@ def test_run_time_cores_unknown_for_old_runs_and_per_stage_when_mixed(run: Path)
 def test_run_stages_list_every_stage_all_py_runs_in_its_order() -> None:
     src = (ROOT / "pipeline" / "all.py").read_text()
     body = src[src.index('data_dir, k_data = run_stage('):]  # after the helpers
-    found = re.findall(r'(?:run_stage\(\s*|evaluation\()(f?"[a-z0-9_{}]+"|name\b)', body)
+    found = re.findall(r'(?:run_stage\(\s*|teacher_stage\(|evaluation\()(f?"[a-z0-9_{}]+"|name\b)', body)
     loop = re.findall(r'\("(student_[a-z]+)", (?:True|False)\)', body)  # the KD / AFD loop
     assert loop == ["student_kd", "student_afd"]
     i = found.index("name")
@@ -185,7 +185,7 @@ def test_run_stages_list_every_stage_all_py_runs_in_its_order() -> None:
     assert tuple(names) == RUN_STAGES
     # distill.teachers' optional stages are not in RUN_STAGES: the run time table and the gate
     # find them by their folders
-    assert re.findall(r'run_stage\(\s*(f"teacher_\{k \+ 1\}")', body) == ['f"teacher_{k + 1}"']
+    assert re.findall(r'teacher_stage\((f"teacher_\{k \+ 1\}")', body) == ['f"teacher_{k + 1}"']
 
 
 def test_teacher_signal_lists_each_teacher_and_their_mean() -> None:

@@ -204,7 +204,8 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
 
     t_tok = Tokenizer.load(teacher_dir)
     for d in more:
-        if (Path(d) / "tokenizer.model").read_bytes() != (Path(teacher_dir) / "tokenizer.model").read_bytes():
+        other = Tokenizer.load(d)
+        if (other.model_proto, other.cfg) != (t_tok.model_proto, t_tok.cfg):
             raise ValueError(f"teacher {d} has another tokenizer than {teacher_dir}: their logits "
                              "are averaged over one tokenization")
     feats = teacher_feature_model(load_model(Path(teacher_dir) / "model.keras"))

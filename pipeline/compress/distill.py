@@ -322,12 +322,9 @@ def _ensemble_logits(data_dir: Path, teachers: Sequence[Path], dcfg: DistillConf
     from pipeline.text.tokenizer import chunks
 
     predictors = [load_predictor(d, "keras") for d in teachers]
-    z_each: dict[str, list[np.ndarray]] = {}  # validation / test: each teacher's logits
 
-    def teacher(s: str, texts: list[str]) -> np.ndarray:  # the teachers' mean logit
-        z = [ens.logit(p(texts)) for p in predictors]
-        z_each.setdefault(s, []).append(np.stack(z))
-        return np.mean(z, axis=0)
+    def each_teacher(texts: list[str]) -> np.ndarray:  # [teachers, texts] logits
+        return np.stack([ens.logit(p(texts)) for p in predictors])
 
     split = {s: Path(data_dir) / f"{s}.jsonl" for s in ("train", "val", "test")}
     if isinstance(peer_cfg, HashedTfidfConfig):
@@ -336,13 +333,13 @@ def _ensemble_logits(data_dir: Path, teachers: Sequence[Path], dcfg: DistillConf
             islice(distillation_texts(data_dir, dcfg, seed, unlabeled), n_reviews, None),
             {s: (t for t, _ in iter_jsonl(split[s])) for s in ("val", "test")},
             peer_cfg, Path(work_dir) / "crossfit", dcfg.ensemble_folds, seed)
-        z_sets, y = {}, {}
-        for s in ("val", "test"):  # the teacher's logits and the labels in one streamed pass
-            z_parts, y_parts = [np.zeros(0)], [np.zeros(0, np.int64)]
+        z_each, y = {}, {}
+        for s in ("val", "test"):  # the teachers' logits and the labels in one streamed pass
+            z_parts, y_parts = [np.zeros((len(teachers), 0))], [np.zeros(0, np.int64)]
             for part in chunks(iter_jsonl(split[s]), EVAL_CHUNK):
-                z_parts.append(teacher(s, [t for t, _ in part]))
+                z_parts.append(each_teacher([t for t, _ in part]))
                 y_parts.append(np.array([int(v) for _, v in part], np.int64))
-            z_sets[s], y[s] = np.concatenate(z_parts), np.concatenate(y_parts)
+            z_each[s], y[s] = np.concatenate(z_parts, axis=1), np.concatenate(y_parts)
     else:
         rows = read_jsonl(split["train"])
         texts = list(distillation_texts(data_dir, dcfg, seed, unlabeled))
@@ -351,8 +348,9 @@ def _ensemble_logits(data_dir: Path, teachers: Sequence[Path], dcfg: DistillConf
         fit = ens.crossfit_tfidf([t for t, _ in rows], [int(y) for _, y in rows], texts, owner,
                                  {s: [t for t, _ in r] for s, r in sets.items()}, peer_cfg,
                                  dcfg.ensemble_folds, seed)
-        z_sets = {s: teacher(s, [t for t, _ in r]) for s, r in sets.items()}
+        z_each = {s: each_teacher([t for t, _ in r]) for s, r in sets.items()}
         y = {s: np.array([int(v) for _, v in r]) for s, r in sets.items()}
+    z_sets = {s: z.mean(axis=0) for s, z in z_each.items()}  # the BiGRU half: the teachers' mean
     w, scores = ens.choose_weight(z_sets["val"], fit.sets["val"], y["val"])
     log.info("distill: teacher ensemble weight of TF-IDF %.2f (validation accuracy by weight %s)",
              w, scores)
@@ -361,7 +359,7 @@ def _ensemble_logits(data_dir: Path, teachers: Sequence[Path], dcfg: DistillConf
     if len(teachers) > 1:
         report["teachers"] = [Path(d).name for d in teachers]
     for s in ("val", "test"):
-        each = np.concatenate(z_each[s], axis=1) if len(teachers) > 1 else []
+        each = z_each[s] if len(teachers) > 1 else []
         for name, z in (("teacher", z_sets[s]), ("tfidf_crossfit", fit.sets[s]),
                         ("ensemble", ens.mix(z_sets[s], fit.sets[s], w)),
                         *((f"teacher_{k + 1}", z) for k, z in enumerate(each))):

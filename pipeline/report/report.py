@@ -300,8 +300,9 @@ RUN_STAGES = (  # every stage of pipeline/all.py, in the order it runs them
 def run_stages(run_dir: Path) -> list[str]:
     """:data:`RUN_STAGES` with the run's optional ``teacher_2``, ... (``distill.teachers``) after
     ``teacher_eval``, where ``pipeline/all.py`` runs them."""
-    more = sorted((p.parent.name for p in Path(run_dir).glob("teacher_*/stage.json")
-                   if p.parent.name.removeprefix("teacher_").isdigit()), key=lambda n: int(n[8:]))
+    numbers = sorted(int(k) for p in Path(run_dir).glob("teacher_*/stage.json")
+                     if (k := p.parent.name.removeprefix("teacher_")).isdigit())
+    more = [f"teacher_{k}" for k in numbers]
     i = RUN_STAGES.index("teacher_eval") + 1
     return [*RUN_STAGES[:i], *more, *RUN_STAGES[i:]]
 
