@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 70f0e61359101a603123e3cc675661c24e5350bf1d7b01cd8fbd1339123a797c)
- *     models/release/head.tflite (sha256 1ab1fd5fbac12aa8949292ad251171356f249901b06cd5aebbe483b3c3dcd7cc)
+ *     models/release/step.tflite (sha256 b519506207a28847e4766142766e683538cc91ff005e6b988cf649b6d1925f79)
+ *     models/release/head.tflite (sha256 e8b634026f50357840420426c6abfd3cf076a5d6e377a78157f05ae750268a4a)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
