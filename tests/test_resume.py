@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tf_keras as keras
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -28,7 +29,13 @@ from test_train import TINY  # noqa: E402
 
 from pipeline.config import DistillConfig, StudentConfig, TrainConfig  # noqa: E402
 from pipeline.nn.models import build_student, build_teacher  # noqa: E402
-from pipeline.nn.train import CKPT_PAUSE_ENV, fit, set_determinism  # noqa: E402
+from pipeline.nn.train import (  # noqa: E402
+    CKPT_PAUSE_ENV,
+    TrainStep,
+    fit,
+    keras_step,
+    set_determinism,
+)
 
 # dropout everywhere, EMA and token dropout: every kind of per-epoch state the loop carries
 TEACHER = replace(TINY, dropout=0.3, embed_dropout=0.2)
@@ -64,19 +71,23 @@ def _train(work: Path, kind: str = "fit", stop_after: int | None = None,
     if kind == "fit":
         model = build_teacher(30, TEACHER)
         if hold:
-            train_on_batch = model.train_on_batch
+            def held_step(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
+                inner = keras_step(model)
 
-            def held(*args, **kwargs):
-                if (work / "epoch-1.done").exists() and not (work / "epoch-2.held").exists():
-                    (work / "epoch-2.held").touch()
-                    # short sleeps: SIGINT may land on one of TensorFlow's threads, which would
-                    # not wake one long sleep of this (main) thread; Python raises the
-                    # KeyboardInterrupt here when the current one ends
-                    for _ in range(6000):
-                        time.sleep(0.1)
-                return train_on_batch(*args, **kwargs)
+                def held(x: np.ndarray, y: np.ndarray, idx: np.ndarray,
+                         first: bool) -> tuple[float, float]:
+                    if (work / "epoch-1.done").exists() and not (work / "epoch-2.held").exists():
+                        (work / "epoch-2.held").touch()
+                        # short sleeps: SIGINT may land on one of TensorFlow's threads, which
+                        # would not wake one long sleep of this (main) thread; Python raises the
+                        # KeyboardInterrupt here when the current one ends
+                        for _ in range(6000):
+                            time.sleep(0.1)
+                    return inner(x, y, idx, first)
 
-            model.train_on_batch = held
+                return held
+
+            step = held_step
     else:
         model = build_student(30, STUDENT)
         teacher_z = np.where(y > 0.5, 2.0, -2.0).astype(np.float32)

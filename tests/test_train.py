@@ -79,6 +79,39 @@ def test_pad_and_buckets() -> None:
     assert spread < 65  # random batches of 10 out of 0..99 span about 80
 
 
+def test_keras_step_and_predict_batch_equal_keras_batch_calls_bit_for_bit() -> None:
+    """One trace for every batch shape runs what ``train_on_batch`` / ``predict_on_batch`` run."""
+    import tf_keras as keras
+
+    from pipeline.nn.train import epoch_seed, keras_step, predict_batch, seeded_dropout
+
+    x, y = _task(200, 0)
+    batches = bucketed_batches([len(r) for r in x], 48, np.random.default_rng(0), 2)
+    assert len({(len(b), pad_batch([x[j] for j in b]).shape[1]) for b in batches}) > 2
+    runs = []
+    for own in (False, True):
+        set_determinism(3)
+        model = build_teacher(30, TINY)
+        model.compile(keras.optimizers.Adam(1e-2, clipnorm=1.0), "binary_crossentropy",
+                      metrics=["accuracy"])
+        for part, gen in enumerate(seeded_dropout(model)):  # as fit does: masks from variables
+            gen.reset_from_seed(epoch_seed(3, 1, part))
+        step = keras_step(model)
+        logs = []
+        for i, idx in enumerate(batches * 2):
+            xb, yb, first = pad_batch([x[j] for j in idx]), y[idx], i % len(batches) == 0
+            logs.append(step(xb, yb, idx, first) if own else
+                        tuple(float(v) for v in model.train_on_batch(xb, yb, reset_metrics=first)))
+        xb = pad_batch(x[:50])
+        p = predict_batch(model, xb) if own else model.predict_on_batch(xb)
+        runs.append((logs, [w.numpy() for w in model.weights], p))
+    (logs_a, w_a, p_a), (logs_b, w_b, p_b) = runs
+    assert logs_a == logs_b
+    for a, b in zip(w_a, w_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(p_a, p_b)
+
+
 def test_fit_learns_and_is_deterministic(tmp_path: Path) -> None:
     a = _train(tmp_path / "a")
     b = _train(tmp_path / "b")

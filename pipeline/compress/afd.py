@@ -199,7 +199,7 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
     spans wait in files of ``work``; memory holds a few numbers per text.
     """
     from pipeline.nn.models import load_model
-    from pipeline.nn.train import pad_batch
+    from pipeline.nn.train import pad_batch, predict_batch
     from pipeline.text.tokenizer import Tokenizer, chunks, encode_spans
 
     t_tok = Tokenizer.load(teacher_dir)
@@ -234,9 +234,9 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
             idx = order[start : start + batch_size]
             rows = [t_ids[i] for i in idx]
             x = pad_batch(rows)
-            e, h, w, p, prob = (np.asarray(a) for a in feats.predict_on_batch(x))
-            logits[idx] = np.mean([logit(np.asarray(q).reshape(-1)) for q in
-                                   (prob, *(m.predict_on_batch(x) for m in others))], axis=0)
+            e, h, w, p, prob = predict_batch(feats, x)
+            logits[idx] = np.mean([logit(q.reshape(-1)) for q in
+                                   (prob, *(predict_batch(m, x) for m in others))], axis=0)
             energy = np.stack([np.mean(e**2, -1), np.mean(h**2, -1), w], 1)  # [B, 3, T]
             for r, i in enumerate(idx):
                 L = len(rows[r])

@@ -44,7 +44,7 @@ from pipeline.config import (
     TrainConfig,
 )
 from pipeline.nn.models import logits_model
-from pipeline.nn.train import StepFactory, TrainStep
+from pipeline.nn.train import IDS_SPEC, LABELS_SPEC, StepFactory, TrainStep
 from pipeline.text.ragged import Ragged, RaggedFile
 from pipeline.text.records import IdRecords
 
@@ -84,7 +84,15 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
         else:
             student_logits = logits_model(model)
 
-        @tf.function(reduce_retracing=True)
+        # traced once for every batch shape (pipeline.nn.train.IDS_SPEC), its variables made first
+        optimizer.build(weights)
+        if use_afd:
+            pair_opt.build(pair_vars)
+        pooled_specs = [tf.TensorSpec([None, int(p.shape[1])], tf.float32)
+                        for p in features.pooled] if use_afd else []
+
+        @tf.function(input_signature=[IDS_SPEC, LABELS_SPEC, LABELS_SPEC,
+                                      tf.TensorSpec([None, None, None], tf.float32), pooled_specs])
         def step(x, y, z_t, t_maps, t_pooled):
             with tf.GradientTape() as tape:
                 if use_afd:
@@ -113,7 +121,8 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
                 t_pooled = [p[idx].astype(np.float32) for p in features.pooled]
             else:
                 t_maps, t_pooled = np.zeros((len(idx), 0, 0), np.float32), []
-            loss, correct = step(x, y.astype(np.float32), teacher_logits[idx], t_maps, t_pooled)
+            loss, correct = step(np.asarray(x, np.int32), y.astype(np.float32), teacher_logits[idx],
+                                 t_maps, t_pooled)
             totals["loss"] += float(loss) * len(idx)
             totals["correct"] += float(correct)
             totals["n"] += len(idx)

@@ -64,7 +64,7 @@ from pipeline.compress.structures import (
 )
 from pipeline.config import PruneConfig, TrainConfig
 from pipeline.nn.models import TokenEmbedding
-from pipeline.nn.train import StepFactory, TrainStep, cosine_factor, fit, predict_proba
+from pipeline.nn.train import StepFactory, TrainStep, cosine_factor, fit, keras_step, predict_proba
 from pipeline.progress import track
 from pipeline.text.records import IdRecords
 
@@ -136,16 +136,6 @@ def _mask_enforcer(model: keras.Model, masks: Masks,
     return enforce
 
 
-def default_step(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
-    """The step :func:`pipeline.nn.train.fit` uses without ``make_step``: ``train_on_batch`` with BCE."""
-
-    def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
-        loss, acc = model.train_on_batch(x, y, reset_metrics=first)
-        return float(loss), float(acc)
-
-    return step
-
-
 def masked_step(masks: Masks, make_step: StepFactory | None = None,
                 variables: Variables | None = None) -> StepFactory:
     """A step factory that runs ``make_step``'s step (default: BCE) and re-applies ``masks`` after it.
@@ -156,7 +146,7 @@ def masked_step(masks: Masks, make_step: StepFactory | None = None,
     """
 
     def factory(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainStep:
-        inner = (make_step or default_step)(model, optimizer)
+        inner = keras_step(model) if make_step is None else make_step(model, optimizer)
         enforce = _mask_enforcer(model, masks, variables)
         enforce()
 

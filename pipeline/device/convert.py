@@ -61,7 +61,7 @@ def calibration_data(
     States come from the student's own BiGRU features: before step ``t`` the forward state is the
     feature at ``t-1`` and the backward state the backward feature at ``T-t`` (zeros at ``t=0``).
     """
-    from pipeline.nn.train import pad_batch
+    from pipeline.nn.train import pad_batch, predict_batch
 
     rows = [list(r) for r in calibration_ids if len(r)]
     if not rows:
@@ -72,7 +72,7 @@ def calibration_data(
     heads: list[dict[str, np.ndarray]] = []
     for start in range(0, len(rows), 64):
         batch = rows[start : start + 64]
-        H = np.asarray(feats.predict_on_batch(pad_batch(batch)), np.float32)
+        H = np.asarray(predict_batch(feats, pad_batch(batch)), np.float32)
         for r, h in zip(batch, H, strict=True):
             T = len(r)
             heads.append({"pooled": h[:T].mean(0, keepdims=True)})

@@ -18,6 +18,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -41,6 +42,13 @@ TrainStep = Callable[[np.ndarray, np.ndarray, np.ndarray, bool], tuple[float, fl
 A step with state of its own (AFD's pair attention and its optimizer) lists it in a ``checkpoint``
 attribute (a dict of trackables) so that :func:`fit` saves and restores it with the model."""
 StepFactory = Callable[[keras.Model, keras.optimizers.Optimizer], TrainStep]
+
+# Any batch: ``train_on_batch`` and ``predict_on_batch`` trace their function again for new padded
+# widths and batch sizes (two or three traces of a BiGRU, seconds each, in every training stage);
+# a signature with unknown dimensions is traced once and runs the same operations (the same
+# weights and losses, bit for bit, on the test task of tests/test_train.py).
+IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
+LABELS_SPEC = tf.TensorSpec([None], tf.float32)
 
 
 def set_determinism(seed: int) -> None:
@@ -109,6 +117,38 @@ def row_lengths(ids: Sequence[Sequence[int]]) -> Sequence[int]:
     return ids.lengths if isinstance(ids, Rows) else [len(r) for r in ids]
 
 
+def keras_step(model: keras.Model) -> TrainStep:
+    """The compiled model's own training step (what ``train_on_batch`` runs: forward, loss,
+    optimizer, metrics), traced once for every batch shape (:data:`IDS_SPEC`). Like
+    ``train_on_batch(x, y, reset_metrics=first)`` it returns the running loss and accuracy,
+    restarted at the epoch's first batch."""
+    # a function that creates variables on its first call is traced twice: create the
+    # optimizer's and the metrics' variables first
+    model.optimizer.build(model.trainable_variables)
+    y_pred = model(np.ones((1, 1), np.int32), training=False)
+    model.compiled_loss.build(y_pred)
+    model.compiled_metrics.build(y_pred, tf.zeros([1]))
+    train = tf.function(lambda x, y: model.train_step((x, y)), input_signature=[IDS_SPEC, LABELS_SPEC])
+
+    def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
+        if first:
+            model.reset_metrics()
+        logs = train(np.asarray(x, np.int32), np.asarray(y, np.float32))
+        return float(logs["loss"]), float(logs["accuracy"])
+
+    return step
+
+
+def predict_batch(model: keras.Model, x: np.ndarray) -> Any:
+    """``model.predict_on_batch(x)`` (an array, or a list of them for several outputs), traced once
+    for every batch shape (the function lives on the model)."""
+    fn = getattr(model, "_predict_any_batch", None)
+    if fn is None:
+        fn = tf.function(lambda ids: model(ids, training=False), input_signature=[IDS_SPEC])
+        object.__setattr__(model, "_predict_any_batch", fn)  # untracked: not saved with the model
+    return tf.nest.map_structure(np.asarray, fn(np.asarray(x, np.int32)))
+
+
 def predict_proba(
     model: keras.Model, ids: Sequence[Sequence[int]], batch_size: int = 256
 ) -> np.ndarray:
@@ -117,8 +157,7 @@ def predict_proba(
     out = np.zeros(len(ids), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x = pad_batch([ids[i] for i in idx])
-        out[idx] = np.asarray(model.predict_on_batch(x)).reshape(-1)
+        out[idx] = predict_batch(model, pad_batch([ids[i] for i in idx])).reshape(-1)
     return out
 
 
@@ -185,7 +224,7 @@ def fit(
     ``train``: ``(id rows, labels)``; the rows may be :class:`IdRecords` (batches from ``tf.data``).
 
     ``make_step(model, optimizer)`` may supply a custom training step (distillation); the default
-    is Keras' ``train_on_batch`` with binary cross-entropy.
+    is Keras' own step with binary cross-entropy (:func:`keras_step`).
 
     ``work_dir`` holds ``ckpt-N`` (model + optimizer after the last finished epoch), ``best.weights.h5``
     and ``state.json``. ``on_epoch_end(epoch)`` runs after ``ckpt-epoch`` and ``state.json.tmp`` are
@@ -216,12 +255,7 @@ def fit(
             e.assign(live)
 
     dropout_rngs = seeded_dropout(model)
-    if make_step is None:
-        def step(x: np.ndarray, y: np.ndarray, idx: np.ndarray, first: bool) -> tuple[float, float]:
-            loss, acc = model.train_on_batch(x, y, reset_metrics=first)
-            return float(loss), float(acc)
-    else:
-        step = make_step(model, optimizer)
+    step = keras_step(model) if make_step is None else make_step(model, optimizer)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, ema=ema,
                                **getattr(step, "checkpoint", {}))
     state_path = work_dir / "state.json"
