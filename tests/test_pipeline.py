@@ -1,4 +1,5 @@
-"""End to end on a slice of real reviews: the smoke preset, reuse, resume, and the predict CLI."""
+"""End to end on a slice of real reviews: the smoke preset, reuse, the stream switch and the predict
+CLI (a killed ``pipeline.all`` resuming: tests/test_resume.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -276,40 +273,3 @@ def test_stream_switch_trains_from_tfrecord_shards_and_redoes_the_tfidf_peer(
     assert shapes[0] == shapes[1]
     text = report.write_report(run, "test").read_text()
     assert peer["name"] in text and "Stopword removal" not in text
-
-
-def _run(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.all", *args], cwd=ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def test_killed_run_resumes_without_redoing_finished_stages(real_slice, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    args = ["--data", str(real_slice["amazon"]), "--preset", "smoke", "--out", str(out),
-            "--set", "train.max_epochs=4", "--set", "data.max_reviews=2500", "--until", "teacher"]
-    proc = _run(args, tmp_path / "first.log")
-    deadline = time.monotonic() + 600
-    state = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        states = list(out.glob(".teacher.work-*/state.json"))
-        if states and json.loads(states[0].read_text())["epoch"] >= 1:
-            state = states[0]
-            break
-        time.sleep(0.05)
-    assert state is not None, (tmp_path / "first.log").read_text()[-2000:]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "teacher").exists()  # the stage was not published half-done
-    done_epochs = json.loads(state.read_text())["epoch"]
-    assert done_epochs < 4
-    proc = _run(args, tmp_path / "second.log")
-    assert proc.wait(timeout=900) == 0, (tmp_path / "second.log").read_text()[-3000:]
-    log = (tmp_path / "second.log").read_text()
-    assert "[data] up to date" in log and "[tokenizer] up to date" in log
-    assert f"resuming training after epoch {done_epochs}" in log
-    history = json.loads((out / "teacher" / "history.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
-    assert not list(out.glob(".teacher.work-*"))  # work folder cleaned once published
-    assert "stopped after stage teacher (--until)" in log
-    assert not (out / "teacher_eval").exists() and not (out / "report.md").exists()

@@ -1,5 +1,6 @@
 """Exact resume: a training run interrupted after an epoch (in-process, SIGINT, SIGKILL while a
-checkpoint is written) and resumed ends with the same weights, bit for bit, as one never stopped.
+checkpoint is written) and resumed ends with the same weights, bit for bit, as one never stopped;
+``pipeline.all`` killed inside a stage resumes that stage (on a slice of the real reviews).
 
 Also runnable as a script (the subprocess side of the kill test):
 ``python tests/test_resume.py WORK_DIR OUT.npz`` trains the tiny model in ``WORK_DIR`` and saves its
@@ -10,6 +11,7 @@ signal, so the test interrupts epoch 2 however fast it would otherwise run.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,6 +155,48 @@ def test_sigint_and_sigkill_during_checkpoint_then_resume(tmp_path: Path) -> Non
     resumed = np.load(out)
     whole = _train(tmp_path / "whole")
     assert _same(whole, [resumed[f"w{i}"] for i in range(len(resumed.files))])
+
+
+
+def _run_pipeline(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.all", *args], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_killed_pipeline_resumes_without_redoing_finished_stages(real_slice,
+                                                               tmp_path: Path) -> None:
+    """``pipeline.all`` killed in the teacher's second epoch: the next run reuses the finished
+    stages, resumes the teacher after its last epoch and publishes it once."""
+    out = tmp_path / "run"
+    args = ["--data", str(real_slice["amazon"]), "--preset", "smoke", "--out", str(out),
+            "--set", "train.max_epochs=4", "--set", "data.max_reviews=2500", "--until", "teacher"]
+    proc = _run_pipeline(args, tmp_path / "first.log")
+    deadline = time.monotonic() + 600
+    state = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        states = list(out.glob(".teacher.work-*/state.json"))
+        if states and json.loads(states[0].read_text())["epoch"] >= 1:
+            state = states[0]
+            break
+        time.sleep(0.05)
+    assert state is not None, (tmp_path / "first.log").read_text()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "teacher").exists()  # the stage was not published half-done
+    done_epochs = json.loads(state.read_text())["epoch"]
+    assert done_epochs < 4
+    proc = _run_pipeline(args, tmp_path / "second.log")
+    assert proc.wait(timeout=900) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert "[data] up to date" in log and "[tokenizer] up to date" in log
+    assert f"resuming training after epoch {done_epochs}" in log
+    history = json.loads((out / "teacher" / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert not list(out.glob(".teacher.work-*"))  # work folder cleaned once published
+    assert "stopped after stage teacher (--until)" in log
+    assert not (out / "teacher_eval").exists() and not (out / "report.md").exists()
 
 
 if __name__ == "__main__":
