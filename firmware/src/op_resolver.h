@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 b519506207a28847e4766142766e683538cc91ff005e6b988cf649b6d1925f79)
- *     models/release/head.tflite (sha256 e8b634026f50357840420426c6abfd3cf076a5d6e377a78157f05ae750268a4a)
+ *     models/release/step.tflite (sha256 99b9c4aacd27adadb23a7230c3d4a26641ad89348059a5e6523eb6f8de721270)
+ *     models/release/head.tflite (sha256 07f165759d98ec9ca16c68dcfa3626610e9c81e3995d568fc6a193b7a2799254)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
