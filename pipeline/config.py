@@ -360,7 +360,8 @@ class Config:
     # README "Results") the int8 release's validation accuracy went 93.36 / 93.41 / 93.43% at
     # 1e-3 / 3e-4 / 1e-4 (1e-3 overfits in its first epoch): 1e-4. 3e-4 since 2026-12-07: on the
     # two-teacher student (u6 -> u6q) 93.45 -> 93.57%; on u5's one-teacher student 93.47 -> 93.41%
-    # (u5q) and on u7's 93.26 -> 93.39% (u7q): the student decides, and the release's gains
+    # (u5q) and on u7's 93.26 -> 93.39% (u7q): which student QAT starts from decides; u6q is the
+    # release
     qat_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_epochs=3, patience=3, learning_rate=3e-4))
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -396,8 +397,8 @@ def preset(name: str) -> Config:
             student=replace(base.student, embed_dim=16, units=16),
             student_train=replace(base.student_train, max_epochs=2, batch_size=32),
             distill_train=replace(base.distill_train, max_epochs=2, batch_size=32),
-            # one teacher: a second costs CI a minute per smoke run (tests/test_pipeline.py's
-            # streamed smoke run trains two)
+            # one teacher: a second (the smoke teacher trains in about 40 s here) would lengthen
+            # every smoke run of the tests; tests/test_pipeline.py's streamed smoke run trains two
             distill=replace(base.distill, augment=1, teachers=1),
             prune=replace(base.prune, rewind_epoch=1, retrain_epochs=1),
             qat_train=replace(base.qat_train, max_epochs=1, batch_size=32),
