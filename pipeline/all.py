@@ -88,7 +88,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         lambda o, w: data.build_dataset(data_path, o, cfg.data, work_dir=w / "spill"),
     )
     tok_dir, k_tok = run_stage(
-        "tokenizer", {"cfg": cfg.tokenizer, "data": k_data},
+        "tokenizer", {"cfg": cfg.tokenizer.key(), "data": k_data},
         lambda o, w: tokenizer.build_tokenizer(data_dir, o, cfg.tokenizer),
     )
 
@@ -116,7 +116,7 @@ def _run(cfg: Config, data_path: Path, out: Path, heldout: Path | None, strategy
         lambda o, w: fasttext_peer.run_fasttext_peer(data_dir, o, cfg.fasttext, heldout),
     )
     stok_dir, k_stok = run_stage(
-        "student_tokenizer", {"cfg": cfg.student_tokenizer, "data": k_data},
+        "student_tokenizer", {"cfg": cfg.student_tokenizer.key(), "data": k_data},
         lambda o, w: tokenizer.build_tokenizer(data_dir, o, cfg.student_tokenizer),
     )
     student_dir, k_student = run_stage(

@@ -90,12 +90,21 @@ class TokenizerConfig(_Section):
     seq_len: int = 512
     truncate: Literal["head", "tail"] = "head"  # head keeps the first seq_len ids, tail the last
     stopwords: bool = False
+    # normalization spec (pipeline/text/tokenizer.py): 2 also sets punctuation apart and splits at
+    # apostrophes, so text in some corpora's publishers' style reads as the original
+    normalization: Literal[1, 2] = 1
     character_coverage: float = 0.9995
     max_train_sentences: int = 2_000_000  # SentencePiece's input_sentence_size
     # the tokenizer stage feeds the BPE at most this many training reviews (a seeded md5 sample
     # when there are more), so its memory stays bounded whatever the number of reviews
     sample_reviews: int = 200_000
     seed: int = 13
+
+    def key(self) -> dict[str, Any]:
+        """The tokenizer stage's key: every field, ``normalization`` only when not 1 (so runs from
+        before the field keep their keys)."""
+        d = dataclasses.asdict(self)
+        return d if self.normalization != 1 else {k: v for k, v in d.items() if k != "normalization"}
 
 
 @dataclass(frozen=True)

@@ -102,57 +102,96 @@ static const tok_norm_rule_t *find_rule(uint32_t cp)
     return NULL;
 }
 
+/* Spec v2's characters that stand apart as words (pipeline.text.tokenizer.APART). */
+static bool stands_apart(char c)
+{
+    return c == '.' || c == ',' || c == '!' || c == '?' || c == ';' || c == ':' || c == '(' ||
+           c == ')' || c == '"';
+}
+
 /* What normalization writes for one decoding unit u[0:k) of code point cp (INVALID if
  * ill-formed): as Python, an ill-formed unit is U+FFFD, then the rules apply; a code point
- * without a rule is kept as it is. Sets *rep and returns its length in bytes. */
-static size_t unit_output(const unsigned char *u, size_t k, uint32_t cp, const char **rep)
+ * without a rule is kept as it is. Spec v2 then makes each apostrophe a separator and sets each
+ * stands_apart() character between two separators, writing into apart (UNIT_MAX bytes). Sets
+ * *rep and returns its length in bytes. */
+#define UNIT_MAX 9 /* a rule writes <= 3 bytes; v2 at most triples them */
+static size_t unit_output(const unsigned char *u, size_t k, uint32_t cp, const char **rep,
+                          char apart[UNIT_MAX])
 {
     const tok_norm_rule_t *r = find_rule(cp == INVALID ? 0xFFFDu : cp);
+    const char *src;
+    size_t n, i, o = 0;
     if (r != NULL) {
-        *rep = r->out;
-        return r->len;
+        src = r->out;
+        n = r->len;
+    } else if (cp == INVALID) {
+        src = "\xEF\xBF\xBD";
+        n = 3;
+    } else {
+        src = (const char *)u;
+        n = k;
     }
-    if (cp == INVALID) {
-        *rep = "\xEF\xBF\xBD";
-        return 3;
+    if (T->normalization_version < 2) {
+        *rep = src;
+        return n;
     }
-    *rep = (const char *)u;
-    return k;
+    for (i = 0; i < n; i++) {
+        if (src[i] == '\'') {
+            apart[o++] = ' ';
+        } else if (stands_apart(src[i])) {
+            apart[o++] = ' ';
+            apart[o++] = src[i];
+            apart[o++] = ' ';
+        } else {
+            apart[o++] = src[i];
+        }
+    }
+    *rep = apart;
+    return o;
 }
 
 /* ------------------------------------------------------------------ normalization */
 
 /* Decode + normalize in[0:len] into out. Whole units are read while they end at or before
  * in_limit and their output fits: `cap` bounds the output size where each space counts
- * `space_cost` bytes (3 when spaces will later become "▁"). Returns the output length. */
+ * `space_cost` bytes (3 when spaces will later become "▁"), and `max_chars` (0: no bound) the
+ * number of characters written, spaces included (spec v1 writes at most one per input byte; v2
+ * up to two). Returns the output length. */
 static size_t normalize_into(const char *in, size_t len, size_t in_limit, char *out, size_t cap,
-                             size_t space_cost, size_t *consumed)
+                             size_t space_cost, size_t max_chars, size_t *consumed)
 {
     const unsigned char *s = (const unsigned char *)in;
-    size_t pos = 0, o = 0, cost = 0;
+    size_t pos = 0, o = 0, cost = 0, chars = 0;
     bool pending = false; /* a separator run waits to be written as one space */
 
     while (pos < len) {
         uint32_t cp;
         size_t k = decode_unit(s + pos, len - pos, &cp);
         const char *rep;
-        size_t rl, i, need = 0;
+        char apart[UNIT_MAX];
+        size_t rl, i, need = 0, need_chars = 0;
         bool pend = pending, started = o > 0;
 
         if (k > in_limit - pos) break;
-        rl = unit_output(s + pos, k, cp, &rep);
+        rl = unit_output(s + pos, k, cp, &rep, apart);
         /* exact output cost of this unit, so that nothing is written past cap */
         for (i = 0; i < rl; i++) {
             if (rep[i] == ' ') {
                 if (started) pend = true;
             } else {
-                if (pend) need += space_cost;
+                if (pend) {
+                    need += space_cost;
+                    need_chars++;
+                }
                 pend = false;
                 need += 1;
+                if (((unsigned char)rep[i] & 0xC0u) != 0x80u) need_chars++;
                 started = true;
             }
         }
         if (need > cap - cost) break;
+        if (max_chars > 0 && need_chars > max_chars - chars) break;
+        chars += need_chars;
         for (i = 0; i < rl; i++) {
             if (rep[i] == ' ') {
                 if (o > 0) pending = true;
@@ -210,7 +249,7 @@ static size_t drop_stopwords(char *s, size_t n)
 size_t tok_normalize(const char *utf8, size_t len, char *out, size_t out_cap, bool stopwords,
                      size_t *consumed)
 {
-    size_t n = normalize_into(utf8, len, len, out, out_cap, 1, consumed);
+    size_t n = normalize_into(utf8, len, len, out, out_cap, 1, 0, consumed);
     return stopwords ? drop_stopwords(out, n) : n;
 }
 
@@ -385,7 +424,8 @@ static size_t encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids,
 
     if (utf8 != NULL && w != NULL) {
         /* normalized text, sized so that it still fits after spaces become "▁" and the prefix */
-        n = normalize_into(utf8, len, TOK_MAX_INPUT_BYTES, w->buf, TOK_BUF_BYTES - 3, 3, &used);
+        n = normalize_into(utf8, len, TOK_MAX_INPUT_BYTES, w->buf, TOK_BUF_BYTES - 3, 3,
+                           TOK_MAX_SYMBOLS - 1, &used);
         if (T->stopwords) n = drop_stopwords(w->buf, n);
     }
     if (n > 0) {
@@ -600,7 +640,8 @@ static void stream_text(tok_stream_t *s, const char *p, size_t n)
 static void stream_unit(tok_stream_t *s, const unsigned char *u, size_t k, uint32_t cp)
 {
     const char *rep;
-    size_t i = 0, rl = unit_output(u, k, cp, &rep);
+    char apart[UNIT_MAX];
+    size_t i = 0, rl = unit_output(u, k, cp, &rep, apart);
     while (i < rl) {
         if (rep[i] == ' ') {
             if (s->in_word) stream_end_word(s);

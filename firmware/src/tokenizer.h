@@ -1,5 +1,6 @@
 /*
- * Portable C99 port of pipeline/text/tokenizer.py: UTF-8 decoding, normalization spec v1, optional
+ * Portable C99 port of pipeline/text/tokenizer.py: UTF-8 decoding, normalization spec v1 or v2
+ * (tok_tables.normalization_version), optional
  * stopword removal and SentencePiece BPE encoding. For every input it gives exactly the ids of
  *
  *     Tokenizer.encode(bytes.decode("utf-8", "replace"))
@@ -17,7 +18,9 @@
  *   - tok_encode / tok_encode_tail (one call, whole input in memory) read at most
  *     TOK_MAX_INPUT_BYTES bytes. A longer input is cut at the last character (decoding unit)
  *     boundary at or before TOK_MAX_INPUT_BYTES, so the result equals Python's on
- *     utf8[:info.input_bytes_used]; info.input_cut tells the caller it happened. The firmware
+ *     utf8[:info.input_bytes_used]; info.input_cut tells the caller it happened. Spec v2 writes up
+ *     to two characters per input byte (". . ."), so text dense in punctuation is cut earlier,
+ *     where TOK_MAX_SYMBOLS would overflow (still at a character boundary). The firmware
  *     does not use them: it streams (tok_stream_*, below), with no input limit.
  *
  * Worst cases (N = TOK_MAX_INPUT_BYTES, default 2048)
@@ -120,10 +123,11 @@ size_t tok_encode(const char *utf8, size_t len, int32_t *ids, size_t max_ids, to
 size_t tok_encode_tail(const char *utf8, size_t len, int32_t *ids, size_t max_ids,
                        tok_work_t *work, tok_info_t *info);
 
-/* Normalization spec v1 (plus stopword removal when `stopwords`) of utf8[0:len], written to
- * out (not NUL-terminated); returns its length. Reads whole decoding units while their output
- * fits in out_cap (out_cap >= 3 * len + 1 always suffices); *consumed (if not NULL) gets the
- * number of input bytes read. Equals Python's normalize(utf8[:consumed].decode("utf-8",
+/* Normalization spec v1 or v2 (the tables' version; plus stopword removal when `stopwords`) of
+ * utf8[0:len], written to out (not NUL-terminated); returns its length. Reads whole decoding
+ * units while their output fits in out_cap (out_cap >= 3 * len + 1 always suffices: v2's " . "
+ * adds at most one space per input byte); *consumed (if not NULL) gets the number of input bytes
+ * read. Equals Python's normalize(utf8[:consumed].decode("utf-8",
  * "replace")) (then remove_stopwords when asked). */
 size_t tok_normalize(const char *utf8, size_t len, char *out, size_t out_cap, bool stopwords,
                      size_t *consumed);

@@ -203,6 +203,11 @@ def teacher_features(teacher_dir: Path, student_tok, texts: Iterable[str], folde
     from pipeline.text.tokenizer import Tokenizer, chunks, encode_spans
 
     t_tok = Tokenizer.load(teacher_dir)
+    seen = [(tok.cfg.normalization, tok.cfg.stopwords) for tok in (t_tok, student_tok)]
+    if seen[0] != seen[1]:
+        raise ValueError(f"the teacher's and the student's tokenizers preprocess text differently "
+                         f"(normalization, stopwords: {seen[0]} vs {seen[1]}): the feature maps "
+                         "move through one normalized text; set both tokenizer sections alike")
     for d in more:
         other = Tokenizer.load(d)
         if (other.model_proto, other.cfg) != (t_tok.model_proto, t_tok.cfg):

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.text.tokenizer import CHAR_MAP, NORMALIZATION_VERSION, STOPWORDS, Tokenizer
+from pipeline.text.tokenizer import CHAR_MAP, STOPWORDS, Tokenizer
 
 TABLES_C = "tokenizer_tables.c"
 SPACE = "\u2581"  # SentencePiece's escaped space
@@ -233,7 +233,7 @@ def write_tokenizer_tables(tokenizer_dir: Path, out_dir: Path, note: str | None 
  *     python -m pipeline.export tokenizer {display_path(tokenizer_dir)} --out {display_path(out_dir)}
  * from {display_path(model_file)} (sha256 {file_sha256(model_file)})
  *  and {display_path(config_file)} (sha256 {file_sha256(config_file)}).{note_line}
- * vocab {len(pieces)}, normalization v{NORMALIZATION_VERSION}, stopwords {int(tok.cfg.stopwords)}, \
+ * vocab {len(pieces)}, normalization v{tok.cfg.normalization}, stopwords {int(tok.cfg.stopwords)}, \
 seq_len {tok.cfg.seq_len}, truncate {tok.cfg.truncate}. Layout: tokenizer_tables.h.
  */
 #include "tokenizer_tables.h"
@@ -257,7 +257,7 @@ static const char pool[] = {{
 
 {c_array("uint16_t", "stop_off", stop_off)}
 const tok_tables_t tok_tables = {{
-    {NORMALIZATION_VERSION}, norm, {len(rules)}u,
+    {tok.cfg.normalization}, norm, {len(rules)}u,
     {len(pieces)}u, pool, piece_off, piece_len, piece_id, {len(entries)}u,
     bucket, {len(buckets) - 1}u, {max_piece}u, {"rank" if ranks is not None else "0 /* ids */"},
     {unk_id}, {pad_id}, {int(split_at_space)},

@@ -167,7 +167,7 @@ class CTokenizer:
         return why.decode() if why is not None else None
 
     def normalize_bytes(self, data: bytes, stopwords: bool = False) -> bytes:
-        """``tok_normalize``: normalization spec v1 (+ stopword removal) of raw bytes."""
+        """``tok_normalize``: the tables' normalization spec (+ stopword removal) of raw bytes."""
         out = ctypes.create_string_buffer(3 * len(data) + 1)
         used = ctypes.c_size_t()
         n = self._lib.tok_normalize(data, len(data), out, len(out), stopwords, ctypes.byref(used))

@@ -18,6 +18,11 @@ subpart). Each code point ``c`` is mapped in order:
 Separators are then collapsed: runs of separators become a single U+0020 and leading/trailing
 separators are dropped. Removed code points do not split words (``a\\u200bb`` -> ``ab``).
 
+Version 2 (``tokenizer.normalization=2``) is version 1 followed by one more rule on its output: an
+apostrophe ``'`` is a separator, and each of ``. , ! ? ; : ( ) "`` stands apart as a word of its
+own (a separator on each side). Text written as some corpora's publishers wrote it (``didn t``,
+``great , but``) then normalizes as the original does (``didn't``, ``great, but``).
+
 Optional stopword removal (off by default) runs after normalization: words (maximal runs of
 non-space characters) found in :data:`STOPWORDS` are dropped. Negations are never stopwords.
 
@@ -52,7 +57,8 @@ from pipeline.text.ragged import Ragged, RaggedFile
 
 log = logging.getLogger(__name__)
 
-NORMALIZATION_VERSION = 1
+NORMALIZATION_VERSION = 1  # the default spec (TokenizerConfig.normalization)
+NORMALIZATION_VERSIONS = (1, 2)
 PAD_ID = 0
 UNK_ID = 1
 SPACE_PIECE = "\u2581"  # the word boundary piece ``▁``
@@ -108,6 +114,9 @@ CHAR_MAP: dict[int, str | None] = _build_table()
 """Rules 1-4 of the spec as one code point -> replacement table (None = removed)."""
 
 _SPACES = re.compile(" +")
+APART = ".,!?;:()\""
+"""Version 2: the characters that stand apart as words of their own (the apostrophe separates)."""
+_APART = re.compile("([" + re.escape(APART) + "])")
 
 NEGATIONS = frozenset(
     "not no nor never none nothing nobody nowhere neither cannot without n't".split()
@@ -125,9 +134,14 @@ STOPWORDS = frozenset(
 assert not STOPWORDS & NEGATIONS and not any(w.endswith("n't") for w in STOPWORDS)
 
 
-def normalize(text: str) -> str:
-    """Apply normalization spec v1 (see module docstring)."""
-    return _SPACES.sub(" ", text.translate(CHAR_MAP)).strip(" ")
+def normalize(text: str, version: int = 1) -> str:
+    """Apply normalization spec ``version`` (1 or 2; see module docstring)."""
+    text = text.translate(CHAR_MAP)
+    if version == 2:
+        text = _APART.sub(r" \1 ", text.replace("'", " "))
+    elif version != 1:
+        raise ValueError(f"normalization v{version}: this code implements v1 and v2")
+    return _SPACES.sub(" ", text).strip(" ")
 
 
 def remove_stopwords(text: str) -> str:
@@ -182,7 +196,7 @@ class Tokenizer:
 
     def preprocess(self, text: str) -> str:
         """Normalized (and optionally stopword-free) text, exactly what BPE sees."""
-        t = normalize(text)
+        t = normalize(text, self.cfg.normalization)
         return remove_stopwords(t) if self.cfg.stopwords else t
 
     def encode(self, text: str) -> list[int]:
@@ -222,7 +236,9 @@ class Tokenizer:
     def save(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / self.MODEL_FILE).write_bytes(self.model_proto)
-        meta = {"normalization_version": NORMALIZATION_VERSION, **asdict(self.cfg)}
+        # the version as tokenizer.json always held it (files of v1 tokenizers stay as they were)
+        cfg = {k: v for k, v in asdict(self.cfg).items() if k != "normalization"}
+        meta = {"normalization_version": self.cfg.normalization, **cfg}
         (out_dir / self.CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
@@ -230,13 +246,14 @@ class Tokenizer:
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / cls.CONFIG_FILE).read_text())
         version = meta.pop("normalization_version")
-        if version != NORMALIZATION_VERSION:
+        if version not in NORMALIZATION_VERSIONS:
             raise ValueError(
                 f"{model_dir}: tokenizer uses normalization v{version}, this code implements "
-                f"v{NORMALIZATION_VERSION}; retrain the tokenizer stage"
+                f"{' and '.join(f'v{v}' for v in NORMALIZATION_VERSIONS)}; retrain the tokenizer stage"
             )
         known = TokenizerConfig.__dataclass_fields__
-        cfg = TokenizerConfig(**{k: v for k, v in meta.items() if k in known})
+        cfg = TokenizerConfig(**{k: v for k, v in meta.items() if k in known and k != "normalization"},
+                              normalization=version)
         return cls((model_dir / cls.MODEL_FILE).read_bytes(), cfg)
 
 
