@@ -643,3 +643,35 @@ def test_tables_store_the_space_piece_as_one_byte(layout_dir: Path, tmp_path: Pa
     escaped, _ = pack_pool(pieces)
     compact, _ = pack_pool(bpe_bytes(p.decode()) for p in pieces)
     assert f"packed into {len(compact)} */" in text and len(compact) < len(escaped)
+
+
+# ---------------------------------------------------------------- normalization spec v2
+
+
+def test_normalization_v2_like_python(corpus: list[str], tmp_path: Path) -> None:
+    """Spec v2 (tables' normalization_version 2): the whole-text, device and streaming C
+    tokenizers give Python's ids, on reviews, their publisher-styled copies and odd bytes; the
+    device cuts text dense in punctuation before its symbol arrays would overflow."""
+    from pipeline.compress.distill import publisher_style
+
+    v2_dir = _train(corpus, tmp_path / "tok_v2", normalization=2)
+    tok = Tokenizer.load(v2_dir)
+    host, dev = CTokenizer(v2_dir, max_input_bytes=HOST_MAX), CTokenizer(v2_dir)
+    stream, whole_stream = CStream(dev), CStream(CTokenizer(v2_dir, max_input_bytes=HOST_MAX,
+                                                            defines=("TOK_NEVER_SPLIT",)))
+    rng = random.Random(22)
+    texts = [t.encode() for t in corpus[:800] + [publisher_style(t) for t in corpus[:200]]]
+    texts += [SPECIAL.encode(), b"'.,!?;:()\"" * 300, "\u2026".encode() * 900, b". " * 1500,
+              *(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))) for _ in range(200))]
+    for raw in texts:
+        text = raw.decode("utf-8", "replace")
+        assert host.encode_bytes(raw) == tok.encode(text), raw[:100]
+        assert host.normalize_bytes(raw) == normalize(text, 2).encode()
+        r = dev.encode_info(raw)
+        assert r.input_bytes_used == len(raw) or len(raw) > dev.max_input_bytes // 2
+        assert r.ids == _python_ids(tok, raw[: r.input_bytes_used]) and r.n_ids == len(r.ids)
+        _check_stream(tok, stream, raw, rng)
+        _check_stream(tok, whole_stream, raw, rng)
+    assert dev.encode_info(b"." * 2000).input_bytes_used == 1024  # ". " per byte: 2 symbols
+    assert host.encode("Didn't. ") == host.encode("didn t .") != CTokenizer(
+        _train(corpus, tmp_path / "tok_v1")).encode("Didn't. ")

@@ -155,6 +155,19 @@ def test_encode_spans_match_ids_and_survive_pickling() -> None:
     assert again.ids(texts) == ids
 
 
+def test_feature_maps_refuse_tokenizers_that_normalize_differently(tmp_path: Path) -> None:
+    """AFD moves the teacher's maps onto the student's tokens through one normalized text."""
+    from pipeline.compress.afd import teacher_features
+    from pipeline.config import TokenizerConfig
+    from pipeline.text.tokenizer import train_tokenizer
+
+    texts = [f"it's item {i}, {'great' if i % 2 else 'awful'}!" for i in range(80)]
+    train_tokenizer(texts, TokenizerConfig(vocab_size=60, seq_len=6)).save(tmp_path / "teacher")
+    student = train_tokenizer(texts, TokenizerConfig(vocab_size=60, seq_len=6, normalization=2))
+    with pytest.raises(ValueError, match="normalization"):
+        teacher_features(tmp_path / "teacher", student, texts, tmp_path / "f", tmp_path / "w")
+
+
 def test_target_ids_read_the_targets_own_shards_else_tokenize_the_texts(tmp_path: Path) -> None:
     import json
 

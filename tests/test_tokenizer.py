@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import TokenizerConfig
 from pipeline.text.tokenizer import (
+    APART,
     CHAR_MAP,
     NEGATIONS,
     PAD_ID,
@@ -47,6 +48,46 @@ def test_normalize_properties(text: str) -> None:
     assert "  " not in out and out == out.strip(" ")
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in out)
     assert not any("A" <= c <= "Z" for c in out)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Didn't WORK, sadly...", "didn t work , sadly . . ."),
+        ("(great!) \u201cok\u201d; fine: 3.5?", "( great ! ) \" ok \" ; fine : 3 . 5 ?"),
+        ("it\u2019s \u2026 'quoted'", "it s . . . quoted"),
+        ("...", ". . ."),
+        ("'''", ""),
+        ("a-b/c", "a-b/c"),  # only the listed characters stand apart
+    ],
+)
+def test_normalize_v2_examples(raw: str, expected: str) -> None:
+    assert normalize(raw, 2) == expected
+
+
+@given(st.text())
+def test_normalize_v2_properties(text: str) -> None:
+    out = normalize(text, 2)
+    assert normalize(out, 2) == out == normalize(normalize(text), 2)  # idempotent; v1 then v2
+    assert "'" not in out and "  " not in out and out == out.strip(" ")
+    assert all(w in APART or not set(w) & set(APART) for w in out.split(" "))
+
+
+def test_normalize_v2_reads_publishers_style_as_the_original() -> None:
+    """The reason for v2: a review and its publisher-styled copy (lowercased, apostrophes split,
+    punctuation set apart: li2018, cr and huliu sentences) normalize to the same text."""
+    from pipeline.compress.distill import publisher_style
+
+    reviews = ["I didn't like it. The strap broke; two days (really!) \"great\" job...",
+               "Works great, my son's favorite: 5 stars? Yes!", *_corpus(50)]
+    for r in reviews:
+        assert normalize(publisher_style(r), 2) == normalize(r, 2)
+    assert normalize(publisher_style(reviews[0])) != normalize(reviews[0])  # v1 keeps them apart
+
+
+def test_normalize_rejects_unknown_version() -> None:
+    with pytest.raises(ValueError, match="v3"):
+        normalize("x", 3)
 
 
 def test_char_map_is_small_and_single_codepoint_keys() -> None:
@@ -128,3 +169,27 @@ def test_tokenizer_stage_streams_the_file_or_trains_on_a_bounded_sample(tmp_path
 def test_tokenizer_rejects_empty_corpus() -> None:
     with pytest.raises(ValueError, match="no non-empty"):
         train_tokenizer(["", "   "], TokenizerConfig(vocab_size=50))
+
+
+def test_normalization_version_is_saved_loaded_and_keyed(tmp_path) -> None:
+    """tokenizer.json records the spec as it always did (``normalization_version``: files of v1
+    tokenizers unchanged); the stage key names the field only when it is not 1, so that runs from
+    before it keep their keys."""
+    import json
+
+    for version in (1, 2):
+        cfg = TokenizerConfig(vocab_size=120, seq_len=6, normalization=version)
+        tok = train_tokenizer(_corpus(), cfg)
+        tok.save(tmp_path / f"v{version}")
+        meta = json.loads((tmp_path / f"v{version}" / Tokenizer.CONFIG_FILE).read_text())
+        assert meta["normalization_version"] == version and "normalization" not in meta
+        back = Tokenizer.load(tmp_path / f"v{version}")
+        assert back.cfg == cfg
+        assert back.preprocess("Isn't it, ok?") == normalize("Isn't it, ok?", version)
+        assert ("normalization" in cfg.key()) == (version == 2)
+    v1, v2 = (Tokenizer.load(tmp_path / f"v{v}") for v in (1, 2))
+    assert v1.preprocess("it's ok.") != v2.preprocess("it's ok.")
+    meta["normalization_version"] = 9
+    (tmp_path / "v2" / Tokenizer.CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="v9"):
+        Tokenizer.load(tmp_path / "v2")

@@ -1,2 +1,2 @@
-"""Text to ids: normalization spec v1 and SentencePiece BPE (``tokenizer``), the C tokenizer's
+"""Text to ids: normalization specs v1 and v2 and SentencePiece BPE (``tokenizer``), the C tokenizer's
 tables (``ctables``) and its host build (``ctok``)."""

@@ -1,7 +1,7 @@
 """Text normalization and SentencePiece BPE tokenization.
 
-Normalization spec (version 1), written so that a C implementation can be bit-exact
------------------------------------------------------------------------------------
+Normalization spec (versions 1 and 2), written so that a C implementation can be bit-exact
+-----------------------------------------------------------------------------------------
 Input is a sequence of Unicode code points decoded from UTF-8; an invalid sequence decodes to
 U+FFFD exactly as Python's ``bytes.decode("utf-8", "replace")`` does (one U+FFFD per maximal invalid
 subpart). Each code point ``c`` is mapped in order:
