@@ -1,8 +1,8 @@
 /* GENERATED FILE - DO NOT EDIT. Regenerate with:
  *     python -m pipeline.export firmware models/release --out firmware
  * from:
- *     models/release/step.tflite (sha256 99b9c4aacd27adadb23a7230c3d4a26641ad89348059a5e6523eb6f8de721270)
- *     models/release/head.tflite (sha256 07f165759d98ec9ca16c68dcfa3626610e9c81e3995d568fc6a193b7a2799254)
+ *     models/release/step.tflite (sha256 93e6a34d5cc23c47372171835ff75bd266c22b00cfacd2a4d2bc650e85a70bee)
+ *     models/release/head.tflite (sha256 419340931fbf21c40d24e89b9445102a4393044fa88353be543a2d2061c1e66f)
  * Operators of step: TINYSENT_BIGRU.
  * Operators of head: FULLY_CONNECTED LOGISTIC.
  */
