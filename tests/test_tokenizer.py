@@ -90,6 +90,12 @@ def test_normalize_rejects_unknown_version() -> None:
         normalize("x", 3)
 
 
+def test_v2_refuses_stopwords_that_would_drop_negations() -> None:
+    assert remove_stopwords(normalize("it can't work", 2)) == "can work"  # why: "t" is a stopword
+    with pytest.raises(ValueError, match="negation"):
+        train_tokenizer(_corpus(), TokenizerConfig(vocab_size=120, stopwords=True, normalization=2))
+
+
 def test_char_map_is_small_and_single_codepoint_keys() -> None:
     # The table is what a C port embeds: keep it small and keyed by code points.
     assert all(isinstance(k, int) for k in CHAR_MAP)

@@ -57,8 +57,7 @@ from pipeline.text.ragged import Ragged, RaggedFile
 
 log = logging.getLogger(__name__)
 
-NORMALIZATION_VERSION = 1  # the default spec (TokenizerConfig.normalization)
-NORMALIZATION_VERSIONS = (1, 2)
+NORMALIZATION_VERSIONS = (1, 2)  # TokenizerConfig.normalization
 PAD_ID = 0
 UNK_ID = 1
 SPACE_PIECE = "\u2581"  # the word boundary piece ``▁``
@@ -275,6 +274,10 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
 
     import sentencepiece as spm
 
+    if cfg.stopwords and cfg.normalization == 2:
+        raise ValueError("tokenizer: stopwords with normalization 2: spec v2 splits contractions "
+                         "(can't -> can t) and stopword removal would then drop the t of every "
+                         "negation; set normalization=1 with stopwords=true")
     spm.set_random_generator_seed(cfg.seed)
     pre = Tokenizer.__new__(Tokenizer)
     pre.cfg = cfg
