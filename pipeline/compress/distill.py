@@ -47,6 +47,7 @@ from pipeline.nn.models import logits_model
 from pipeline.nn.train import IDS_SPEC, LABELS_SPEC, StepFactory, TrainStep
 from pipeline.text.ragged import Ragged, RaggedFile
 from pipeline.text.records import IdRecords
+from pipeline.text.tokenizer import split_apart
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +136,11 @@ def kd_step(teacher_logits: np.ndarray, cfg: DistillConfig,
     return factory
 
 
-PUBLISHER_PUNCT = re.compile(r'([.,!?;:()"])')
-
-
 def publisher_style(text: str) -> str:
     """``text`` as some corpora's publishers wrote reviews: lowercased, each apostrophe replaced by a
-    space (``didn t``) and punctuation set apart by spaces (``great , but``)."""
-    text = text.lower().replace("'", " ").replace("\u2019", " ")
-    return " ".join(PUBLISHER_PUNCT.sub(r" \1 ", text).split())
+    space (``didn t``) and punctuation set apart by spaces (``great , but``): normalization spec
+    v2's own rule (:func:`pipeline.text.tokenizer.split_apart`), so v2 reads both alike."""
+    return " ".join(split_apart(text.lower().replace("\u2019", " ")).split())
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")

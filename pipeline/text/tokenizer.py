@@ -133,11 +133,17 @@ STOPWORDS = frozenset(
 assert not STOPWORDS & NEGATIONS and not any(w.endswith("n't") for w in STOPWORDS)
 
 
+def split_apart(text: str) -> str:
+    """Spec v2's rule: each apostrophe a space, each :data:`APART` character between two spaces
+    (runs of spaces are left to the caller)."""
+    return _APART.sub(r" \1 ", text.replace("'", " "))
+
+
 def normalize(text: str, version: int = 1) -> str:
     """Apply normalization spec ``version`` (1 or 2; see module docstring)."""
     text = text.translate(CHAR_MAP)
     if version == 2:
-        text = _APART.sub(r" \1 ", text.replace("'", " "))
+        text = split_apart(text)
     elif version != 1:
         raise ValueError(f"normalization v{version}: this code implements v1 and v2")
     return _SPACES.sub(" ", text).strip(" ")
